@@ -1,0 +1,1 @@
+"""rulesearch: discover synaptic plasticity rules."""

@@ -1,0 +1,376 @@
+"""Rules as expression trees: parse text with ``ast``, convert to sympy, LaTeX and VM programs.
+
+An expression is a prefix tuple of nodes ``(kind, value)`` with kind ``"op"``
+(an operator name from ``PRIMITIVES``), ``"var"`` (a grammar terminal) or
+``"const"`` (a float). A ``Rule`` is a tuple of expressions, one per plastic
+pathway of the network, even when the network has one.
+"""
+from __future__ import annotations
+
+import ast
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable, Sequence
+
+import numpy as np
+import sympy
+
+from .errors import GrammarError
+from .grammar import Grammar
+from .primitives import LOAD_OPCODES, OP_CONST, PRIMITIVES, VARIABLES
+
+Node = tuple  # ("op", name) | ("var", name) | ("const", value)
+Expr = tuple  # prefix sequence of nodes
+
+
+@dataclass(frozen=True)
+class Program:
+    """A postfix program for ``vm.run_program``: opcodes, arguments, constants, stack depth."""
+
+    code: np.ndarray  # int64 (n_instr,)
+    arg: np.ndarray  # int64 (n_instr,): variable slot or constant index
+    consts: np.ndarray  # float64 (n_consts,)
+    depth: int
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A plasticity rule: one prefix expression per plastic pathway, over a grammar."""
+
+    exprs: tuple[Expr, ...]
+    grammar: Grammar
+
+    @property
+    def complexity(self) -> int:
+        """Number of nodes over all pathways."""
+        return sum(len(e) for e in self.exprs)
+
+    def to_sympy(self) -> tuple[sympy.Expr, ...]:
+        return tuple(expr_to_sympy(e) for e in self.exprs)
+
+    def text(self) -> str:
+        """Sympy-parsable text with grammar names; pathways separated by '; '."""
+        return "; ".join(sympy_text(e) for e in self.to_sympy())
+
+    def latex(self, lhs: bool = True) -> str:
+        """LaTeX with the grammar's symbols, e.g. ``\\Delta w_{ij} = x_j y_i - ...``."""
+        parts = [to_latex(e, self.grammar) for e in self.to_sympy()]
+        if not lhs:
+            return "; ".join(parts)
+        return "; ".join(rf"\Delta w_{{ij}} = {p}" for p in parts)
+
+    def programs(self) -> tuple[Program, ...]:
+        return tuple(compile_expr(e) for e in self.exprs)
+
+    def constants(self) -> list[float]:
+        return [v for e in self.exprs for k, v in e if k == "const"]
+
+    def with_constants(self, values: Sequence[float]) -> "Rule":
+        """The same tree with its constants (in prefix order) replaced by ``values``."""
+        it = iter(values)
+        exprs = tuple(tuple(("const", float(next(it))) if k == "const" else (k, v) for k, v in e)
+                      for e in self.exprs)
+        return Rule(exprs, self.grammar)
+
+    def canonical(self) -> "Rule":
+        """The rule rebuilt from its expanded sympy form (fewer nodes, stable text)."""
+        return rule_from_sympy([canonical_sympy(e) for e in self.to_sympy()], self.grammar)
+
+    def __str__(self) -> str:
+        return self.text()
+
+
+# ---------------------------------------------------------------- parsing
+
+def parse_rule(text: str | Sequence[str], grammar: Grammar) -> Rule:
+    """Parse rule text (``"x*y - y**2*w"``) against ``grammar`` with the ``ast`` module.
+
+    Several pathways are given as a sequence of strings or separated by ';'.
+    Raises ``GrammarError`` naming the offending token and the grammar.
+    """
+    parts = text.split(";") if isinstance(text, str) else list(text)
+    if not parts or any(not p.strip() for p in parts):
+        raise GrammarError(f"rule {text!r}: empty expression")
+    return Rule(tuple(_parse_one(p.strip(), grammar) for p in parts), grammar)
+
+
+def _parse_one(text: str, grammar: Grammar) -> Expr:
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        raise GrammarError(f"rule {text!r}: not a valid expression ({exc.msg})") from None
+    return tuple(_Parser(text, grammar).visit(tree.body))
+
+
+_BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
+_SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "**",
+            ast.Mod: "%", ast.FloorDiv: "//", ast.MatMult: "@", ast.BitXor: "^"}
+
+
+class _Parser:
+    def __init__(self, text: str, grammar: Grammar):
+        self.text, self.grammar = text, grammar
+
+    def fail(self, message: str):
+        raise GrammarError(f"rule {self.text!r}: {message} ({self.grammar.describe()})")
+
+    def need(self, op: str, token: str) -> None:
+        if op not in self.grammar.operators:
+            self.fail(f"operator '{token}' ({op}) is not allowed")
+
+    def visit(self, node) -> list:
+        if isinstance(node, ast.BinOp):
+            op_type = type(node.op)
+            if op_type is ast.Pow:
+                return self.power(node)
+            if op_type not in _BINOPS:
+                self.fail(f"unsupported operator '{_SYMBOLS.get(op_type, op_type.__name__)}'")
+            name = _BINOPS[op_type]
+            self.need(name, _SYMBOLS[op_type])
+            return [("op", name)] + self.visit(node.left) + self.visit(node.right)
+        if isinstance(node, ast.UnaryOp):
+            if isinstance(node.op, ast.UAdd):
+                return self.visit(node.operand)
+            if not isinstance(node.op, ast.USub):
+                self.fail(f"unsupported unary operator '{type(node.op).__name__}'")
+            inner = self.visit(node.operand)
+            if len(inner) == 1 and inner[0][0] == "const":
+                return [("const", -inner[0][1])]
+            return _negate(inner, self.grammar)
+        if isinstance(node, ast.Name):
+            if node.id not in self.grammar.names:
+                self.fail(f"unknown name '{node.id}'")
+            return [("var", node.id)]
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
+                self.fail(f"unsupported literal {node.value!r}")
+            if not math.isfinite(node.value):
+                self.fail(f"non-finite number {node.value!r}")
+            return [("const", float(node.value))]
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or node.keywords:
+                self.fail("only calls like tanh(x) are allowed")
+            name = node.func.id
+            if name not in PRIMITIVES:
+                self.fail(f"unknown function '{name}'")
+            self.need(name, name)
+            if len(node.args) != PRIMITIVES[name].arity:
+                self.fail(f"'{name}' takes {PRIMITIVES[name].arity} argument(s), got {len(node.args)}")
+            return [("op", name)] + [n for a in node.args for n in self.visit(a)]
+        self.fail(f"unsupported syntax '{ast.unparse(node)}'")
+
+    def power(self, node) -> list:
+        exponent = node.right
+        if isinstance(exponent, ast.UnaryOp) and isinstance(exponent.op, ast.USub) \
+                and isinstance(exponent.operand, ast.Constant):
+            value = -exponent.operand.value
+        elif isinstance(exponent, ast.Constant):
+            value = exponent.value
+        else:
+            self.fail(f"exponent '{ast.unparse(exponent)}' must be an integer literal")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
+                or not 1 <= abs(value) <= 6:
+            self.fail(f"exponent '{ast.unparse(exponent)}' must be an integer between -6 and 6, not 0")
+        base = self.visit(node.left)
+        expr = _integer_power(base, abs(int(value)), self.grammar)
+        if value < 0:
+            self.need("div", "/")
+            expr = [("op", "div"), ("const", 1.0)] + expr
+        return expr
+
+
+def _negate(expr: list, grammar: Grammar) -> list:
+    if "neg" in grammar.operators:
+        return [("op", "neg")] + expr
+    if "mul" in grammar.operators:
+        return [("op", "mul"), ("const", -1.0)] + expr
+    raise GrammarError(f"cannot negate without 'neg' or 'mul' ({grammar.describe()})")
+
+
+def _integer_power(base: list, n: int, grammar: Grammar) -> list:
+    if n == 1:
+        return list(base)
+    if n == 2 and "square" in grammar.operators:
+        return [("op", "square")] + base
+    if n == 3 and "cube" in grammar.operators:
+        return [("op", "cube")] + base
+    if "mul" not in grammar.operators:
+        raise GrammarError(f"power {n} needs 'mul' ({grammar.describe()})")
+    if n % 2 == 0 and "square" in grammar.operators:
+        return [("op", "square")] + _integer_power(base, n // 2, grammar)
+    return [("op", "mul")] + list(base) + _integer_power(base, n - 1, grammar)
+
+
+# ---------------------------------------------------------------- sympy
+
+def symbol(name: str) -> sympy.Symbol:
+    """The sympy symbol for a grammar terminal (real-valued, named as in the grammar)."""
+    return sympy.Symbol(name, real=True)
+
+
+def expr_to_sympy(expr: Expr) -> sympy.Expr:
+    """Exact sympy meaning of a prefix expression (protected operators as plain ones)."""
+    def build(i: int):
+        kind, value = expr[i]
+        if kind == "var":
+            return symbol(value), i + 1
+        if kind == "const":
+            return sympy.Float(value) if value != int(value) else sympy.Integer(int(value)), i + 1
+        prim = PRIMITIVES[value]
+        args, j = [], i + 1
+        for _ in range(prim.arity):
+            a, j = build(j)
+            args.append(a)
+        return prim.sympy_fn(*args), j
+    result, end = build(0)
+    if end != len(expr):
+        raise ValueError(f"malformed expression: {end} of {len(expr)} nodes used")
+    return result
+
+
+def canonical_sympy(e: sympy.Expr) -> sympy.Expr:
+    """Expanded, simplified form used for display and equality of rules."""
+    return sympy.expand(sympy.simplify(e))
+
+
+def sympy_text(e: sympy.Expr) -> str:
+    """Text that both sympy and ``parse_rule`` read back; floats kept to 6 significant digits."""
+    e = e.xreplace({f: sympy.Float(float(f"{float(f):.6g}")) for f in e.atoms(sympy.Float)})
+    return sympy.sstr(e, full_prec=False)
+
+
+def to_latex(e: sympy.Expr, grammar: Grammar, digits: int = 4) -> str:
+    """LaTeX with grammar symbols and floats rounded to ``digits`` significant digits."""
+    e = e.xreplace({f: sympy.Float(float(f"{float(f):.{digits}g}")) for f in e.atoms(sympy.Float)})
+    names = {symbol(t.name): t.symbol for t in grammar.terminals}
+    return sympy.latex(e, symbol_names=names, full_prec=False)
+
+
+def rule_from_sympy(exprs: Sequence[sympy.Expr], grammar: Grammar) -> Rule:
+    """Build a rule from sympy expressions using the grammar's operators."""
+    return Rule(tuple(tuple(_from_sympy(e, grammar)) for e in exprs), grammar)
+
+
+_SYMPY_FUNCS = {sympy.tanh: "tanh", sympy.exp: "exp", sympy.Abs: "abs"}
+
+
+def _from_sympy(e, g: Grammar) -> list:
+    if isinstance(e, sympy.Symbol):
+        if e.name not in g.names:
+            raise GrammarError(f"symbol '{e.name}' is not a terminal ({g.describe()})")
+        return [("var", e.name)]
+    if e.is_Number:
+        if not e.is_real or not e.is_finite:
+            raise GrammarError(f"constant {e} is not a finite real number")
+        return [("const", float(e))]
+    if isinstance(e, sympy.Add):
+        terms = sorted(e.args, key=sympy.default_sort_key)
+        positive = [t for t in terms if not t.could_extract_minus_sign()]
+        negative = [-t for t in terms if t.could_extract_minus_sign()]
+        if positive:
+            out = _from_sympy(positive[0], g)
+            for t in positive[1:]:
+                out = [("op", "add")] + out + _from_sympy(t, g)
+        else:
+            out = _negate(_from_sympy(negative[0], g), g)
+            negative = negative[1:]
+        for t in negative:
+            if "sub" in g.operators:
+                out = [("op", "sub")] + out + _from_sympy(t, g)
+            else:
+                out = [("op", "add")] + out + _negate(_from_sympy(t, g), g)
+        return out
+    if isinstance(e, sympy.Mul):
+        coeff, rest = e.as_coeff_Mul()
+        if coeff == -1:
+            return _negate(_from_sympy(rest, g), g)
+        num, den = sympy.fraction(e)
+        if den != 1:
+            if "div" not in g.operators:
+                raise GrammarError(f"'{e}' needs division ({g.describe()})")
+            return [("op", "div")] + _from_sympy(num, g) + _from_sympy(den, g)
+        factors = sorted(e.args, key=lambda a: (not a.is_Number, sympy.default_sort_key(a)))
+        out = _from_sympy(factors[0], g)
+        for f in factors[1:]:
+            out = [("op", "mul")] + out + _from_sympy(f, g)
+        return out
+    if isinstance(e, sympy.Pow):
+        base, exp = e.args
+        if not exp.is_Integer:
+            raise GrammarError(f"power '{e}' has a non-integer exponent")
+        n = int(exp)
+        if n < 0:
+            if "div" not in g.operators:
+                raise GrammarError(f"'{e}' needs division ({g.describe()})")
+            return [("op", "div"), ("const", 1.0)] + _integer_power(_from_sympy(base, g), -n, g)
+        return _integer_power(_from_sympy(base, g), n, g)
+    if e.func in _SYMPY_FUNCS:
+        name = _SYMPY_FUNCS[e.func]
+        if name not in g.operators:
+            raise GrammarError(f"function '{name}' is not allowed ({g.describe()})")
+        return [("op", name)] + _from_sympy(e.args[0], g)
+    raise GrammarError(f"cannot express '{e}' in {g.describe()}")
+
+
+# ---------------------------------------------------------------- programs
+
+def compile_expr(expr: Expr) -> Program:
+    """Prefix expression -> postfix VM program."""
+    code, arg, consts = [], [], []
+    depth = max_depth = 0
+    for kind, value in reversed(expr):  # reversed prefix = postfix of the mirrored tree
+        if kind == "var":
+            var = VARIABLES[value]
+            code.append(LOAD_OPCODES[var.kind])
+            arg.append(var.slot)
+            depth += 1
+        elif kind == "const":
+            code.append(OP_CONST)
+            arg.append(len(consts))
+            consts.append(value)
+            depth += 1
+        else:
+            prim = PRIMITIVES[value]
+            code.append(prim.opcode)
+            arg.append(prim.arity)
+            depth -= prim.arity - 1
+        max_depth = max(max_depth, depth)
+    if depth != 1:
+        raise ValueError("malformed expression")
+    return Program(np.array(code, np.int64), np.array(arg, np.int64),
+                   np.array(consts, np.float64), max_depth)
+
+
+# ---------------------------------------------------------------- constants
+
+def snap_candidates(value: float) -> list[float]:
+    """Short numbers near ``value``, simplest first: integers, simple fractions, 1-3 digits."""
+    out = []
+    for cand in [round(value)] + [float(Fraction(value).limit_denominator(d)) for d in (2, 4, 10)] \
+            + [float(f"{value:.{d}g}") for d in (1, 2, 3)]:
+        if cand not in out and cand != value:
+            out.append(float(cand))
+    return out
+
+
+def snap_constants(rule: Rule, loss: Callable[[list[Rule]], np.ndarray], tol: float = 0.01,
+                   abs_tol: float = 0.0) -> Rule:
+    """Replace each constant by the simplest short number whose loss is within ``tol`` (relative).
+
+    ``loss`` evaluates a batch of rules at once; one batch per constant.
+    """
+    base = float(loss([rule])[0])
+    limit = base * (1 + tol) + abs_tol
+    values = rule.constants()
+    for i, v in enumerate(values):
+        cands = snap_candidates(v)
+        if not cands:
+            continue
+        trials = [rule.with_constants(values[:i] + [c] + values[i + 1:]) for c in cands]
+        losses = loss(trials)
+        for c, l in zip(cands, losses):
+            if l <= limit:
+                values[i] = c
+                break
+    return rule.with_constants(values)

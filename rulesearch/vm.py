@@ -1,0 +1,166 @@
+"""The rule VM: one compiled interpreter for postfix programs over all synapses at once.
+
+Variables reach the VM as arrays the simulator fills each step::
+
+    pre   (n_pre_vars, n_in)          e.g. x_j
+    post  (n_post_vars, n_out)        e.g. y_i
+    syn   (n_syn_vars, n_out * n_in)  e.g. w_ij, row-major (i, j)
+    trial (n_trial_vars,)             e.g. r, rbar
+
+Each instruction runs over every synapse before the next one starts, so the
+cost of interpretation is paid per instruction, not per synapse.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from numba import njit, prange
+
+from .primitives import (DIV_EPS, EXP_MAX, OP_ABS, OP_ADD, OP_CONST, OP_CUBE, OP_DIV, OP_EXP,
+                         OP_LOAD_POST, OP_LOAD_PRE, OP_LOAD_SYN, OP_LOAD_TRIAL, OP_MUL, OP_NEG,
+                         OP_SQUARE, OP_SUB, OP_TANH)
+from .rules import Program
+
+# Reassociation lets LLVM vectorise the loops; NaN and inf keep their IEEE meaning
+# (no 'nnan'/'ninf'), which blow-up detection relies on.
+FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+
+
+@dataclass(frozen=True)
+class PackedPrograms:
+    """Programs concatenated into flat arrays; program k is ``code[code_start[k]:code_start[k+1]]``."""
+
+    code: np.ndarray  # int64 (total_instr,)
+    arg: np.ndarray  # int64 (total_instr,)
+    consts: np.ndarray  # float64 (total_consts,)
+    code_start: np.ndarray  # int64 (n_programs + 1,)
+    const_start: np.ndarray  # int64 (n_programs + 1,)
+    depth: int
+
+    @property
+    def n_programs(self) -> int:
+        return len(self.code_start) - 1
+
+
+def pack(programs: Sequence[Program]) -> PackedPrograms:
+    """Concatenate programs (for a population: individual-major, pathway-minor)."""
+    if not programs:
+        raise ValueError("pack() needs at least one program")
+    code_start = np.zeros(len(programs) + 1, np.int64)
+    const_start = np.zeros(len(programs) + 1, np.int64)
+    code_start[1:] = np.cumsum([len(p.code) for p in programs])
+    const_start[1:] = np.cumsum([len(p.consts) for p in programs])
+    consts = [p.consts for p in programs]
+    return PackedPrograms(np.concatenate([p.code for p in programs]),
+                          np.concatenate([p.arg for p in programs]),
+                          np.concatenate(consts) if const_start[-1] else np.zeros(0),
+                          code_start, const_start, max(p.depth for p in programs))
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def run_program(code, arg, consts, pre, post, syn, trial, stack, out):
+    """Evaluate one postfix program (already sliced) for every synapse; result into ``out``.
+
+    stack: float64 (depth, n_out * n_in) scratch space; out: float64 (n_out * n_in,).
+    Binary operators take their first operand from the top of the stack (see
+    ``rules.compile_expr``, which emits reversed prefix order).
+    """
+    n_in = pre.shape[1]
+    n_out = post.shape[1]
+    n = n_in * n_out
+    sp = 0
+    for pc in range(code.shape[0]):
+        op = code[pc]
+        a = arg[pc]
+        if op == OP_LOAD_PRE:
+            for i in range(n_out):
+                for j in range(n_in):
+                    stack[sp, i * n_in + j] = pre[a, j]
+            sp += 1
+        elif op == OP_LOAD_POST:
+            for i in range(n_out):
+                v = post[a, i]
+                for j in range(n_in):
+                    stack[sp, i * n_in + j] = v
+            sp += 1
+        elif op == OP_LOAD_SYN:
+            for k in range(n):
+                stack[sp, k] = syn[a, k]
+            sp += 1
+        elif op == OP_LOAD_TRIAL:
+            v = trial[a]
+            for k in range(n):
+                stack[sp, k] = v
+            sp += 1
+        elif op == OP_CONST:
+            v = consts[a]
+            for k in range(n):
+                stack[sp, k] = v
+            sp += 1
+        elif op < 20:  # binary: first operand on top
+            sp -= 1
+            top = stack[sp]
+            res = stack[sp - 1]
+            if op == OP_ADD:
+                for k in range(n):
+                    res[k] = top[k] + res[k]
+            elif op == OP_SUB:
+                for k in range(n):
+                    res[k] = top[k] - res[k]
+            elif op == OP_MUL:
+                for k in range(n):
+                    res[k] = top[k] * res[k]
+            else:  # OP_DIV, protected
+                for k in range(n):
+                    d = res[k]
+                    res[k] = top[k] / d if abs(d) > DIV_EPS else 0.0
+        else:
+            res = stack[sp - 1]
+            if op == OP_NEG:
+                for k in range(n):
+                    res[k] = -res[k]
+            elif op == OP_SQUARE:
+                for k in range(n):
+                    res[k] = res[k] * res[k]
+            elif op == OP_CUBE:
+                for k in range(n):
+                    res[k] = res[k] * res[k] * res[k]
+            elif op == OP_TANH:
+                for k in range(n):
+                    res[k] = np.tanh(res[k])
+            elif op == OP_EXP:
+                for k in range(n):
+                    res[k] = np.exp(min(res[k], EXP_MAX))
+            elif op == OP_ABS:
+                for k in range(n):
+                    res[k] = abs(res[k])
+    for k in range(n):
+        out[k] = stack[0, k]
+
+
+@njit(cache=True, parallel=True)
+def _run_packed(code, arg, consts, code_start, const_start, depth, pre, post, syn, trial):
+    n_prog = code_start.shape[0] - 1
+    n = pre.shape[1] * post.shape[1]
+    out = np.empty((n_prog, n))
+    for p in prange(n_prog):
+        stack = np.empty((depth, n))
+        c0, c1 = code_start[p], code_start[p + 1]
+        k0, k1 = const_start[p], const_start[p + 1]
+        run_program(code[c0:c1], arg[c0:c1], consts[k0:k1], pre, post, syn, trial, stack, out[p])
+    return out
+
+
+def evaluate(packed: PackedPrograms, pre: np.ndarray, post: np.ndarray, syn: np.ndarray,
+             trial: np.ndarray) -> np.ndarray:
+    """Every packed program on the same variables -> float64 (n_programs, n_out * n_in)."""
+    pre, post, syn, trial = (np.ascontiguousarray(a, dtype=np.float64) for a in (pre, post, syn, trial))
+    if pre.ndim != 2 or post.ndim != 2 or syn.ndim != 2 or trial.ndim != 1:
+        raise ValueError("pre, post, syn must be 2-D and trial 1-D")
+    if syn.shape[1] != pre.shape[1] * post.shape[1]:
+        raise ValueError(f"syn has {syn.shape[1]} columns: expected n_out*n_in = "
+                         f"{post.shape[1] * pre.shape[1]}")
+    return _run_packed(packed.code, packed.arg, packed.consts, packed.code_start,
+                       packed.const_start, packed.depth, pre, post, syn, trial)
