@@ -1,11 +1,12 @@
 """The rule VM: one compiled interpreter for postfix programs over all synapses at once.
 
-Variables reach the VM as arrays the simulator fills each step::
+Variables reach the VM as arrays the simulator fills each step, for a batch
+of B independent networks (the trials of one evaluation) at once::
 
-    pre   (n_pre_vars, n_in)          e.g. x_j
-    post  (n_post_vars, n_out)        e.g. y_i
-    syn   (n_syn_vars, n_out * n_in)  e.g. w_ij, row-major (i, j)
-    trial (n_trial_vars,)             e.g. r, rbar
+    pre   (n_pre_vars, B, n_in)            e.g. x_j
+    post  (n_post_vars, B, n_out)          e.g. y_i
+    syn   (n_syn_vars, B * n_out * n_in)   e.g. w_ij, row-major (b, i, j)
+    trial (n_trial_vars, B)                e.g. r, rbar
 
 Each instruction runs over every synapse before the next one starts, so the
 cost of interpretation is paid per instruction, not per synapse.
@@ -63,36 +64,49 @@ def pack(programs: Sequence[Program]) -> PackedPrograms:
 def run_program(code, arg, consts, pre, post, syn, trial, stack, out):
     """Evaluate one postfix program (already sliced) for every synapse; result into ``out``.
 
-    stack: float64 (depth, n_out * n_in) scratch space; out: float64 (n_out * n_in,).
+    pre (n_pre, B, n_in), post (n_post, B, n_out), syn (n_syn, B*n_out*n_in),
+    trial (n_trial, B); B is a batch of independent networks (trials) sharing the
+    rule. stack: float64 (depth, B*n_out*n_in) scratch; out: float64 (B*n_out*n_in,).
     Binary operators take their first operand from the top of the stack (see
-    ``rules.compile_expr``, which emits reversed prefix order).
+    ``rules.compile_expr``, which emits reversed prefix order). The loops index the
+    stack directly rather than through row views, which would cost a reference
+    count per instruction.
     """
-    n_in = pre.shape[1]
-    n_out = post.shape[1]
-    n = n_in * n_out
+    n_batch = pre.shape[1]
+    n_in = pre.shape[2]
+    n_out = post.shape[2]
+    n = n_batch * n_out * n_in
     sp = 0
     for pc in range(code.shape[0]):
         op = code[pc]
         a = arg[pc]
         if op == OP_LOAD_PRE:
-            for i in range(n_out):
-                for j in range(n_in):
-                    stack[sp, i * n_in + j] = pre[a, j]
+            k = 0
+            for b in range(n_batch):
+                for i in range(n_out):
+                    for j in range(n_in):
+                        stack[sp, k + j] = pre[a, b, j]
+                    k += n_in
             sp += 1
         elif op == OP_LOAD_POST:
-            for i in range(n_out):
-                v = post[a, i]
-                for j in range(n_in):
-                    stack[sp, i * n_in + j] = v
+            k = 0
+            for b in range(n_batch):
+                for i in range(n_out):
+                    v = post[a, b, i]
+                    for j in range(n_in):
+                        stack[sp, k + j] = v
+                    k += n_in
             sp += 1
         elif op == OP_LOAD_SYN:
             for k in range(n):
                 stack[sp, k] = syn[a, k]
             sp += 1
         elif op == OP_LOAD_TRIAL:
-            v = trial[a]
-            for k in range(n):
-                stack[sp, k] = v
+            m = n_out * n_in
+            for b in range(n_batch):
+                v = trial[a, b]
+                for k in range(b * m, (b + 1) * m):
+                    stack[sp, k] = v
             sp += 1
         elif op == OP_CONST:
             v = consts[a]
@@ -101,41 +115,42 @@ def run_program(code, arg, consts, pre, post, syn, trial, stack, out):
             sp += 1
         elif op < 20:  # binary: first operand on top
             sp -= 1
-            top = stack[sp]
-            res = stack[sp - 1]
+            t = sp
+            r = sp - 1
             if op == OP_ADD:
                 for k in range(n):
-                    res[k] = top[k] + res[k]
+                    stack[r, k] = stack[t, k] + stack[r, k]
             elif op == OP_SUB:
                 for k in range(n):
-                    res[k] = top[k] - res[k]
+                    stack[r, k] = stack[t, k] - stack[r, k]
             elif op == OP_MUL:
                 for k in range(n):
-                    res[k] = top[k] * res[k]
+                    stack[r, k] = stack[t, k] * stack[r, k]
             else:  # OP_DIV, protected
                 for k in range(n):
-                    d = res[k]
-                    res[k] = top[k] / d if abs(d) > DIV_EPS else 0.0
+                    d = stack[r, k]
+                    stack[r, k] = stack[t, k] / d if abs(d) > DIV_EPS else 0.0
         else:
-            res = stack[sp - 1]
+            r = sp - 1
             if op == OP_NEG:
                 for k in range(n):
-                    res[k] = -res[k]
+                    stack[r, k] = -stack[r, k]
             elif op == OP_SQUARE:
                 for k in range(n):
-                    res[k] = res[k] * res[k]
+                    stack[r, k] = stack[r, k] * stack[r, k]
             elif op == OP_CUBE:
                 for k in range(n):
-                    res[k] = res[k] * res[k] * res[k]
+                    v = stack[r, k]
+                    stack[r, k] = v * v * v
             elif op == OP_TANH:
                 for k in range(n):
-                    res[k] = np.tanh(res[k])
+                    stack[r, k] = np.tanh(stack[r, k])
             elif op == OP_EXP:
                 for k in range(n):
-                    res[k] = np.exp(min(res[k], EXP_MAX))
+                    stack[r, k] = np.exp(min(stack[r, k], EXP_MAX))
             elif op == OP_ABS:
                 for k in range(n):
-                    res[k] = abs(res[k])
+                    stack[r, k] = abs(stack[r, k])
     for k in range(n):
         out[k] = stack[0, k]
 
@@ -143,7 +158,7 @@ def run_program(code, arg, consts, pre, post, syn, trial, stack, out):
 @njit(cache=True, parallel=True)
 def _run_packed(code, arg, consts, code_start, const_start, depth, pre, post, syn, trial):
     n_prog = code_start.shape[0] - 1
-    n = pre.shape[1] * post.shape[1]
+    n = pre.shape[1] * post.shape[2] * pre.shape[2]
     out = np.empty((n_prog, n))
     for p in prange(n_prog):
         stack = np.empty((depth, n))
@@ -155,12 +170,16 @@ def _run_packed(code, arg, consts, code_start, const_start, depth, pre, post, sy
 
 def evaluate(packed: PackedPrograms, pre: np.ndarray, post: np.ndarray, syn: np.ndarray,
              trial: np.ndarray) -> np.ndarray:
-    """Every packed program on the same variables -> float64 (n_programs, n_out * n_in)."""
+    """Every packed program on the same variables -> float64 (n_programs, B * n_out * n_in).
+
+    pre (n_pre, B, n_in), post (n_post, B, n_out), syn (n_syn, B*n_out*n_in), trial (n_trial, B).
+    """
     pre, post, syn, trial = (np.ascontiguousarray(a, dtype=np.float64) for a in (pre, post, syn, trial))
-    if pre.ndim != 2 or post.ndim != 2 or syn.ndim != 2 or trial.ndim != 1:
-        raise ValueError("pre, post, syn must be 2-D and trial 1-D")
-    if syn.shape[1] != pre.shape[1] * post.shape[1]:
-        raise ValueError(f"syn has {syn.shape[1]} columns: expected n_out*n_in = "
-                         f"{post.shape[1] * pre.shape[1]}")
+    if pre.ndim != 3 or post.ndim != 3 or syn.ndim != 2 or trial.ndim != 2:
+        raise ValueError("pre and post must be 3-D (slots, batch, units); syn and trial 2-D")
+    n_batch, n_in, n_out = pre.shape[1], pre.shape[2], post.shape[2]
+    if post.shape[1] != n_batch or trial.shape[1] != n_batch or syn.shape[1] != n_batch * n_out * n_in:
+        raise ValueError(f"inconsistent shapes: pre {pre.shape}, post {post.shape}, syn {syn.shape}, "
+                         f"trial {trial.shape}")
     return _run_packed(packed.code, packed.arg, packed.consts, packed.code_start,
                        packed.const_start, packed.depth, pre, post, syn, trial)

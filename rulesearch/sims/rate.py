@@ -25,9 +25,10 @@ class RateResult:
     """Outputs per individual and trial; trajectories only when recorded."""
 
     w_final: np.ndarray  # (n_ind, trials, n_out, n_in)
+    w_mean: np.ndarray  # (n_ind, trials, n_out, n_in) mean of W_t after each update for t >= average_from
     sse: np.ndarray  # (n_ind, trials) squared error against the target, recorded entries only
     count: np.ndarray  # (n_ind, trials) number of recorded target entries compared
-    blown: np.ndarray  # bool (n_ind, trials): weights left the bound or became non-finite
+    blown: np.ndarray  # bool (n_ind,): weights left the bound or became non-finite in some trial
     y: np.ndarray | None = None  # (n_ind, trials, steps, n_out), before each update
     w: np.ndarray | None = None  # (n_ind, trials, steps, n_out, n_in), before each update
 
@@ -42,92 +43,100 @@ def _activate(s, act):
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _run_trial(code, arg, consts, depth, x_trial, w_init, target_trial, eta, act, bound,
-               record, y_rec, w_rec):
-    """One rule, one trial. Returns (final weights, sse, count, blown)."""
-    n_steps, n_in = x_trial.shape
-    n_out = w_init.shape[0]
-    n = n_out * n_in
+def _run_rule(code, arg, consts, depth, x, w0, target, eta, act, bound, average_from,
+              w_final, w_sum, record, y_rec, w_rec):
+    """One rule on all trials at once (trials are the VM's batch). Returns (sse, count, blown)."""
+    n_trials, n_steps, n_in = x.shape
+    n_out = w0.shape[1]
+    m = n_out * n_in
+    n = n_trials * m
     stack = np.empty((depth, n))
     dw = np.empty(n)
-    pre = np.empty((1, n_in))
-    post = np.empty((1, n_out))
+    pre = np.empty((1, n_trials, n_in))
+    post = np.empty((1, n_trials, n_out))
     syn = np.empty((1, n))
-    trial = np.zeros(1)
-    w = syn[0]
-    for i in range(n_out):
-        for j in range(n_in):
-            w[i * n_in + j] = w_init[i, j]
-    has_target = target_trial.shape[0] > 0
-    sse = 0.0
-    count = 0
+    trial = np.zeros((0, n_trials))
+    for b in range(n_trials):
+        for i in range(n_out):
+            for j in range(n_in):
+                syn[0, b * m + i * n_in + j] = w0[b, i, j]
+    has_target = target.shape[0] > 0
+    sse = np.zeros(n_trials)
+    count = np.zeros(n_trials, np.int64)
     blown = False
     for t in range(n_steps):
-        for j in range(n_in):
-            pre[0, j] = x_trial[t, j]
-        for i in range(n_out):
-            s = 0.0
+        for b in range(n_trials):
             for j in range(n_in):
-                s += w[i * n_in + j] * pre[0, j]
-            post[0, i] = _activate(s, act)
-        if has_target:
+                pre[0, b, j] = x[b, t, j]
             for i in range(n_out):
-                v = target_trial[t, i]
-                if v == v:  # NaN marks an unrecorded neuron
-                    d = post[0, i] - v
-                    sse += d * d
-                    count += 1
-        if record:
-            for i in range(n_out):
-                y_rec[t, i] = post[0, i]
-            for k in range(n):
-                w_rec[t, k] = w[k]
+                s = 0.0
+                for j in range(n_in):
+                    s += syn[0, b * m + i * n_in + j] * pre[0, b, j]
+                post[0, b, i] = _activate(s, act)
+            if has_target:
+                for i in range(n_out):
+                    v = target[b, t, i]
+                    if v == v:  # NaN marks an unrecorded neuron
+                        d = post[0, b, i] - v
+                        sse[b] += d * d
+                        count[b] += 1
+            if record:
+                for i in range(n_out):
+                    y_rec[b, t, i] = post[0, b, i]
+                for k in range(m):
+                    w_rec[b, t, k] = syn[0, b * m + k]
         run_program(code, arg, consts, pre, post, syn, trial, stack, dw)
         for k in range(n):
-            w[k] += eta * dw[k]
-            if not abs(w[k]) <= bound:  # also true for NaN
+            syn[0, k] += eta * dw[k]
+            if not abs(syn[0, k]) <= bound:  # also true for NaN
                 blown = True
         if blown:
             break
-    return w, sse, count, blown
+        if t >= average_from:
+            for k in range(n):
+                w_sum[k] += syn[0, k]
+    for k in range(n):
+        w_final[k] = syn[0, k]
+    return sse, count, blown
 
 
 @njit(cache=True, parallel=True)
 def _simulate_population(code, arg, consts, code_start, const_start, depth, x, w0, target,
-                         eta, act, bound, record, y_rec, w_rec):
+                         eta, act, bound, average_from, record, y_rec, w_rec):
     n_ind = code_start.shape[0] - 1
     n_trials, n_steps, n_in = x.shape
-    n_out = w0.shape[1]
-    w_final = np.empty((n_ind, n_trials, n_out * n_in))
+    n = n_trials * w0.shape[1] * n_in
+    w_final = np.empty((n_ind, n))
+    w_mean = np.zeros((n_ind, n))
     sse = np.zeros((n_ind, n_trials))
     count = np.zeros((n_ind, n_trials), np.int64)
-    blown = np.zeros((n_ind, n_trials), np.bool_)
-    empty = np.empty((0, n_out))
-    for job in prange(n_ind * n_trials):
-        ind = job // n_trials
-        tr = job % n_trials
+    blown = np.zeros(n_ind, np.bool_)
+    for ind in prange(n_ind):
         c0, c1 = code_start[ind], code_start[ind + 1]
         k0, k1 = const_start[ind], const_start[ind + 1]
-        tgt = target[tr] if target.shape[0] > 0 else empty
-        yr = y_rec[ind, tr] if record else y_rec[0, 0]
-        wr = w_rec[ind, tr] if record else w_rec[0, 0]
-        w, s, c, b = _run_trial(code[c0:c1], arg[c0:c1], consts[k0:k1], depth, x[tr], w0[tr],
-                                tgt, eta, act, bound, record, yr, wr)
-        w_final[ind, tr] = w
-        sse[ind, tr] = s
-        count[ind, tr] = c
-        blown[ind, tr] = b
-    return w_final, sse, count, blown
+        r = np.int64(ind) if record else np.int64(0)
+        s, c, b = _run_rule(code[c0:c1], arg[c0:c1], consts[k0:k1], depth, x, w0, target, eta,
+                            act, bound, average_from, w_final[ind], w_mean[ind], record,
+                            y_rec[r], w_rec[r])
+        sse[ind] = s
+        count[ind] = c
+        blown[ind] = b
+        for k in range(n):
+            w_mean[ind, k] /= max(n_steps - average_from, 1)
+    return w_final, w_mean, sse, count, blown
 
 
 def simulate(packed: PackedPrograms, x: np.ndarray, w0: np.ndarray, eta: float,
              activation: str = "linear", weight_bound: float = 1e3,
-             target: np.ndarray | None = None, record: bool = False) -> RateResult:
+             target: np.ndarray | None = None, record: bool = False,
+             average_from: int | None = None) -> RateResult:
     """Simulate every packed rule (one program per individual) on the same trials.
 
+    Trials run as one batch through the VM; individuals run in parallel.
     x: (trials, steps, n_in) presynaptic rates; w0: (trials, n_out, n_in) initial
     weights; target: (trials, steps, n_out) activity to compare with (NaN = not
-    recorded) or None. ``record`` keeps y and W before every update (memory:
+    recorded) or None. ``average_from``: first step whose updated weights enter
+    ``w_mean`` (default: the last step only). ``record`` keeps y and W before every update (memory:
     n_ind * trials * steps * n_out * (n_in + 1) floats).
     """
     if activation not in ACTIVATIONS:
@@ -147,13 +156,15 @@ def simulate(packed: PackedPrograms, x: np.ndarray, w0: np.ndarray, eta: float,
         if target.shape != (trials, steps, n_out):
             raise ValueError(f"target {target.shape} must be (trials, steps, n_out) = "
                              f"{(trials, steps, n_out)}")
-    shape = (n_ind, trials) if record else (1, 1)
-    y_rec = np.zeros(shape + (steps if record else 0, n_out))
-    w_rec = np.zeros(shape + (steps if record else 0, n_out * n_in))
-    w_final, sse, count, blown = _simulate_population(
+    shape = (n_ind, trials, steps) if record else (1, 0, 0)
+    y_rec = np.zeros(shape + (n_out,))
+    w_rec = np.zeros(shape + (n_out * n_in,))
+    average_from = steps - 1 if average_from is None else int(np.clip(average_from, 0, steps - 1))
+    w_final, w_mean, sse, count, blown = _simulate_population(
         packed.code, packed.arg, packed.consts, packed.code_start, packed.const_start,
         packed.depth, x, w0, target, float(eta), ACTIVATIONS[activation], float(weight_bound),
-        record, y_rec, w_rec)
-    return RateResult(w_final.reshape(n_ind, trials, n_out, n_in), sse, count, blown,
+        average_from, record, y_rec, w_rec)
+    return RateResult(w_final.reshape(n_ind, trials, n_out, n_in),
+                      w_mean.reshape(n_ind, trials, n_out, n_in), sse, count, blown,
                       y_rec if record else None,
                       w_rec.reshape(n_ind, trials, steps, n_out, n_in) if record else None)

@@ -1,0 +1,92 @@
+"""Activity data files (NPZ) in the documented schema, read without pickle.
+
+Schema::
+
+    x     float (trials, steps, n_in)   presynaptic rates
+    y     float (trials, steps, n_out)  recorded postsynaptic activity, NaN = not recorded
+    w0    float (trials, n_out, n_in)   initial weights
+    meta  str (optional)                JSON, informational only
+"""
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+from .results import savez_atomic
+
+
+@dataclass(frozen=True)
+class ActivityData:
+    x: np.ndarray  # (trials, steps, n_in)
+    y: np.ndarray  # (trials, steps, n_out), NaN = not recorded
+    w0: np.ndarray  # (trials, n_out, n_in)
+    meta: dict
+    source: str = "<memory>"
+
+
+def _array(npz, name: str, ndim: int, shape_text: str, path: Path) -> np.ndarray:
+    if name not in npz.files:
+        raise DataError(f"{path}: array '{name}' is missing: expected float {shape_text}")
+    try:
+        arr = npz[name]
+    except ValueError:
+        raise DataError(f"{path}: array '{name}' holds Python objects: expected float "
+                        f"{shape_text} (object arrays are never unpickled)") from None
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)) \
+            or arr.dtype == np.bool_:
+        raise DataError(f"{path}: array '{name}' has dtype {arr.dtype}: expected float {shape_text}")
+    if arr.ndim != ndim:
+        raise DataError(f"{path}: array '{name}' has shape {arr.shape}: expected {shape_text}")
+    return arr.astype(np.float64)
+
+
+def load_activity(path: str | Path) -> ActivityData:
+    """Read and validate an activity NPZ file; raise ``DataError`` naming file, array and problem."""
+    path = Path(path)
+    try:
+        npz = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        raise DataError(f"{path}: not an NPZ file (expected arrays x, y, w0)") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: a single .npy array: expected an NPZ file with arrays x, y, w0")
+    with npz:
+        x = _array(npz, "x", 3, "(trials, steps, n_in)", path)
+        y = _array(npz, "y", 3, "(trials, steps, n_out)", path)
+        w0 = _array(npz, "w0", 3, "(trials, n_out, n_in)", path)
+        meta = {}
+        if "meta" in npz.files:
+            try:
+                meta = json.loads(str(npz["meta"]))
+            except (ValueError, TypeError):
+                raise DataError(f"{path}: array 'meta' is not a JSON string") from None
+    trials, steps, n_in = x.shape
+    if y.shape[:2] != (trials, steps):
+        raise DataError(f"{path}: array 'y' has shape {y.shape}: expected (trials, steps, n_out) "
+                        f"with trials={trials}, steps={steps} as in 'x'")
+    n_out = y.shape[2]
+    if w0.shape != (trials, n_out, n_in):
+        raise DataError(f"{path}: array 'w0' has shape {w0.shape}: expected (trials, n_out, n_in) "
+                        f"= {(trials, n_out, n_in)}")
+    if min(trials, steps, n_in, n_out) == 0:
+        raise DataError(f"{path}: an array is empty (x {x.shape}, y {y.shape})")
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{path}: array 'x' has NaN or inf: expected finite rates")
+    if not np.all(np.isfinite(w0)):
+        raise DataError(f"{path}: array 'w0' has NaN or inf: expected finite weights")
+    if np.any(np.isinf(y)):
+        raise DataError(f"{path}: array 'y' has inf: expected finite values or NaN for unrecorded")
+    if np.all(np.isnan(y)):
+        raise DataError(f"{path}: array 'y' is all NaN: expected some recorded activity")
+    return ActivityData(x, y, w0, meta if isinstance(meta, dict) else {"meta": meta}, str(path))
+
+
+def save_activity(path: str | Path, data: ActivityData) -> None:
+    """Write ``data`` in the schema, atomically."""
+    savez_atomic(path, x=data.x, y=data.y, w0=data.w0, meta=np.array(json.dumps(data.meta)))

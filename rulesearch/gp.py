@@ -1,0 +1,474 @@
+"""Multi-objective genetic programming over rules (DEAP trees, NSGA-II on loss and complexity).
+
+DEAP stays inside this module: its trees and variation operators are used, its
+``creator`` globals and its eval-based ``compile``/``from_string`` are not.
+Individuals reach the simulators only as packed VM programs.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+from deap import base, gp, tools
+from scipy.optimize import minimize
+
+from . import vm
+from .grammar import Grammar
+from .primitives import PRIMITIVES, VARIABLES
+from .rules import Rule, canonical_sympy, rule_from_sympy, snap_constants
+from .tasks import WORST_LOSS, Task, pack_rules
+
+PROBE_SEED = 20240611
+PROBE_SHAPE = (8, 8)  # (n_out, n_in) synapses on which semantics are compared
+
+
+# ---------------------------------------------------------------- DEAP glue
+
+class RuleFitness(base.Fitness):
+    weights = (-1.0, -1.0)  # minimise (loss, complexity)
+
+
+class Individual(list):
+    """One DEAP tree per plastic pathway, with a two-objective fitness."""
+
+    def __init__(self, trees=()):
+        super().__init__(trees)
+        self.fitness = RuleFitness()
+        self.optimised = False
+        self.key = None  # semantic key, set on evaluation
+
+
+def _placeholder(*args):  # never called: rules are run by the VM, not by Python
+    raise RuntimeError("rules are evaluated by the VM")
+
+
+def _random_constant(low: float, high: float) -> float:
+    return round(random.uniform(low, high), 2)
+
+
+@dataclass(frozen=True)
+class Language:
+    """A grammar turned into a DEAP primitive set and the token <-> node maps."""
+
+    grammar: Grammar
+    pset: gp.PrimitiveSet
+    constant_class: type
+
+    @classmethod
+    def from_grammar(cls, grammar: Grammar) -> "Language":
+        pset = gp.PrimitiveSet("rule", 0)
+        for name in grammar.operators:
+            pset.addPrimitive(_placeholder, PRIMITIVES[name].arity, name=name)
+        for t in grammar.terminals:
+            pset.addTerminal(t.name, name=t.name)
+        low, high = grammar.constant_range or (-1.0, 1.0)
+        func = functools.partial(_random_constant, low, high)
+        if grammar.constant_range is not None:
+            pset.addEphemeralConstant("const", func)
+            const_class = pset.mapping["const"]
+        else:
+            const_class = gp.MetaEphemeral("const", func)
+        return cls(grammar, pset, const_class)
+
+    def to_tokens(self, tree) -> tuple:
+        out = []
+        for node in tree:
+            if isinstance(node, gp.Primitive):
+                out.append(("op", node.name))
+            elif isinstance(type(node), gp.MetaEphemeral):
+                out.append(("const", float(node.value)))
+            else:
+                out.append(("var", node.name))
+        return tuple(out)
+
+    def to_tree(self, tokens) -> gp.PrimitiveTree:
+        nodes = []
+        for kind, value in tokens:
+            if kind == "const":
+                node = self.constant_class.__new__(self.constant_class)
+                node.value = float(value)
+                nodes.append(node)
+            else:
+                nodes.append(self.pset.mapping[value])
+        return gp.PrimitiveTree(nodes)
+
+    def rule(self, ind: Individual) -> Rule:
+        return Rule(tuple(self.to_tokens(t) for t in ind), self.grammar)
+
+    def individual(self, rule: Rule) -> Individual:
+        return Individual(self.to_tree(e) for e in rule.exprs)
+
+
+# ---------------------------------------------------------------- semantics
+
+@functools.lru_cache(maxsize=4)
+def _probe_arrays(n_out: int = PROBE_SHAPE[0], n_in: int = PROBE_SHAPE[1]):
+    rng = np.random.default_rng(PROBE_SEED)
+    slots = {k: 1 + max([v.slot for v in VARIABLES.values() if v.kind == k], default=-1)
+             for k in range(4)}
+    pre = rng.uniform(-2, 2, size=(slots[0], 1, n_in))
+    post = rng.uniform(-2, 2, size=(slots[1], 1, n_out))
+    syn = rng.uniform(-2, 2, size=(slots[2], n_out * n_in))
+    trial = rng.uniform(-2, 2, size=(slots[3], 1))
+    return pre, post, syn, trial
+
+
+def semantic_keys(rules: Sequence[Rule]) -> list[str]:
+    """A digest of each rule's values on fixed probe inputs: equal functions, equal keys."""
+    if not rules:
+        return []
+    n_path = len(rules[0].exprs)
+    values = vm.evaluate(pack_rules(rules), *_probe_arrays())
+    values = np.nan_to_num(values, nan=1e300, posinf=1e300, neginf=-1e300)
+    # 8 significant digits: reorderings of sums round to the same key.
+    scale = np.maximum(np.abs(values).max(axis=1, keepdims=True), 1e-12)
+    rounded = np.round(values / scale, 8) * np.round(scale, 8) + 0.0
+    rounded = rounded.reshape(len(rules), n_path * values.shape[1])
+    return [hashlib.blake2b(row.tobytes(), digest_size=12).hexdigest() for row in rounded]
+
+
+# ---------------------------------------------------------------- results
+
+@dataclass(frozen=True)
+class FrontEntry:
+    rule: Rule
+    loss: float
+    complexity: int
+    selected: bool = False
+
+    @property
+    def expression(self) -> str:
+        return self.rule.text()
+
+    @property
+    def latex(self) -> str:
+        return self.rule.latex()
+
+
+@dataclass
+class EvolveResult:
+    """What a search returns: the Pareto front (simplest first) and the selected rule."""
+
+    front: list[FrontEntry]
+    history: list[dict]
+    evaluations: int
+    generations: int
+    elapsed: float
+    seed: int
+    stopped: str
+
+    @property
+    def selected(self) -> FrontEntry:
+        return next(e for e in self.front if e.selected)
+
+
+def pareto_front(entries: Sequence[tuple[float, int, object]]) -> list:
+    """Non-dominated (loss, complexity, item) triples, simplest first."""
+    best = float("inf")
+    front = []
+    for loss, comp, item in sorted(entries, key=lambda e: (e[1], e[0])):
+        if loss < best:
+            front.append((loss, comp, item))
+            best = loss
+    return front
+
+
+def select_rule(front: Sequence[FrontEntry], rel_tol: float, abs_tol: float) -> int:
+    """Index of the simplest entry whose loss is within ``best*(1+rel_tol) + abs_tol``."""
+    best = min(e.loss for e in front)
+    limit = best * (1 + rel_tol) + abs_tol
+    return min((i for i, e in enumerate(front) if e.loss <= limit),
+               key=lambda i: (front[i].complexity, front[i].loss))
+
+
+# ---------------------------------------------------------------- the search
+
+@dataclass
+class _State:
+    population: list
+    archive: dict  # semantic key -> (loss, complexity, tokens)
+    cache: dict  # semantic key -> loss
+    history: list
+    generation: int = 0
+    evaluations: int = 0
+    elapsed: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class Search:
+    """NSGA-II over (loss, complexity) with semantic de-duplication and constant optimisation."""
+
+    def __init__(self, task: Task, evaluate: Callable | None = None, seed: int = 0,
+                 population: int | None = None, generations: int | None = None):
+        self.task = task
+        self.grammar = task.grammar
+        self.lang = Language.from_grammar(task.grammar)
+        self.n_path = 1
+        self.seed = seed
+        self.mu = population or task.search.population
+        self.generations = task.search.generations if generations is None else generations
+        self._evaluate_packed = evaluate or task.evaluate_packed
+        self.toolbox = self._toolbox()
+
+    # -- operators
+    def _toolbox(self) -> base.Toolbox:
+        g, pset = self.grammar, self.lang.pset
+        tb = base.Toolbox()
+        tb.register("expr", gp.genHalfAndHalf, pset=pset, min_=1, max_=3)
+        tb.register("expr_mut", gp.genFull, min_=0, max_=2)
+        limits = [gp.staticLimit(key=len, max_value=g.max_size),
+                  gp.staticLimit(key=lambda t: t.height, max_value=g.max_depth)]
+        mutations = [functools.partial(gp.mutUniform, expr=tb.expr_mut, pset=pset),
+                     functools.partial(gp.mutNodeReplacement, pset=pset),
+                     gp.mutShrink,
+                     functools.partial(gp.mutInsert, pset=pset)]
+        if g.constant_range is not None:
+            mutations.append(functools.partial(gp.mutEphemeral, mode="one"))
+        for limit in limits:
+            mutations = [limit(m) for m in mutations]
+        tb.register("mate_tree", functools.reduce(lambda f, lim: lim(f), limits, gp.cxOnePoint))
+        self._mutations = mutations
+        return tb
+
+    def _new_individual(self) -> Individual:
+        while True:
+            tree = gp.PrimitiveTree(self.toolbox.expr())
+            if len(tree) <= self.grammar.max_size:
+                return Individual([tree for _ in range(self.n_path)])
+
+    def _vary(self, population: list) -> list:
+        sp = self.task.search
+        offspring = []
+        for _ in range(len(population)):
+            r = random.random()
+            if r < sp.p_crossover:
+                a, b = (self._clone(i) for i in random.sample(population, 2))
+                p = random.randrange(self.n_path)
+                a[p], b[p] = self.toolbox.mate_tree(a[p], b[p])
+                child = a
+            elif r < sp.p_crossover + sp.p_mutation:
+                child = self._clone(random.choice(population))
+                p = random.randrange(self.n_path)
+                child[p], = random.choice(self._mutations)(child[p])
+            else:  # reproduction
+                child = self._clone(random.choice(population))
+            child.fitness = RuleFitness()
+            child.optimised = False
+            offspring.append(child)
+        return offspring
+
+    @staticmethod
+    def _clone(ind: Individual) -> Individual:
+        new = Individual(gp.PrimitiveTree(list(t)) for t in ind)
+        new.fitness.values = ind.fitness.values if ind.fitness.valid else ()
+        new.optimised = ind.optimised
+        return new
+
+    # -- evaluation
+    def _loss_of_rules(self, rules: Sequence[Rule], state: _State) -> np.ndarray:
+        state.evaluations += len(rules)
+        return self._evaluate_packed(pack_rules(rules)).losses
+
+    def _evaluate(self, individuals: list, state: _State) -> None:
+        rules = [self.lang.rule(i) for i in individuals]
+        keys = semantic_keys(rules)
+        todo = {}
+        for k, r in zip(keys, rules):
+            if k not in state.cache and k not in todo:
+                todo[k] = r
+        if todo:
+            losses = self._loss_of_rules(list(todo.values()), state)
+            state.cache.update(zip(todo, map(float, losses)))
+        for ind, k, r in zip(individuals, keys, rules):
+            ind.key = k
+            ind.fitness.values = (state.cache[k], r.complexity)
+            old = state.archive.get(k)
+            if old is None or r.complexity < old[1]:
+                state.archive[k] = (state.cache[k], r.complexity, r.exprs)
+
+    def _optimise_constants(self, population: list, state: _State) -> None:
+        k = self.task.search.optimise_top
+        candidates = sorted((i for i in population if not i.optimised and
+                             i.fitness.values[0] < WORST_LOSS and
+                             any(isinstance(type(n), gp.MetaEphemeral) for t in i for n in t)),
+                            key=lambda i: i.fitness.values)
+        seen = set()
+        for ind in candidates:
+            if len(seen) >= k:
+                break
+            if ind.key in seen:
+                continue
+            seen.add(ind.key)
+            rule = self.lang.rule(ind)
+            best = optimise_constants(rule, lambda rs: self._loss_of_rules(rs, state),
+                                      ind.fitness.values[0])
+            ind.optimised = True
+            if best is not None:
+                new = self.lang.individual(best)
+                ind[:] = new
+                self._evaluate([ind], state)
+                ind.optimised = True
+
+    def _select(self, individuals: list) -> list:
+        unique, dupes = {}, []
+        for ind in individuals:
+            key = ind.key
+            if key not in unique or len(ind[0]) < len(unique[key][0]):
+                if key in unique:
+                    dupes.append(unique[key])
+                unique[key] = ind
+            else:
+                dupes.append(ind)
+        pool = list(unique.values())
+        if len(pool) >= self.mu:
+            return tools.selNSGA2(pool, self.mu, nd="log")
+        return pool + tools.selNSGA2(dupes, self.mu - len(pool), nd="log") if dupes else pool
+
+    # -- loop
+    def run(self, state: _State | None = None, checkpoint: Callable[[dict], None] | None = None,
+            progress: Callable[[int, int, float, int], None] | None = None) -> EvolveResult:
+        """Run (or continue) the search; ``checkpoint`` receives a JSON-able dict per generation."""
+        start = time.perf_counter()
+        stopped = "generations"
+        if state is None:
+            random.seed(self.seed)
+            state = _State([self._new_individual() for _ in range(self.mu)], {}, {}, [])
+            self._evaluate(state.population, state)
+            self._optimise_constants(state.population, state)
+            self._record(state, start, checkpoint, progress)
+        elapsed_before = state.elapsed
+        try:
+            while state.generation < self.generations:
+                if self._best(state) <= self.task.search.target_loss:
+                    stopped = "target_loss"
+                    break
+                offspring = self._vary(state.population)
+                self._evaluate(offspring, state)
+                pool = state.population + offspring
+                self._optimise_constants(pool, state)
+                state.population = self._select(pool)
+                state.generation += 1
+                state.elapsed = elapsed_before + time.perf_counter() - start
+                self._record(state, None, checkpoint, progress)
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+        state.elapsed = elapsed_before + time.perf_counter() - start
+        if stopped != "interrupted" and self._best(state) <= self.task.search.target_loss:
+            stopped = "target_loss"
+        return self._finish(state, stopped)
+
+    @staticmethod
+    def _best(state: _State) -> float:
+        return min(v[0] for v in state.archive.values())
+
+    def _record(self, state, start, checkpoint, progress):
+        if start is not None:
+            state.elapsed = time.perf_counter() - start
+        best = self._best(state)
+        state.history.append({"generation": state.generation, "best_loss": best,
+                              "evaluations": state.evaluations,
+                              "front_size": len(pareto_front([(l, c, None) for l, c, _ in state.archive.values()]))})
+        if checkpoint is not None:
+            checkpoint(self.state_to_json(state))
+        if progress is not None:
+            progress(state.generation, self.generations, best, state.evaluations)
+
+    def _finish(self, state: _State, stopped: str) -> EvolveResult:
+        raw = pareto_front([(l, c, exprs) for l, c, exprs in state.archive.values()])
+        loss_fn = lambda rules: self._loss_of_rules(rules, state)
+        tol = self.task.search.snap_tol
+        final = {}
+        for loss, comp, exprs in raw:
+            rule = Rule(exprs, self.grammar)
+            if loss >= WORST_LOSS:
+                continue
+            if rule.constants():
+                rule = snap_constants(rule, loss_fn, tol)
+            try:
+                canonical = rule_from_sympy([canonical_sympy(e) for e in rule.to_sympy()], self.grammar)
+                if canonical.complexity <= rule.complexity:
+                    rule = canonical
+            except ValueError:
+                pass  # not expressible in the grammar's operators: keep the tree as found
+            final.setdefault(rule.text(), rule)
+        rules = list(final.values())
+        losses = loss_fn(rules) if rules else []
+        entries = pareto_front([(float(l), r.complexity, r) for l, r in zip(losses, rules)])
+        front = [FrontEntry(r, l, c) for l, c, r in entries]
+        if not front:  # every rule blew up: report the simplest one anyway
+            l, c, exprs = min(state.archive.values(), key=lambda v: (v[1], v[0]))
+            front = [FrontEntry(Rule(exprs, self.grammar), l, c)]
+        chosen = select_rule(front, self.task.search.selection_rel_tol, self.task.search.selection_abs_tol)
+        front = [FrontEntry(e.rule, e.loss, e.complexity, i == chosen) for i, e in enumerate(front)]
+        return EvolveResult(front, state.history, state.evaluations, state.generation,
+                            state.elapsed, self.seed, stopped)
+
+    # -- checkpoints (plain JSON: tokens, numbers and the RNG state)
+    def state_to_json(self, state: _State) -> dict:
+        version, internal, gauss = random.getstate()
+        return {
+            "generation": state.generation, "evaluations": state.evaluations,
+            "elapsed": state.elapsed, "history": state.history,
+            "population": [{"exprs": [list(map(list, self.lang.to_tokens(t))) for t in ind],
+                            "fitness": list(ind.fitness.values), "optimised": ind.optimised,
+                            "key": ind.key} for ind in state.population],
+            "archive": [[k, l, c, [list(map(list, e)) for e in exprs]]
+                        for k, (l, c, exprs) in state.archive.items()],
+            "cache": state.cache,
+            "random_state": [version, list(internal), gauss],
+        }
+
+    def state_from_json(self, obj: dict) -> _State:
+        def tokens(expr):
+            return tuple((str(k), float(v) if k == "const" else str(v)) for k, v in expr)
+        population = []
+        for item in obj["population"]:
+            ind = Individual(self.lang.to_tree(tokens(e)) for e in item["exprs"])
+            ind.fitness.values = tuple(item["fitness"])
+            ind.optimised = bool(item["optimised"])
+            ind.key = str(item["key"])
+            population.append(ind)
+        archive = {str(k): (float(l), int(c), tuple(tokens(e) for e in exprs))
+                   for k, l, c, exprs in obj["archive"]}
+        version, internal, gauss = obj["random_state"]
+        random.setstate((version, tuple(internal), gauss))
+        return _State(population, archive, {str(k): float(v) for k, v in obj["cache"].items()},
+                      list(obj["history"]), int(obj["generation"]), int(obj["evaluations"]),
+                      float(obj["elapsed"]))
+
+
+def optimise_constants(rule: Rule, loss: Callable[[list[Rule]], np.ndarray], start_loss: float,
+                       max_iter: int = 40) -> Rule | None:
+    """L-BFGS-B on the rule's constants with batched central differences (one call per step).
+
+    Returns the improved rule, or None when no improvement was found.
+    """
+    c0 = np.array(rule.constants(), float)
+    n = len(c0)
+    best = {"loss": start_loss, "c": None}
+
+    def f_and_grad(c):
+        h = 1e-5 * np.maximum(1.0, np.abs(c))
+        batch = [c] + [c + h * e for e in np.eye(n)] + [c - h * e for e in np.eye(n)]
+        losses = np.asarray(loss([rule.with_constants(b) for b in batch]), float)
+        f = losses[0]
+        if f < best["loss"]:
+            best.update(loss=f, c=c.copy())
+        if f >= WORST_LOSS or not np.all(losses < WORST_LOSS):
+            return float(f), np.zeros(n)
+        return float(f), (losses[1:n + 1] - losses[n + 1:]) / (2 * h)
+
+    minimize(f_and_grad, c0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
+    return None if best["c"] is None else rule.with_constants(best["c"])
+
+
+def evolve(task: Task, seed: int | None = None, population: int | None = None,
+           generations: int | None = None, evaluate: Callable | None = None, **run_kwargs) -> EvolveResult:
+    """Search for the rule that minimises ``task``'s loss; returns the front and the selected rule."""
+    search = Search(task, evaluate, task.seed if seed is None else seed, population, generations)
+    return search.run(**run_kwargs)

@@ -1,0 +1,75 @@
+"""The run folder: atomic writes (temp file, then rename) of JSON, CSV and NPZ, and reads."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+RUN_FILE, PARETO_FILE, CHECKPOINT_FILE, FRONT_PLOT = "run.json", "pareto.csv", "checkpoint.json", "front.png"
+PARETO_COLUMNS = ("complexity", "loss", "expression", "latex", "selected")
+
+
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w"):
+    """Open a temp file next to ``path``; on success rename it over ``path``, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj) -> None:
+    with atomic_file(path) as fh:
+        json.dump(obj, fh, indent=2, allow_nan=False)
+        fh.write("\n")
+
+
+def read_json(path: str | Path) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def write_csv(path: str | Path, columns, rows) -> None:
+    with atomic_file(path) as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        writer.writerows(rows)
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def versions() -> dict:
+    """Versions of Python, the platform and the libraries a result depends on."""
+    from importlib.metadata import PackageNotFoundError, version
+    out = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in ("rulesearch", "numpy", "numba", "sympy", "deap", "scipy"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def savez_atomic(path: str | Path, **arrays) -> None:
+    import numpy as np
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    with atomic_file(path, "wb") as fh:
+        fh.write(buffer.getvalue())
