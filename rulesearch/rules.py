@@ -170,8 +170,8 @@ class _Parser:
         else:
             self.fail(f"exponent '{ast.unparse(exponent)}' must be an integer literal")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
-                or not 1 <= abs(value) <= 6:
-            self.fail(f"exponent '{ast.unparse(exponent)}' must be an integer between -6 and 6, not 0")
+                or not 1 <= abs(value) <= 64:
+            self.fail(f"exponent '{ast.unparse(exponent)}' must be a non-zero integer between -64 and 64")
         base = self.visit(node.left)
         expr = _integer_power(base, abs(int(value)), self.grammar)
         if value < 0:

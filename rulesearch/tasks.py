@@ -186,11 +186,12 @@ def _resolve_grammar(name: str, task_path: Path) -> Path:
 
 
 def load_task(path: str | Path, overrides: Sequence[str] = (), data: str | Path | ActivityData | None = None,
-              seed: int | None = None) -> Task:
+              seed: int | None = None, require_data: bool = True) -> Task:
     """Load and validate a task file, apply ``--set`` overrides and attach data.
 
     ``seed`` (default: the task's ``search.seed``, else 0) also seeds generated
-    inputs unless ``inputs.seed`` is set.
+    inputs unless ``inputs.seed`` is set. ``require_data=False`` loads a data-fitting
+    task without data (to simulate data from it).
     """
     path = Path(path)
     raw = apply_overrides(read_toml(path, TaskError), overrides)
@@ -255,7 +256,7 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data: str | Path 
             raise TaskError(f"{path}: objective '{objective}' does not use --data (objectives that "
                             f"do: {', '.join(sorted(NEEDS_DATA))})")
         task = with_data(task, data)
-    elif objective in NEEDS_DATA:
+    elif objective in NEEDS_DATA and require_data:
         raise TaskError(f"{path}: objective '{objective}' needs recorded activity: pass --data FILE.npz "
                         "(arrays x, y, w0; see the README), or write one with 'rulesearch simulate'")
     return task

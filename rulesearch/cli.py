@@ -1,0 +1,171 @@
+"""Command line: parse arguments, call the API, print. Bad input -> one line, exit code 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import DataError, GrammarError, TaskError
+
+EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
+
+
+def _console():
+    from rich.console import Console
+    return Console(highlight=False)
+
+
+def _print_front(rows, title: str) -> None:
+    from rich.table import Table
+    table = Table(title=title)
+    for col, justify in (("", "left"), ("complexity", "right"), ("loss", "right"), ("rule", "left")):
+        table.add_column(col, justify=justify)
+    for r in rows:
+        table.add_row("*" if str(r["selected"]) == "1" else "", str(r["complexity"]),
+                      f"{float(r['loss']):.4g}", r["expression"])
+    _console().print(table)
+
+
+def cmd_evolve(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .runs import RunSpec, evolve_run
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        raise ValueError("--out and --resume name different folders: a resumed run writes into its own folder")
+    spec = RunSpec(args.task, tuple(args.set), args.data, args.seed, args.population,
+                   args.generations, args.workers)
+    columns = (TextColumn("[bold]evolve"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("best loss {task.fields[best]}"), TextColumn("{task.fields[evals]} evals"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=_console(), transient=False, disable=not sys.stderr.isatty()
+                  and not sys.stdout.isatty()) as bar:
+        job = bar.add_task("evolve", total=None, best="-", evals=0)
+
+        def progress(gen, total, best, evals):
+            bar.update(job, completed=gen, total=total, best=f"{best:.4g}", evals=evals)
+
+        result, out = evolve_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv)
+    _print_front([{"complexity": e.complexity, "loss": e.loss, "expression": e.expression,
+                   "selected": int(e.selected)} for e in result.front],
+                 f"Pareto front ({result.generations} generations, {result.evaluations} evaluations, "
+                 f"{result.elapsed:.1f} s)")
+    sel = result.selected
+    print(f"selected: {sel.expression}   (loss {sel.loss:.4g}, complexity {sel.complexity})")
+    print(f"written: {out}")
+    if result.stopped == "interrupted":
+        print(f"interrupted: the checkpoint is saved; continue with --resume {out}")
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def cmd_simulate(args) -> int:
+    from .data import save_activity
+    from .runs import simulate_activity
+    from .tasks import load_task
+    task = load_task(args.task, args.set, seed=args.seed, require_data=False)
+    rule = task.parse(args.rule)
+    data = simulate_activity(task, rule, args.noise, args.observed, task.seed)
+    save_activity(args.out, data)
+    trials, steps, n_in = data.x.shape
+    print(f"wrote {args.out}: {trials} trials x {steps} steps, {n_in} inputs, {data.y.shape[2]} outputs "
+          f"({len(data.meta['recorded_neurons'])} recorded), rule {rule.text()}, noise {args.noise:g}")
+    return 0
+
+
+def cmd_latex(args) -> int:
+    from .export import latex_equation, latex_table
+    if args.rule is not None:
+        from .grammar import GRAMMAR_DIR, load_grammar
+        from .rules import parse_rule
+        path = Path(args.grammar)
+        if not path.is_file():
+            path = GRAMMAR_DIR / f"{args.grammar}.toml"
+        rule = parse_rule(args.rule, load_grammar(path))
+        print(rule.canonical().latex() if args.simplify else rule.latex())
+        return 0
+    if args.run is None:
+        raise ValueError("give a run folder or --rule EXPR")
+    from .runs import read_front
+    rows = read_front(args.run)
+    if args.table:
+        print(latex_table(rows))
+    else:
+        print(latex_equation(next(r for r in rows if str(r["selected"]) == "1")["latex"]))
+    return 0
+
+
+def cmd_show(args) -> int:
+    from .results import RUN_FILE, read_json
+    from .runs import read_front
+    rows = read_front(args.run)
+    info_path = Path(args.run) / RUN_FILE
+    info = read_json(info_path) if info_path.is_file() else {}
+    _print_front(rows, f"{info.get('task_name', args.run)}: Pareto front")
+    for key in ("task", "overrides", "data", "seed", "population", "generations_run", "evaluations",
+                "elapsed_seconds", "status", "selected", "selected_loss"):
+        if key in info:
+            print(f"{key:16s} {info[key]}")
+    if "versions" in info:
+        print(f"{'versions':16s} " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()
+                                               if k != "platform"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rulesearch", description="Discover synaptic plasticity rules.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p, seed=True):
+        p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override a task field, e.g. --set network.eta=0.01 (repeatable)")
+        if seed:
+            p.add_argument("--seed", type=int, default=None, help="random seed (default: the task's)")
+
+    p = sub.add_parser("evolve", help="search rules by genetic programming")
+    p.add_argument("task", help="task file, e.g. tasks/oja.toml")
+    p.add_argument("--data", help="activity data (.npz) for data-fitting objectives")
+    common(p)
+    p.add_argument("--population", type=int, help="population size (default: the task's)")
+    p.add_argument("--generations", type=int, help="number of generations (default: the task's)")
+    p.add_argument("--workers", type=int, help="threads for evaluation (default: all cores)")
+    p.add_argument("--out", help="run folder (default: results/<task>-<time>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+    p.set_defaults(func=cmd_evolve)
+
+    p = sub.add_parser("simulate", help="write activity data from a ground-truth rule")
+    p.add_argument("task")
+    p.add_argument("--rule", required=True, help='rule text, e.g. "x*y - 0.5*y**2*w"')
+    p.add_argument("--out", required=True, help="output .npz file")
+    p.add_argument("--noise", type=float, default=0.0, help="measurement noise, in units of the activity's std")
+    p.add_argument("--observed", type=float, default=1.0, help="fraction of output neurons recorded")
+    common(p)
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("latex", help="print LaTeX of a run's selected rule, its front, or a rule")
+    p.add_argument("run", nargs="?", help="run folder")
+    p.add_argument("--rule", help="rule text instead of a run folder")
+    p.add_argument("--grammar", default="hebbian", help="grammar for --rule (name or file)")
+    p.add_argument("--simplify", action="store_true", help="print --rule in canonical form")
+    p.add_argument("--table", action="store_true", help="the whole front as a LaTeX table")
+    p.set_defaults(func=cmd_latex)
+
+    p = sub.add_parser("show", help="print a run's front and facts")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_show)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (GrammarError, TaskError, DataError, ValueError) as exc:
+        print(f"rulesearch {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

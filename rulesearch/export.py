@@ -1,0 +1,24 @@
+"""LaTeX output: a rule as an equation, a Pareto front as a table."""
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def _float(value: float) -> str:
+    return f"{value:.3g}".replace("e-0", "e-").replace("e+0", "e")
+
+
+def latex_equation(latex_rhs: str) -> str:
+    """``\\Delta w_{ij} = <rhs>`` (pass the right-hand side only)."""
+    return rf"\Delta w_{{ij}} = {latex_rhs}"
+
+
+def latex_table(rows: Sequence[dict]) -> str:
+    """A LaTeX tabular of a front: complexity, loss and the rule, the selected row marked."""
+    lines = [r"\begin{tabular}{rrl}", r"\hline",
+             r"complexity & loss & $\Delta w_{ij}$ \\", r"\hline"]
+    for row in rows:
+        mark = r" $\star$" if str(row["selected"]) == "1" else ""
+        lines.append(rf"{row['complexity']} & {_float(float(row['loss']))} & ${row['latex']}${mark} \\")
+    lines += [r"\hline", r"\end{tabular}"]
+    return "\n".join(lines)

@@ -1,0 +1,46 @@
+"""Slow, obvious NumPy references for the compiled kernels (the STUMPY pattern)."""
+from __future__ import annotations
+
+import numpy as np
+import sympy
+
+from rulesearch.rules import Rule, symbol
+
+
+def rule_function(rule: Rule):
+    """The rule's exact meaning as a NumPy function f(x, y, w) via sympy.lambdify."""
+    expr = rule.to_sympy()[0]
+    names = rule.grammar.names
+    return sympy.lambdify([symbol(n) for n in names], expr, modules="numpy"), names
+
+
+def simulate_rate(rule: Rule, x, w0, eta, activation="linear", bound=1e3, target=None):
+    """Plain NumPy rate network: y = act(W x); W += eta * f(x_j, y_i, W_ij). One rule.
+
+    Returns (w_final (trials, n_out, n_in), y (trials, steps, n_out), sse, count, blown).
+    """
+    f, names = rule_function(rule)
+    act = {"linear": lambda s: s, "tanh": np.tanh, "sigmoid": lambda s: 1 / (1 + np.exp(-s))}[activation]
+    trials, steps, n_in = x.shape
+    n_out = w0.shape[1]
+    w_all = np.empty_like(w0)
+    ys = np.zeros((trials, steps, n_out))
+    sse, count, blown = 0.0, 0, False
+    for b in range(trials):
+        w = w0[b].copy()
+        for t in range(steps):
+            y = act(w @ x[b, t])
+            ys[b, t] = y
+            if target is not None:
+                rec = ~np.isnan(target[b, t])
+                sse += np.sum((y[rec] - target[b, t][rec]) ** 2)
+                count += rec.sum()
+            env = {"x": np.broadcast_to(x[b, t][None, :], w.shape),
+                   "y": np.broadcast_to(y[:, None], w.shape), "w": w}
+            dw = np.broadcast_to(f(*[env[n] for n in names]), w.shape)
+            w = w + eta * dw
+            if not np.all(np.abs(w) <= bound):
+                blown = True
+                break
+        w_all[b] = w
+    return w_all, ys, sse, count, blown

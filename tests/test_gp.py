@@ -1,0 +1,87 @@
+"""The search: semantic de-duplication, selection, seeded recovery of Oja's rule, resume."""
+import json
+
+import numpy as np
+import pytest
+import sympy
+
+from conftest import ROOT
+from rulesearch.gp import (FrontEntry, Language, Search, evolve, pareto_front, select_rule,
+                           semantic_keys, subtree_end)
+from rulesearch.rules import parse_rule, symbol
+from rulesearch.tasks import WORST_LOSS, load_task
+
+OJA = ROOT / "tasks" / "oja.toml"
+SMALL = ["inputs.steps=600", "network.eta=0.01"]
+
+
+def is_oja(rule):
+    x, y, w = (symbol(n) for n in "xyw")
+    ratio = sympy.simplify(rule.to_sympy()[0] / (x * y - y**2 * w))
+    return ratio.is_number and float(ratio) > 0
+
+
+def test_semantic_keys_merge_equal_functions(full):
+    rules = [parse_rule(t, full) for t in ["x*y", "y*x", "(x*y + w) - w", "x*y + 1e-3", "y*(x - y*w)",
+                                              "x*y - square(y)*w"]]
+    keys = semantic_keys(rules)
+    assert keys[0] == keys[1] == keys[2]
+    assert keys[3] != keys[0]
+    assert keys[4] == keys[5]
+
+
+def test_pareto_and_selection(hebbian):
+    front = [FrontEntry(parse_rule("x", hebbian), 0.5, 1), FrontEntry(parse_rule("x*y", hebbian), 0.011, 3),
+             FrontEntry(parse_rule("x*y - w", hebbian), 0.010, 5)]
+    assert select_rule(front, rel_tol=0.2, abs_tol=0.0) == 1
+    assert select_rule(front, rel_tol=0.0, abs_tol=0.0) == 2
+    assert [c for _, c, _ in pareto_front([(0.3, 3, "a"), (0.2, 5, "b"), (0.4, 4, "c"), (0.3, 2, "d")])] == [2, 5]
+
+
+def test_language_round_trip(hebbian):
+    lang = Language.from_grammar(hebbian)
+    rule = parse_rule("0.25*x*y - square(y)*w", hebbian)
+    ind = lang.individual(rule)
+    assert lang.rule(ind) == rule
+    assert str(ind[0]).startswith("sub(")
+
+
+def test_subtree_end(hebbian):
+    expr = parse_rule("x*y - square(y)*w", hebbian).exprs[0]
+    assert subtree_end(expr, 0) == len(expr)
+    assert subtree_end(expr, 1) == 4  # mul x y
+
+
+def test_blow_up_gets_worst_loss():
+    task = load_task(OJA, SMALL, seed=1)
+    losses = task.evaluate([task.parse("x*y"), task.parse("x*y - y**2*w"), task.parse("w*100")])
+    assert losses[0] == WORST_LOSS and losses[2] == WORST_LOSS
+    assert losses[1] < 0.05
+
+
+@pytest.mark.slow
+def test_small_search_finds_oja():
+    task = load_task(OJA, SMALL, seed=2)
+    result = evolve(task, population=400, generations=25)
+    assert is_oja(result.selected.rule), result.selected.expression
+    assert sum(e.selected for e in result.front) == 1
+    assert [e.complexity for e in result.front] == sorted(e.complexity for e in result.front)
+
+
+def test_resume_equals_uninterrupted():
+    task = load_task(OJA, SMALL + ["inputs.trials=2"], seed=5)
+    saved = []
+    full = Search(task, seed=5, population=60, generations=6).run(checkpoint=lambda s: saved.append(json.dumps(s)))
+    search = Search(task, seed=5, population=60, generations=6)
+    state = search.state_from_json(json.loads(saved[3]))  # after generation 3
+    resumed = search.run(state)
+    assert [(e.expression, e.loss) for e in resumed.front] == [(e.expression, e.loss) for e in full.front]
+    assert resumed.evaluations == full.evaluations
+    assert json.loads(saved[-1])["population"] == search.state_to_json(state)["population"]
+
+
+def test_same_seed_same_front():
+    task = load_task(OJA, SMALL + ["inputs.trials=2"], seed=7)
+    a = evolve(task, population=50, generations=3)
+    b = evolve(task, population=50, generations=3)
+    assert [(e.expression, e.loss) for e in a.front] == [(e.expression, e.loss) for e in b.front]

@@ -1,0 +1,136 @@
+import numpy as np
+import pytest
+import sympy
+from hypothesis import given, settings, strategies as st
+
+from rulesearch.errors import GrammarError
+from rulesearch.rules import (Rule, canonical_sympy, compile_expr, parse_rule, rule_from_sympy,
+                              snap_candidates, snap_constants, symbol)
+
+x, y, w = (symbol(n) for n in "xyw")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("x*y - y**2*w", x * y - y**2 * w),
+    ("y*(x - y*w)", y * (x - y * w)),
+    ("-x + 0.5", -x + 0.5),
+    ("x/(y + 2)", x / (y + 2)),
+    ("square(x) - w**3", x**2 - w**3),
+    ("x**-1", 1 / x),
+    ("+x - -y", x + y),
+])
+def test_parse_meaning(full, text, expected):
+    rule = parse_rule(text, full)
+    assert sympy.simplify(rule.to_sympy()[0] - expected) == 0
+
+
+@pytest.mark.parametrize("text", ["x*y - y**2*w", "y*(x - y*w)", "x/(w**2 + 0.5)", "-(x - w)*y + 0.25"])
+def test_text_round_trip(full, text):
+    rule = parse_rule(text, full)
+    again = parse_rule(rule.text(), full)
+    assert sympy.simplify(again.to_sympy()[0] - rule.to_sympy()[0]) == 0
+    # and through sympy -> tree
+    back = rule_from_sympy(rule.to_sympy(), full)
+    assert sympy.simplify(back.to_sympy()[0] - rule.to_sympy()[0]) == 0
+
+
+@pytest.mark.parametrize("text, message", [
+    ("x*z", "unknown name 'z'"),
+    ("x % y", "unsupported operator '%'"),
+    ("x**y", "exponent 'y' must be an integer literal"),
+    ("x**0.5", "must be an integer"),
+    ("sin(x)", "unknown function 'sin'"),
+    ("tanh(x)", r"operator 'tanh' \(tanh\) is not allowed"),
+    ("x / y", r"operator '/' \(div\) is not allowed"),
+    ("__import__('os')", "unknown function '__import__'"),
+    ("x.real", "unsupported syntax"),
+    ("x*(y", "not a valid expression"),
+    ("", "empty expression"),
+    ("x if y else w", "unsupported syntax"),
+    ("'x'", "unsupported literal"),
+    ("x < y", "unsupported syntax"),
+])
+def test_parse_refusals(hebbian, text, message):
+    with pytest.raises(GrammarError, match=message):
+        parse_rule(text, hebbian)
+
+
+def test_refusal_names_grammar(hebbian):
+    with pytest.raises(GrammarError, match="grammar 'hebbian'.*terminals x, y, w"):
+        parse_rule("q", hebbian)
+
+
+def test_latex_uses_grammar_symbols(hebbian):
+    tex = parse_rule("x*y - y**2*w", hebbian).latex()
+    assert tex.startswith(r"\Delta w_{ij} = ")
+    assert "x_j" in tex and "y_i" in tex and "w_{ij}" in tex
+
+
+def test_canonical_form_is_stable(hebbian):
+    a = parse_rule("y*(x - y*w)", hebbian).canonical()
+    b = parse_rule("x*y - w*y*y", hebbian).canonical()
+    assert a.text() == b.text()
+    assert a.complexity == 8  # sub(mul(x, y), mul(w, square(y)))
+
+
+def test_compile_stack_depth(hebbian):
+    prog = compile_expr(parse_rule("x*y - y**2*w", hebbian).exprs[0])
+    assert len(prog.code) == 8 and prog.depth >= 2
+
+
+def test_snap_candidates():
+    assert snap_candidates(0.498)[:2] == [0.0, 0.5]
+    assert 1 / 3 in snap_candidates(0.3334)
+
+
+def test_snap_constants_keeps_loss(hebbian):
+    rule = parse_rule("0.5013*x*y - 0.2497*w", hebbian)
+
+    def loss(rules):  # distance of the coefficients from (0.5, 0.25), as a stand-in objective
+        return np.array([abs(r.constants()[0] - 0.5) + abs(r.constants()[1] - 0.25) + 1.0
+                         for r in rules])
+    snapped = snap_constants(rule, loss, tol=0.01)
+    assert snapped.constants() == [0.5, 0.25]
+
+
+def test_negation_without_neg_operator(hebbian):
+    rule = parse_rule("-(x*y)", hebbian)
+    assert rule.exprs[0][:2] == (("op", "mul"), ("const", -1.0))
+    assert sympy.simplify(rule.to_sympy()[0] + x * y) == 0
+
+
+def test_with_constants_keeps_structure(hebbian):
+    rule = parse_rule("0.3*x + 0.7*w", hebbian)
+    assert rule.with_constants([1.0, 2.0]).constants() == [1.0, 2.0]
+    assert rule.with_constants([1.0, 2.0]).complexity == rule.complexity
+
+
+# ---------------------------------------------------------------- property: parse(text(r)) == r
+
+@st.composite
+def expressions(draw, depth=3):
+    leaf = st.one_of(st.sampled_from(["x", "y", "w"]),
+                     st.floats(-3, 3, allow_nan=False).map(lambda v: f"{v:.3f}"))
+    if depth == 0:
+        return draw(leaf)
+    choice = draw(st.integers(0, 3))
+    if choice == 0:
+        return draw(leaf)
+    a, b = draw(expressions(depth=depth - 1)), draw(expressions(depth=depth - 1))
+    if choice == 1:
+        return f"({a}) {draw(st.sampled_from(['+', '-', '*']))} ({b})"
+    if choice == 2:
+        return f"square({a})"
+    return f"-({a})"
+
+
+@settings(max_examples=60, deadline=None)
+@given(expressions())
+def test_property_text_round_trip(text):
+    from rulesearch.grammar import load_grammar
+    from conftest import ROOT
+    g = load_grammar(ROOT / "grammars" / "hebbian-full.toml")
+    rule = parse_rule(text, g)
+    again = parse_rule(rule.text(), g)
+    diff = sympy.expand(again.to_sympy()[0] - rule.to_sympy()[0])
+    assert all(abs(float(c)) < 1e-4 for c in sympy.Poly(diff, x, y, w).coeffs()) if diff != 0 else True

@@ -1,0 +1,117 @@
+"""The VM against sympy's lambdify on random trees and random inputs."""
+import numpy as np
+import pytest
+import sympy
+from hypothesis import given, settings, strategies as st
+
+from rulesearch.primitives import PRIMITIVES
+from rulesearch.rules import Rule, parse_rule, symbol
+from rulesearch.vm import evaluate, pack
+from naive import rule_function
+
+OPS = ["add", "sub", "mul", "div", "neg", "square", "cube", "tanh", "exp", "abs"]
+
+
+def _grammar(g):
+    from dataclasses import replace
+    return replace(g, operators=tuple(OPS))
+
+
+@st.composite
+def prefix_trees(draw, depth=4):
+    if depth == 0 or draw(st.integers(0, 3)) == 0:
+        if draw(st.booleans()):
+            return [("var", draw(st.sampled_from(["x", "y", "w"])))]
+        return [("const", draw(st.floats(-2, 2, allow_nan=False, width=32)))]
+    op = draw(st.sampled_from(OPS))
+    out = [("op", op)]
+    for _ in range(PRIMITIVES[op].arity):
+        out += draw(prefix_trees(depth=depth - 1))
+    return out
+
+
+def _inputs(rng, n_batch=2, n_out=3, n_in=4):
+    pre = rng.uniform(-2, 2, size=(1, n_batch, n_in))
+    post = rng.uniform(-2, 2, size=(1, n_batch, n_out))
+    syn = rng.uniform(-2, 2, size=(1, n_batch * n_out * n_in))
+    return pre, post, syn, np.zeros((0, n_batch))
+
+
+def _broadcast(pre, post, syn):
+    b, n_in = pre.shape[1:]
+    n_out = post.shape[2]
+    xs = np.broadcast_to(pre[0][:, None, :], (b, n_out, n_in)).ravel()
+    ys = np.broadcast_to(post[0][:, :, None], (b, n_out, n_in)).ravel()
+    return {"x": xs, "y": ys, "w": syn[0]}
+
+
+@settings(max_examples=150, deadline=None)
+@given(prefix_trees(), st.integers(0, 2**31))
+def test_vm_matches_lambdify(tree, seed):
+    from rulesearch.grammar import load_grammar
+    from conftest import ROOT
+    g = _grammar(load_grammar(ROOT / "grammars" / "hebbian-full.toml"))
+    rule = Rule((tuple(tree),), g)
+    expr = rule.to_sympy()[0]
+    if expr.has(sympy.zoo, sympy.nan, sympy.oo):
+        return
+    rng = np.random.default_rng(seed)
+    pre, post, syn, trial = _inputs(rng)
+    got = evaluate(pack(rule.programs()), pre, post, syn, trial)[0]
+    f = sympy.lambdify([symbol(n) for n in "xyw"], expr, modules="numpy")
+    env = _broadcast(pre, post, syn)
+    with np.errstate(all="ignore"):
+        want = np.broadcast_to(np.asarray(f(env["x"], env["y"], env["w"]), float), got.shape)
+    # Protected operators differ from the exact meaning only near their guards.
+    ok = np.isfinite(want) & (np.abs(want) < 1e8)
+    ok &= ~_near_guard(tree, env)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=1e-6, atol=1e-8)
+
+
+def _near_guard(tree, env):
+    """Synapses where a protected div had a tiny denominator or exp was clipped."""
+    flags = np.zeros_like(env["x"], bool)
+    vals = []
+    for kind, value in reversed(tree):  # postfix evaluation of exact values
+        if kind == "var":
+            vals.append(env[value].astype(float))
+        elif kind == "const":
+            vals.append(np.full_like(env["x"], value))
+        else:
+            arity = PRIMITIVES[value].arity
+            args = [vals.pop() for _ in range(arity)]
+            with np.errstate(all="ignore"):
+                if value == "div":
+                    flags |= np.abs(args[1]) < 1e-6
+                    res = args[0] / args[1]
+                elif value == "exp":
+                    flags |= args[0] > 25
+                    res = np.exp(args[0])
+                else:
+                    fn = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "neg": np.negative,
+                          "square": np.square, "cube": lambda a: a**3, "tanh": np.tanh, "abs": np.abs}[value]
+                    res = fn(*args)
+            flags |= ~np.isfinite(res)
+            vals.append(res)
+    return flags
+
+
+def test_population_rows_are_independent(full, rng):
+    rules = [parse_rule(t, full) for t in ["x*y", "x - w", "y*(x - y*w)", "0.5"]]
+    pre, post, syn, trial = _inputs(rng)
+    together = evaluate(pack([p for r in rules for p in r.programs()]), pre, post, syn, trial)
+    for i, r in enumerate(rules):
+        alone = evaluate(pack(r.programs()), pre, post, syn, trial)[0]
+        np.testing.assert_array_equal(together[i], alone)
+
+
+def test_protected_division_returns_zero(full, rng):
+    rule = parse_rule("x/(w - w)", full)
+    pre, post, syn, trial = _inputs(rng)
+    assert np.all(evaluate(pack(rule.programs()), pre, post, syn, trial) == 0.0)
+
+
+def test_shape_errors(full, rng):
+    pre, post, syn, trial = _inputs(rng)
+    with pytest.raises(ValueError, match="inconsistent shapes"):
+        evaluate(pack(parse_rule("x", full).programs()), pre, post, syn[:, :5], trial)
