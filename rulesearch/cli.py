@@ -75,11 +75,11 @@ def cmd_simulate(args) -> int:
 def cmd_latex(args) -> int:
     from .export import latex_equation, latex_table
     if args.rule is not None:
-        from .grammar import GRAMMAR_DIR, load_grammar
+        from .grammar import find_grammar, load_grammar
         from .rules import parse_rule
-        path = Path(args.grammar)
-        if not path.is_file():
-            path = GRAMMAR_DIR / f"{args.grammar}.toml"
+        path = find_grammar(args.grammar)
+        if path is None:
+            raise ValueError(f"--grammar {args.grammar!r}: no such grammar file (looked in ./grammars)")
         rule = parse_rule(args.rule, load_grammar(path))
         print(rule.canonical().latex() if args.simplify else rule.latex())
         return 0

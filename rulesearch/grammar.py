@@ -23,7 +23,7 @@ from ._toml import read_toml
 from .errors import GrammarError
 from .primitives import DEFAULT_OPERATORS, PRIMITIVES, VARIABLES, Variable
 
-GRAMMAR_DIR = Path(__file__).resolve().parent.parent / "grammars"
+GRAMMAR_DIR = Path(__file__).resolve().parent.parent / "grammars"  # in a source checkout
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,20 @@ class Grammar:
     def describe(self) -> str:
         return f"grammar '{self.name}' ({self.source}): terminals {', '.join(self.names)}; " \
                f"operators {', '.join(self.operators)}"
+
+
+def find_grammar(name: str, near: Path | None = None) -> Path | None:
+    """Resolve a grammar name or path: as given, next to ``near``, in ``near/../grammars``,
+    in ./grammars, or in the source checkout's grammars/ (``.toml`` may be left out)."""
+    folders = [Path.cwd()]
+    if near is not None:
+        folders += [near, near.parent / "grammars"]
+    folders += [Path.cwd() / "grammars", GRAMMAR_DIR]
+    for folder in folders:
+        for candidate in (folder / name, folder / f"{name}.toml"):
+            if candidate.is_file():
+                return candidate
+    return None
 
 
 def load_grammar(path: str | Path) -> Grammar:

@@ -16,7 +16,7 @@ from ._fields import Fields
 from ._toml import read_toml, tomllib
 from .data import ActivityData, load_activity
 from .errors import TaskError
-from .grammar import GRAMMAR_DIR, Grammar, load_grammar
+from .grammar import Grammar, find_grammar, load_grammar
 from .rules import Rule, parse_rule
 from .sims import rate
 from .vm import PackedPrograms, pack
@@ -177,12 +177,11 @@ def apply_overrides(raw: dict, overrides: Sequence[str]) -> dict:
 
 
 def _resolve_grammar(name: str, task_path: Path) -> Path:
-    candidates = [Path(name), task_path.parent / name, GRAMMAR_DIR / name, GRAMMAR_DIR / f"{name}.toml"]
-    for c in candidates:
-        if c.is_file():
-            return c
-    raise TaskError(f"{task_path}: field 'grammar' is {name!r}: no such grammar file "
-                    f"(looked in {task_path.parent} and {GRAMMAR_DIR})")
+    found = find_grammar(name, task_path.parent)
+    if found is None:
+        raise TaskError(f"{task_path}: field 'grammar' is {name!r}: no such grammar file "
+                        f"(looked next to the task, in ../grammars and in ./grammars)")
+    return found
 
 
 def load_task(path: str | Path, overrides: Sequence[str] = (), data: str | Path | ActivityData | None = None,
