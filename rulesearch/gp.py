@@ -20,10 +20,14 @@ from scipy.optimize import minimize
 from . import vm
 from .grammar import Grammar
 from .primitives import PRIMITIVES, VARIABLES
-from .rules import Rule, canonical_sympy, rule_from_sympy, snap_constants
+from .rules import Rule, canonical_sympy, rule_from_sympy, simplify_identities, snap_constants
 from .tasks import WORST_LOSS, Task, pack_rules
 
 PROBE_SEED = 20240611
+# L-BFGS iterations on constants: few during the search (it runs on many rules),
+# many when polishing the final front (few rules, and their numbers are the result).
+SEARCH_CONSTANT_ITERATIONS, FINAL_CONSTANT_ITERATIONS = 8, 100
+EXPLORE_TOP = 4  # population rules (best loss first) whose neighbourhood is explored per generation
 PROBE_SHAPE = (8, 8)  # (n_out, n_in) synapses on which semantics are compared
 
 
@@ -211,6 +215,7 @@ class Search:
         self.n_path = 1
         self.seed = seed
         self.mu = population or task.search.population
+        self.explore_top = EXPLORE_TOP
         self.generations = task.search.generations if generations is None else generations
         self._evaluate_packed = evaluate or task.evaluate_packed
         self.toolbox = self._toolbox()
@@ -306,7 +311,7 @@ class Search:
             seen.add(ind.key)
             rule = self.lang.rule(ind)
             best = optimise_constants(rule, lambda rs: self._loss_of_rules(rs, state),
-                                      ind.fitness.values[0])
+                                      ind.fitness.values[0], max_iter=SEARCH_CONSTANT_ITERATIONS)
             ind.optimised = True
             if best is not None:
                 new = self.lang.individual(best)
@@ -314,14 +319,27 @@ class Search:
                 self._evaluate([ind], state)
                 ind.optimised = True
 
-    def _prune_front(self, state: _State) -> list:
-        """Evaluate every front rule with one subtree replaced by a terminal, 0 or 1 (new ones only).
+    def _explore_front(self, state: _State, population: Sequence = ()) -> list:
+        """Evaluate the neighbourhood of each new front rule: every subtree replaced by a
+        terminal, 0 or 1, or multiplied by a terminal.
 
-        Random variation rarely deletes exactly the superfluous part of a good
-        rule (``-x + y*(x - w*y)``); this systematic neighbourhood does, at the cost
-        of one batched evaluation of at most a few hundred rules per generation.
+        Random variation rarely deletes exactly the superfluous part of a good rule
+        (``-x + y*(x - w*y)``) or adds exactly the missing factor (``x - w*y`` ->
+        ``y*(x - w*y)``); this systematic neighbourhood does, at the cost of one
+        batched evaluation of a few hundred rules per generation.
         """
         front = pareto_front([(l, c, exprs) for l, c, exprs in state.archive.values() if l < WORST_LOSS])
+        if self.explore_top and population:  # and the best rules of the population, whatever their size
+            ranked = sorted((ind for ind in population if ind.fitness.values[0] < WORST_LOSS),
+                            key=lambda ind: ind.fitness.values)
+            fresh = []
+            for ind in ranked:
+                exprs = self.lang.rule(ind).exprs
+                if exprs not in state.pruned and exprs not in fresh:
+                    fresh.append(exprs)
+                if len(fresh) >= self.explore_top:
+                    break
+            front = front + [(None, None, e) for e in fresh]
         leaves = [("var", n) for n in self.grammar.names] + [("const", 0.0), ("const", 1.0)]
         variants = []
         for _, _, exprs in front:
@@ -331,10 +349,11 @@ class Search:
             for p, expr in enumerate(exprs):
                 for start in range(len(expr)):
                     end = subtree_end(expr, start)
-                    for leaf in leaves:
-                        if end - start == 1 and expr[start] == leaf:
-                            continue
-                        new = expr[:start] + (leaf,) + expr[end:]
+                    replacements = [(leaf,) for leaf in leaves if not (end - start == 1 and expr[start] == leaf)]
+                    if "mul" in self.grammar.operators:  # grow: multiply the subtree by a variable
+                        replacements += [(("op", "mul"),) + expr[start:end] + (leaf,) for leaf in leaves[:-2]]
+                    for rep in replacements:
+                        new = simplify_identities(expr[:start] + rep + expr[end:])
                         variants.append(Rule(exprs[:p] + (new,) + exprs[p + 1:], self.grammar))
         individuals = [self.lang.individual(r) for r in variants]
         if individuals:
@@ -376,7 +395,7 @@ class Search:
                     break
                 offspring = self._vary(state.population)
                 self._evaluate(offspring, state)
-                pool = state.population + offspring + self._prune_front(state)
+                pool = state.population + offspring + self._explore_front(state, state.population)
                 self._optimise_constants(pool, state)
                 state.population = self._select(pool)
                 state.generation += 1
@@ -396,10 +415,14 @@ class Search:
     def _record(self, state, start, checkpoint, progress):
         if start is not None:
             state.elapsed = time.perf_counter() - start
+        # Only non-dominated rules can reach the final front (domination is transitive),
+        # so the archive keeps just those; this also keeps checkpoints small.
+        front = pareto_front([(l, c, k) for k, (l, c, _) in state.archive.items()])
+        state.archive = {k: state.archive[k] for _, _, k in front}
         best = self._best(state)
         state.history.append({"generation": state.generation, "best_loss": best,
                               "evaluations": state.evaluations,
-                              "front_size": len(pareto_front([(l, c, None) for l, c, _ in state.archive.values()]))})
+                              "front_size": len(front)})
         if checkpoint is not None:
             checkpoint(self.state_to_json(state))
         if progress is not None:
@@ -408,14 +431,17 @@ class Search:
     def _finish(self, state: _State, stopped: str) -> EvolveResult:
         """Prune and snap the front's constants, rewrite rules in canonical form, select one."""
         if stopped != "interrupted":
-            self._prune_front(state)
+            self._explore_front(state)
         raw = pareto_front([(l, c, exprs) for l, c, exprs in state.archive.values()])
         loss_fn = lambda rules: self._loss_of_rules(rules, state)
         final = {}
         for loss, comp, exprs in raw:
             if loss >= WORST_LOSS:
                 continue
-            rule = self._readable(Rule(exprs, self.grammar), loss_fn)
+            rule = Rule(exprs, self.grammar)
+            if rule.constants():
+                rule = optimise_constants(rule, loss_fn, loss, FINAL_CONSTANT_ITERATIONS) or rule
+            rule = self._readable(rule, loss_fn)
             final.setdefault(rule.text(), rule)
         rules = list(final.values())
         losses = loss_fn(rules) if rules else []

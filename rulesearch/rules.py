@@ -374,3 +374,66 @@ def snap_constants(rule: Rule, loss: Callable[[list[Rule]], np.ndarray], tol: fl
                 values[i] = c
                 break
     return rule.with_constants(values)
+
+
+# ---------------------------------------------------------------- cheap simplification
+
+def _to_nested(expr: Expr, i: int = 0):
+    kind, value = expr[i]
+    if kind != "op":
+        return (kind, value), i + 1
+    args, j = [], i + 1
+    for _ in range(PRIMITIVES[value].arity):
+        a, j = _to_nested(expr, j)
+        args.append(a)
+    return ("op", value, tuple(args)), j
+
+
+def _flatten(node) -> list:
+    if node[0] != "op":
+        return [node]
+    return [("op", node[1])] + [n for a in node[2] for n in _flatten(a)]
+
+
+def _const(node):
+    return node[1] if node[0] == "const" else None
+
+
+_FOLD = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+         "div": lambda a, b: a / b if abs(b) > 1e-10 else 0.0, "neg": lambda a: -a,
+         "square": lambda a: a * a, "cube": lambda a: a * a * a}
+
+
+def _simplify(node):
+    if node[0] != "op":
+        return node
+    op, args = node[1], tuple(_simplify(a) for a in node[2])
+    consts = [_const(a) for a in args]
+    if all(c is not None for c in consts) and op in _FOLD:
+        value = _FOLD[op](*consts)
+        if math.isfinite(value):
+            return ("const", float(value))
+    if len(args) == 2:
+        a, b = args
+        ca, cb = consts
+        if op == "add" and ca == 0.0:
+            return b
+        if op in ("add", "sub") and cb == 0.0:
+            return a
+        if op == "mul" and (ca == 0.0 or cb == 0.0):
+            return ("const", 0.0)
+        if op == "mul" and ca == 1.0:
+            return b
+        if op in ("mul", "div") and cb == 1.0:
+            return a
+        if op == "div" and ca == 0.0:
+            return ("const", 0.0)
+        if op == "sub" and a == b:
+            return ("const", 0.0)
+    return ("op", op, args)
+
+
+def simplify_identities(expr: Expr) -> Expr:
+    """Fold constants and drop x+0, x*1, x*0, x-x, ... without sympy (fast, exact for the VM)."""
+    node, _ = _to_nested(expr)
+    return tuple(_flatten(_simplify(node)))

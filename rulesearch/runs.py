@@ -74,7 +74,7 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / RUN_FILE, info)
     state = search.state_from_json(read_json(out / CHECKPOINT_FILE)) if resume else None
-    result = search.run(state, checkpoint=lambda obj: write_json(out / CHECKPOINT_FILE, obj),
+    result = search.run(state, checkpoint=lambda obj: write_json(out / CHECKPOINT_FILE, obj, compact=True),
                         progress=progress)
     rows = front_rows(result)
     write_csv(out / PARETO_FILE, PARETO_COLUMNS, [[r[c] for c in PARETO_COLUMNS] for r in rows])

@@ -134,3 +134,16 @@ def test_property_text_round_trip(text):
     again = parse_rule(rule.text(), g)
     diff = sympy.expand(again.to_sympy()[0] - rule.to_sympy()[0])
     assert all(abs(float(c)) < 1e-4 for c in sympy.Poly(diff, x, y, w).coeffs()) if diff != 0 else True
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("y*(x - w*y) + 0", "y*(x - w*y)"),
+    ("1*(x*y) - 0*w", "x*y"),
+    ("(x - x)*w + y", "y"),
+    ("2*3 + x", "6 + x"),
+    ("x/1", "x"),
+])
+def test_simplify_identities(full, text, expected):
+    from rulesearch.rules import simplify_identities
+    got = simplify_identities(parse_rule(text, full).exprs[0])
+    assert got == parse_rule(expected, full).exprs[0]
