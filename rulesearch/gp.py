@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
+import sympy
 from deap import base, gp, tools
 from scipy.optimize import minimize
 
@@ -28,6 +29,8 @@ PROBE_SEED = 20240611
 # many when polishing the final front (few rules, and their numbers are the result).
 SEARCH_CONSTANT_ITERATIONS, FINAL_CONSTANT_ITERATIONS = 8, 100
 EXPLORE_TOP = 4  # population rules (best loss first) whose neighbourhood is explored per generation
+EXPLORE_MAX_SIZE = 15  # ... if they have at most this many nodes (cost grows with size)
+IMMIGRANTS = 0.05  # fraction of offspring replaced by new random rules (against premature convergence)
 PROBE_SHAPE = (8, 8)  # (n_out, n_in) synapses on which semantics are compared
 
 
@@ -202,6 +205,7 @@ class _State:
     evaluations: int = 0
     elapsed: float = 0.0
     pruned: set = field(default_factory=set)  # front rules whose neighbourhood was evaluated
+    canonical: set = field(default_factory=set)  # archive keys already given their canonical tree
 
 
 class Search:
@@ -265,6 +269,8 @@ class Search:
             child.fitness = RuleFitness()
             child.optimised = False
             offspring.append(child)
+        for i in range(int(IMMIGRANTS * len(offspring))):
+            offspring[i] = self._new_individual()
         return offspring
 
     @staticmethod
@@ -335,7 +341,8 @@ class Search:
             fresh = []
             for ind in ranked:
                 exprs = self.lang.rule(ind).exprs
-                if exprs not in state.pruned and exprs not in fresh:
+                if sum(map(len, exprs)) <= EXPLORE_MAX_SIZE and exprs not in state.pruned \
+                        and exprs not in fresh:
                     fresh.append(exprs)
                 if len(fresh) >= self.explore_top:
                     break
@@ -408,6 +415,26 @@ class Search:
             stopped = "target_loss"
         return self._finish(state, stopped)
 
+    def _canonicalise(self, keys: Sequence[str], state: _State) -> bool:
+        """Give new front rules their sympy-canonical tree where that is smaller (same function,
+        so same key and loss): ``0.03 - y*(w*y - x)`` pruned to ``0 - y*(w*y - x)`` must compete
+        as the 7-node ``y*(x - w*y)``. Returns whether any entry changed."""
+        changed = False
+        for key in keys:
+            if key in state.canonical:
+                continue
+            state.canonical.add(key)
+            loss, comp, exprs = state.archive[key]
+            try:
+                rule = rule_from_sympy([sympy.expand(e) for e in Rule(exprs, self.grammar).to_sympy()],
+                                       self.grammar)
+            except ValueError:
+                continue
+            if rule.complexity < comp:
+                state.archive[key] = (loss, rule.complexity, rule.exprs)
+                changed = True
+        return changed
+
     @staticmethod
     def _best(state: _State) -> float:
         return min(v[0] for v in state.archive.values())
@@ -418,6 +445,8 @@ class Search:
         # Only non-dominated rules can reach the final front (domination is transitive),
         # so the archive keeps just those; this also keeps checkpoints small.
         front = pareto_front([(l, c, k) for k, (l, c, _) in state.archive.items()])
+        if self._canonicalise([k for _, _, k in front], state):
+            front = pareto_front([(l, c, k) for k, (l, c, _) in state.archive.items()])
         state.archive = {k: state.archive[k] for _, _, k in front}
         best = self._best(state)
         state.history.append({"generation": state.generation, "best_loss": best,
@@ -484,6 +513,7 @@ class Search:
                         for k, (l, c, exprs) in state.archive.items()],
             "cache": state.cache,
             "pruned": [[list(map(list, e)) for e in exprs] for exprs in state.pruned],
+            "canonical": sorted(state.canonical),
             "random_state": [version, list(internal), gauss],
         }
 
@@ -504,7 +534,8 @@ class Search:
         return _State(population, archive, {str(k): float(v) for k, v in obj["cache"].items()},
                       list(obj["history"]), int(obj["generation"]), int(obj["evaluations"]),
                       float(obj["elapsed"]),
-                      {tuple(tokens(e) for e in exprs) for exprs in obj["pruned"]})
+                      {tuple(tokens(e) for e in exprs) for exprs in obj["pruned"]},
+                      set(map(str, obj["canonical"])))
 
 
 def subtree_end(expr, start: int) -> int:
