@@ -10,9 +10,13 @@ for seed in 1 2 3 4 5 6 7 8 9 10; do
   end=$(date +%s.%N)
   python - "$out/seed$seed" "$(echo "$end - $start" | bc)" <<'PY'
 import csv, sys, sympy
+from rulesearch import load_grammar, parse_rule
+from rulesearch.grammar import find_grammar
+from rulesearch.rules import symbol
 row = next(r for r in csv.DictReader(open(sys.argv[1] + "/pareto.csv")) if r["selected"] == "1")
-x, y, w = sympy.symbols("x y w", real=True)
-ratio = sympy.simplify(sympy.sympify(row["expression"], locals={"x": x, "y": y, "w": w}) / (x*y - y**2*w))
+rule = parse_rule(row["expression"], load_grammar(find_grammar("hebbian")))
+x, y, w = (symbol(n) for n in "xyw")
+ratio = sympy.simplify(rule.to_sympy()[0] / (x*y - y**2*w))
 oja = bool(ratio.is_number and float(ratio) > 0)
 print(f"{sys.argv[1]:28s} wall {float(sys.argv[2]):5.1f} s  oja={oja!s:5s}  {row['expression']}")
 PY

@@ -327,7 +327,8 @@ class Search:
 
     def _explore_front(self, state: _State, population: Sequence = ()) -> list:
         """Evaluate the neighbourhood of each new front rule: every subtree replaced by a
-        terminal, 0 or 1, or multiplied by a terminal.
+        terminal, 0 or 1, or multiplied by a terminal or by a constant factor (0.9), and the
+        whole rule plus 0.1 times a terminal (constant optimisation then tunes the numbers).
 
         Random variation rarely deletes exactly the superfluous part of a good rule
         (``-x + y*(x - w*y)``) or adds exactly the missing factor (``x - w*y`` ->
@@ -359,8 +360,14 @@ class Search:
                     replacements = [(leaf,) for leaf in leaves if not (end - start == 1 and expr[start] == leaf)]
                     if "mul" in self.grammar.operators:  # grow: multiply the subtree by a variable
                         replacements += [(("op", "mul"),) + expr[start:end] + (leaf,) for leaf in leaves[:-2]]
+                        if self.grammar.constant_range is not None:  # or by a factor for L-BFGS to tune
+                            replacements.append((("op", "mul"),) + expr[start:end] + (("const", 0.9),))
                     for rep in replacements:
                         new = simplify_identities(expr[:start] + rep + expr[end:])
+                        variants.append(Rule(exprs[:p] + (new,) + exprs[p + 1:], self.grammar))
+                if {"add", "mul"} <= set(self.grammar.operators) and self.grammar.constant_range is not None:
+                    for leaf in leaves[:-2]:  # add a small term: expr + 0.1 * variable
+                        new = (("op", "add"),) + expr + (("op", "mul"), ("const", 0.1), leaf)
                         variants.append(Rule(exprs[:p] + (new,) + exprs[p + 1:], self.grammar))
         individuals = [self.lang.individual(r) for r in variants]
         if individuals:
