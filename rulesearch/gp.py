@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -327,8 +329,8 @@ class Search:
 
     def _explore_front(self, state: _State, population: Sequence = ()) -> list:
         """Evaluate the neighbourhood of each new front rule: every subtree replaced by a
-        terminal, 0 or 1, or multiplied by a terminal or by a constant factor (0.9), and the
-        whole rule plus 0.1 times a terminal (constant optimisation then tunes the numbers).
+        terminal, 0 or 1, or multiplied by a terminal or by a constant factor (0.9, which
+        constant optimisation then tunes).
 
         Random variation rarely deletes exactly the superfluous part of a good rule
         (``-x + y*(x - w*y)``) or adds exactly the missing factor (``x - w*y`` ->
@@ -365,10 +367,7 @@ class Search:
                     for rep in replacements:
                         new = simplify_identities(expr[:start] + rep + expr[end:])
                         variants.append(Rule(exprs[:p] + (new,) + exprs[p + 1:], self.grammar))
-                if {"add", "mul"} <= set(self.grammar.operators) and self.grammar.constant_range is not None:
-                    for leaf in leaves[:-2]:  # add a small term: expr + 0.1 * variable
-                        new = (("op", "add"),) + expr + (("op", "mul"), ("const", 0.1), leaf)
-                        variants.append(Rule(exprs[:p] + (new,) + exprs[p + 1:], self.grammar))
+
         individuals = [self.lang.individual(r) for r in variants]
         if individuals:
             self._evaluate(individuals, state)
@@ -402,11 +401,24 @@ class Search:
             self._optimise_constants(state.population, state)
             self._record(state, start, checkpoint, progress)
         elapsed_before = state.elapsed
+        interrupt = _GracefulInterrupt()
         try:
             while state.generation < self.generations:
+                if interrupt.requested:
+                    stopped = "interrupted"
+                    break
                 if self._best(state) <= self.task.search.target_loss:
                     stopped = "target_loss"
                     break
+                restart = self.task.search.restart_every
+                if restart and state.generation and state.generation % restart == 0:
+                    # A fresh population keeps the archive (and the front, re-injected): the
+                    # search leaves a basin it has settled in without losing what it found.
+                    elite = [self.lang.individual(Rule(exprs, self.grammar))
+                             for _, _, exprs in state.archive.values()]
+                    fresh = [self._new_individual() for _ in range(self.mu - len(elite))]
+                    self._evaluate(elite + fresh, state)
+                    state.population = elite + fresh
                 offspring = self._vary(state.population)
                 self._evaluate(offspring, state)
                 pool = state.population + offspring + self._explore_front(state, state.population)
@@ -417,6 +429,8 @@ class Search:
                 self._record(state, None, checkpoint, progress)
         except KeyboardInterrupt:
             stopped = "interrupted"
+        finally:
+            interrupt.restore()
         state.elapsed = elapsed_before + time.perf_counter() - start
         if stopped != "interrupted" and self._best(state) <= self.task.search.target_loss:
             stopped = "target_loss"
@@ -543,6 +557,27 @@ class Search:
                       float(obj["elapsed"]),
                       {tuple(tokens(e) for e in exprs) for exprs in obj["pruned"]},
                       set(map(str, obj["canonical"])))
+
+
+class _GracefulInterrupt:
+    """Ctrl-C asks the search to stop after the current generation (whose checkpoint is then
+    the last one written); a second Ctrl-C interrupts at once. Only in the main thread."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def subtree_end(expr, start: int) -> int:

@@ -58,6 +58,7 @@ class Search:
     selection_rel_tol: float = 0.05
     selection_abs_tol: float = 1e-3
     snap_tol: float = 0.01
+    restart_every: int = 0  # generations between fresh populations (0: never)
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,8 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data: str | Path 
         optimise_top=sf.get("optimise_top", int, defaults.optimise_top, low=0),
         selection_rel_tol=sf.get("selection_rel_tol", float, defaults.selection_rel_tol, low=0.0),
         selection_abs_tol=sf.get("selection_abs_tol", float, defaults.selection_abs_tol, low=0.0),
-        snap_tol=sf.get("snap_tol", float, defaults.snap_tol, low=0.0))
+        snap_tol=sf.get("snap_tol", float, defaults.snap_tol, low=0.0),
+        restart_every=sf.get("restart_every", int, defaults.restart_every, low=0))
     task_seed = sf.get("seed", int, 0)
     sf.finish()
     if search.p_crossover + search.p_mutation > 1.0:

@@ -115,42 +115,42 @@ def run_program(code, arg, consts, pre, post, syn, trial, stack, out):
             sp += 1
         elif op < 20:  # binary: first operand on top
             sp -= 1
-            t = sp
-            r = sp - 1
+            top = stack[sp]
+            res = stack[sp - 1]
             if op == OP_ADD:
                 for k in range(n):
-                    stack[r, k] = stack[t, k] + stack[r, k]
+                    res[k] = top[k] + res[k]
             elif op == OP_SUB:
                 for k in range(n):
-                    stack[r, k] = stack[t, k] - stack[r, k]
+                    res[k] = top[k] - res[k]
             elif op == OP_MUL:
                 for k in range(n):
-                    stack[r, k] = stack[t, k] * stack[r, k]
+                    res[k] = top[k] * res[k]
             else:  # OP_DIV, protected
                 for k in range(n):
-                    d = stack[r, k]
-                    stack[r, k] = stack[t, k] / d if abs(d) > DIV_EPS else 0.0
+                    d = res[k]
+                    res[k] = top[k] / d if abs(d) > DIV_EPS else 0.0
         else:
-            r = sp - 1
+            res = stack[sp - 1]
             if op == OP_NEG:
                 for k in range(n):
-                    stack[r, k] = -stack[r, k]
+                    res[k] = -res[k]
             elif op == OP_SQUARE:
                 for k in range(n):
-                    stack[r, k] = stack[r, k] * stack[r, k]
+                    res[k] = res[k] * res[k]
             elif op == OP_CUBE:
                 for k in range(n):
-                    v = stack[r, k]
-                    stack[r, k] = v * v * v
+                    v = res[k]
+                    res[k] = v * v * v
             elif op == OP_TANH:
                 for k in range(n):
-                    stack[r, k] = np.tanh(stack[r, k])
+                    res[k] = np.tanh(res[k])
             elif op == OP_EXP:
                 for k in range(n):
-                    stack[r, k] = np.exp(min(stack[r, k], EXP_MAX))
+                    res[k] = np.exp(min(res[k], EXP_MAX))
             elif op == OP_ABS:
                 for k in range(n):
-                    stack[r, k] = abs(stack[r, k])
+                    res[k] = abs(res[k])
     for k in range(n):
         out[k] = stack[0, k]
 

@@ -89,3 +89,25 @@ def test_console_script_exit_code(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"rulesearch evolve: error: {bad}: field 'name' is 3: expected a string"
+
+
+def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
+    import signal
+    import time
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "rulesearch.cli", "evolve", OJA, "--population", "60",
+                             "--generations", "100000", "--out", str(out)] + FAST,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "checkpoint.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    assert "--resume" in stdout
+    info = json.loads((out / "run.json").read_text())
+    assert info["status"] == "interrupted"
+    assert sum(int(r["selected"]) for r in csv.DictReader(open(out / "pareto.csv"))) == 1
+    json.loads((out / "checkpoint.json").read_text())  # a complete file, not a torn one

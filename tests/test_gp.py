@@ -68,8 +68,9 @@ def test_small_search_finds_oja():
     assert [e.complexity for e in result.front] == sorted(e.complexity for e in result.front)
 
 
-def test_resume_equals_uninterrupted():
-    task = load_task(OJA, SMALL + ["inputs.trials=2"], seed=5)
+@pytest.mark.parametrize("restart_every", [0, 2])
+def test_resume_equals_uninterrupted(restart_every):
+    task = load_task(OJA, SMALL + ["inputs.trials=2", f"search.restart_every={restart_every}"], seed=5)
     saved = []
     full = Search(task, seed=5, population=60, generations=6).run(checkpoint=lambda s: saved.append(json.dumps(s)))
     search = Search(task, seed=5, population=60, generations=6)

@@ -64,14 +64,18 @@ def _run_rule(code, arg, consts, depth, x, w0, target, eta, act, bound, average_
     sse = np.zeros(n_trials)
     count = np.zeros(n_trials, np.int64)
     blown = False
+    w = syn[0]
     for t in range(n_steps):
         for b in range(n_trials):
+            xb = x[b, t]
+            pb = pre[0, b]
             for j in range(n_in):
-                pre[0, b, j] = x[b, t, j]
+                pb[j] = xb[j]
             for i in range(n_out):
+                row = w[b * m + i * n_in: b * m + (i + 1) * n_in]
                 s = 0.0
                 for j in range(n_in):
-                    s += syn[0, b * m + i * n_in + j] * pre[0, b, j]
+                    s += row[j] * xb[j]
                 post[0, b, i] = _activate(s, act)
             if has_target:
                 for i in range(n_out):
@@ -86,15 +90,20 @@ def _run_rule(code, arg, consts, depth, x, w0, target, eta, act, bound, average_
                 for k in range(m):
                     w_rec[b, t, k] = syn[0, b * m + k]
         run_program(code, arg, consts, pre, post, syn, trial, stack, dw)
+        # Branch-free so that the loop vectorises: the largest |w| and a sum that NaN/inf poison.
+        largest = 0.0
+        poison = 0.0
         for k in range(n):
-            syn[0, k] += eta * dw[k]
-            if not abs(syn[0, k]) <= bound:  # also true for NaN
-                blown = True
-        if blown:
+            v = w[k] + eta * dw[k]
+            w[k] = v
+            largest = max(largest, abs(v))
+            poison += v * 0.0
+        if not (largest <= bound and poison == 0.0):
+            blown = True
             break
         if t >= average_from:
             for k in range(n):
-                w_sum[k] += syn[0, k]
+                w_sum[k] += w[k]
     for k in range(n):
         w_final[k] = syn[0, k]
     return sse, count, blown
