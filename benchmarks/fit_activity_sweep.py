@@ -15,7 +15,7 @@ import sympy
 
 from rulesearch.data import save_activity
 from rulesearch.results import write_csv
-from rulesearch.rules import parse_rule, symbol
+from rulesearch.rules import symbol
 from rulesearch.runs import RunSpec, evolve_run, simulate_activity
 from rulesearch.tasks import load_task
 

@@ -34,15 +34,17 @@ def cmd_evolve(args) -> int:
         raise ValueError("--out and --resume name different folders: a resumed run writes into its own folder")
     spec = RunSpec(args.task, tuple(args.set), args.data, args.seed, args.population,
                    args.generations, args.workers)
-    columns = (TextColumn("[bold]evolve"), BarColumn(), MofNCompleteColumn(),
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("best loss {task.fields[best]}"), TextColumn("{task.fields[evals]} evals"),
                TimeElapsedColumn())
     with Progress(*columns, console=_console(), transient=False, disable=not sys.stderr.isatty()
                   and not sys.stdout.isatty()) as bar:
-        job = bar.add_task("evolve", total=None, best="-", evals=0)
+        # Numba compiles the kernels on the first evaluation (about 20 s, cached afterwards).
+        job = bar.add_task("first run compiles kernels", total=None, best="-", evals=0)
 
         def progress(gen, total, best, evals):
-            bar.update(job, completed=gen, total=total, best=f"{best:.4g}", evals=evals)
+            bar.update(job, description="evolve", completed=gen, total=total, best=f"{best:.4g}",
+                       evals=evals)
 
         result, out = evolve_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv)
     _print_front([{"complexity": e.complexity, "loss": e.loss, "expression": e.expression,

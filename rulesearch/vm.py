@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 from numba import njit, prange
 
-from .primitives import (DIV_EPS, EXP_MAX, OP_ABS, OP_ADD, OP_CONST, OP_CUBE, OP_DIV, OP_EXP,
+from .primitives import (DIV_EPS, EXP_MAX, OP_ABS, OP_ADD, OP_CONST, OP_CUBE, OP_EXP,
                          OP_LOAD_POST, OP_LOAD_PRE, OP_LOAD_SYN, OP_LOAD_TRIAL, OP_MUL, OP_NEG,
                          OP_SQUARE, OP_SUB, OP_TANH)
 from .rules import Program
@@ -68,9 +68,8 @@ def run_program(code, arg, consts, pre, post, syn, trial, stack, out):
     trial (n_trial, B); B is a batch of independent networks (trials) sharing the
     rule. stack: float64 (depth, B*n_out*n_in) scratch; out: float64 (B*n_out*n_in,).
     Binary operators take their first operand from the top of the stack (see
-    ``rules.compile_expr``, which emits reversed prefix order). The loops index the
-    stack directly rather than through row views, which would cost a reference
-    count per instruction.
+    ``rules.compile_expr``, which emits reversed prefix order). Operators work on row
+    views of the stack so that LLVM can vectorise their loops.
     """
     n_batch = pre.shape[1]
     n_in = pre.shape[2]

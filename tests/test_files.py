@@ -1,5 +1,4 @@
 """Grammar, task and data files: every shipped file loads; every bad field gets one clear error."""
-import json
 
 import numpy as np
 import pytest

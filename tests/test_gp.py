@@ -1,7 +1,6 @@
 """The search: semantic de-duplication, selection, seeded recovery of Oja's rule, resume."""
 import json
 
-import numpy as np
 import pytest
 import sympy
 

@@ -4,7 +4,7 @@ import sympy
 from hypothesis import given, settings, strategies as st
 
 from rulesearch.errors import GrammarError
-from rulesearch.rules import (Rule, canonical_sympy, compile_expr, parse_rule, rule_from_sympy,
+from rulesearch.rules import (compile_expr, parse_rule, rule_from_sympy,
                               snap_candidates, snap_constants, symbol)
 
 x, y, w = (symbol(n) for n in "xyw")

@@ -7,7 +7,6 @@ from hypothesis import given, settings, strategies as st
 from rulesearch.primitives import PRIMITIVES
 from rulesearch.rules import Rule, parse_rule, symbol
 from rulesearch.vm import evaluate, pack
-from naive import rule_function
 
 OPS = ["add", "sub", "mul", "div", "neg", "square", "cube", "tanh", "exp", "abs"]
 
