@@ -173,7 +173,7 @@ class _Parser:
                 or not 1 <= abs(value) <= 64:
             self.fail(f"exponent '{ast.unparse(exponent)}' must be a non-zero integer between -64 and 64")
         base = self.visit(node.left)
-        expr = _integer_power(base, abs(int(value)), self.grammar)
+        expr = integer_power(base, abs(int(value)), self.grammar)
         if value < 0:
             self.need("div", "/")
             expr = [("op", "div"), ("const", 1.0)] + expr
@@ -188,7 +188,8 @@ def _negate(expr: list, grammar: Grammar) -> list:
     raise GrammarError(f"cannot negate without 'neg' or 'mul' ({grammar.describe()})")
 
 
-def _integer_power(base: list, n: int, grammar: Grammar) -> list:
+def integer_power(base: list, n: int, grammar: Grammar) -> list:
+    """Prefix tokens of ``base**n`` (n >= 1) with the grammar's square/cube/mul."""
     if n == 1:
         return list(base)
     if n == 2 and "square" in grammar.operators:
@@ -198,8 +199,8 @@ def _integer_power(base: list, n: int, grammar: Grammar) -> list:
     if "mul" not in grammar.operators:
         raise GrammarError(f"power {n} needs 'mul' ({grammar.describe()})")
     if n % 2 == 0 and "square" in grammar.operators:
-        return [("op", "square")] + _integer_power(base, n // 2, grammar)
-    return [("op", "mul")] + list(base) + _integer_power(base, n - 1, grammar)
+        return [("op", "square")] + integer_power(base, n // 2, grammar)
+    return [("op", "mul")] + list(base) + integer_power(base, n - 1, grammar)
 
 
 # ---------------------------------------------------------------- sympy
@@ -303,8 +304,8 @@ def _from_sympy(e, g: Grammar) -> list:
         if n < 0:
             if "div" not in g.operators:
                 raise GrammarError(f"'{e}' needs division ({g.describe()})")
-            return [("op", "div"), ("const", 1.0)] + _integer_power(_from_sympy(base, g), -n, g)
-        return _integer_power(_from_sympy(base, g), n, g)
+            return [("op", "div"), ("const", 1.0)] + integer_power(_from_sympy(base, g), -n, g)
+        return integer_power(_from_sympy(base, g), n, g)
     if e.func in _SYMPY_FUNCS:
         name = _SYMPY_FUNCS[e.func]
         if name not in g.operators:
