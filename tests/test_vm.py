@@ -44,7 +44,7 @@ def _broadcast(pre, post, syn):
     return {"x": xs, "y": ys, "w": syn[0]}
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None, derandomize=True)  # same examples in every CI run
 @given(prefix_trees(), st.integers(0, 2**31))
 def test_vm_matches_lambdify(tree, seed):
     from rulesearch.grammar import load_grammar
