@@ -29,7 +29,7 @@ def _print_front(rows, title: str) -> None:
 def cmd_evolve(args) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .runs import RunSpec, evolve_run
+    from .runs import RunSpec, evolve_run, front_rows
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise ValueError("--out and --resume name different folders: a resumed run writes into its own folder")
     spec = RunSpec(args.task, tuple(args.set), args.data, args.seed, args.population,
@@ -47,9 +47,7 @@ def cmd_evolve(args) -> int:
                        evals=evals)
 
         result, out = evolve_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv)
-    _print_front([{"complexity": e.complexity, "loss": e.loss, "expression": e.expression,
-                   "selected": int(e.selected)} for e in result.front],
-                 f"Pareto front ({result.generations} generations, {result.evaluations} evaluations, "
+    _print_front(front_rows(result), f"Pareto front ({result.generations} generations, {result.evaluations} evaluations, "
                  f"{result.elapsed:.1f} s)")
     sel = result.selected
     print(f"selected: {sel.expression}   (loss {sel.loss:.4g}, complexity {sel.complexity})")

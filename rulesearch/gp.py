@@ -23,7 +23,7 @@ from scipy.optimize import minimize
 from . import vm
 from .grammar import Grammar
 from .primitives import PRIMITIVES, VARIABLES
-from .rules import Rule, canonical_sympy, rule_from_sympy, simplify_identities, snap_constants
+from .rules import Rule, rule_from_sympy, simplify_identities, snap_constants
 from .tasks import WORST_LOSS, Task, pack_rules
 
 PROBE_SEED = 20240611
@@ -513,7 +513,7 @@ class Search:
             if rule.constants():
                 rule = snap_constants(rule, loss_fn, tol)
             try:
-                canonical = rule_from_sympy([canonical_sympy(e) for e in rule.to_sympy()], self.grammar)
+                canonical = rule.canonical()
             except ValueError:
                 break  # not expressible in the grammar's operators: keep the tree as found
             if canonical.complexity > rule.complexity:

@@ -8,13 +8,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
+from .data import ActivityData
 from .errors import TaskError
 from .evaluators import LocalEvaluator
 from .gp import EvolveResult, Search
 from .plots import plot_front
 from .results import (CHECKPOINT_FILE, FRONT_PLOT, PARETO_COLUMNS, PARETO_FILE, RUN_FILE, read_csv,
                       read_json, versions, write_csv, write_json)
-from .tasks import load_task
+from .tasks import load_task, pack_rules
 
 
 @dataclass(frozen=True)
@@ -105,11 +108,6 @@ def simulate_activity(task, rule, noise: float = 0.0, observed: float = 1.0, see
     fraction of output neurons recorded (the same randomly chosen neurons in every
     trial, at least one); the others are NaN.
     """
-    import numpy as np
-
-    from .data import ActivityData
-    from .tasks import pack_rules
-
     if noise < 0:
         raise ValueError(f"--noise {noise}: expected a non-negative number (units of activity std)")
     if not 0 < observed <= 1:

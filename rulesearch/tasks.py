@@ -6,7 +6,7 @@ one loss per rule out (``WORST_LOSS`` for rules whose weights blow up).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -86,7 +86,6 @@ class Task:
     target: np.ndarray | None = None  # (trials, steps, n_out), NaN = not recorded
     pc1: np.ndarray | None = None  # (n_in,) leading principal component of the inputs
     data_source: str | None = None
-    raw: dict = field(default_factory=dict, repr=False)
 
     def parse(self, text: str | Sequence[str]) -> Rule:
         return parse_rule(text, self.grammar)
@@ -249,7 +248,7 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data: str | Path 
 
     seed = task_seed if seed is None else int(seed)
     task = Task(name, str(path), grammar, network, inputs, objective, average_fraction, search, seed, tuple(overrides),
-                *generate_inputs(network, inputs, seed), raw=raw)
+                *generate_inputs(network, inputs, seed))
     if isinstance(data, (str, Path)):
         data = load_activity(data)
     if data is not None:
