@@ -27,30 +27,84 @@ def _print_front(rows, title: str) -> None:
 
 
 def cmd_evolve(args) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from .runs import RunSpec, evolve_run, front_rows
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise ValueError("--out and --resume name different folders: a resumed run writes into its own folder")
     spec = RunSpec(args.task, tuple(args.set), args.data, args.seed, args.population,
                    args.generations, args.workers)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("best loss {task.fields[best]}"), TextColumn("{task.fields[evals]} evals"),
-               TimeElapsedColumn())
-    with Progress(*columns, console=_console(), transient=False, disable=not sys.stderr.isatty()
-                  and not sys.stdout.isatty()) as bar:
-        # Numba compiles the kernels on the first evaluation (about 20 s, cached afterwards).
-        job = bar.add_task("first run compiles kernels", total=None, best="-", evals=0)
-
-        def progress(gen, total, best, evals):
-            bar.update(job, description="evolve", completed=gen, total=total, best=f"{best:.4g}",
-                       evals=evals)
-
+    bar, progress = _progress_bar("evolve")
+    with bar:
         result, out = evolve_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv)
     _print_front(front_rows(result), f"Pareto front ({result.generations} generations, {result.evaluations} evaluations, "
                  f"{result.elapsed:.1f} s)")
     sel = result.selected
     print(f"selected: {sel.expression}   (loss {sel.loss:.4g}, complexity {sel.complexity})")
+    print(f"written: {out}")
+    if result.stopped == "interrupted":
+        print(f"interrupted: the checkpoint is saved; continue with --resume {out}")
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _progress_bar(name: str):
+    """A rich progress bar and the ``progress(generation, total, best, evaluations)`` callback."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("best loss {task.fields[best]}"), TextColumn("{task.fields[evals]} evals"),
+               TimeElapsedColumn())
+    bar = Progress(*columns, console=_console(), transient=False,
+                   disable=not sys.stderr.isatty() and not sys.stdout.isatty())
+    # Numba compiles the kernels on the first evaluation (about 20 s, cached afterwards).
+    job = bar.add_task("first run compiles kernels", total=None, best="-", evals=0)
+
+    def progress(gen, total, best, evals):
+        bar.update(job, description=name, completed=gen, total=total, best=f"{best:.4g}", evals=evals)
+    return bar, progress
+
+
+def _print_heldout(h: dict | None) -> None:
+    if not h:
+        print("held-out trials: none (generated inputs, or fit.holdout = 0)")
+        return
+    line = (f"held-out ({h['trials']} trials): loss {h['loss']:.4g}, activity R^2 vs data "
+            f"{h['activity_r2_data']:.4f}")
+    if "weight_r2" in h:
+        line += (f"; vs true rule {h['true_rule']}: weight R^2 {h['weight_r2']:.4f}, "
+                 f"activity R^2 {h['activity_r2']:.4f}")
+    print(line)
+
+
+def cmd_fit(args) -> int:
+    from rich.table import Table
+
+    from .runs import RunSpec, fit_run, largest_terms
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        raise ValueError("--out and --resume name different folders: a resumed run writes into its own folder")
+    overrides = tuple(args.set) + ((f'fit.family="{args.family}"',) if args.family else ())
+    spec = RunSpec(args.task, overrides, args.data, args.seed, None, args.generations, args.workers)
+    bar, progress = _progress_bar("fit")
+    with bar:
+        result, info, out = fit_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv)
+    family = info["family"]
+    print(f"{family['family']} fit: loss {result.loss:.4g} (penalised {result.objective:.4g}) after "
+          f"{result.generations} generations, {result.evaluations} evaluations, {result.elapsed:.1f} s "
+          f"({result.stopped})")
+    if family["family"] == "taylor":
+        from .results import COEFFICIENTS_FILE, read_csv
+        table = Table(title="largest terms (dw = eta * sum of terms)")
+        for col in ("term", "monomial", "value"):
+            table.add_column(col, justify="right" if col == "value" else "left")
+        for r in largest_terms(read_csv(out / COEFFICIENTS_FILE)):
+            table.add_row(r["term"], r["monomial"], f"{float(r['value']):+.4g}")
+        _console().print(table)
+        print(f"rule (terms above 5% of the largest): {info['rule']}")
+    _print_heldout(info["heldout"])
     print(f"written: {out}")
     if result.stopped == "interrupted":
         print(f"interrupted: the checkpoint is saved; continue with --resume {out}")
@@ -131,6 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: results/<task>-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
     p.set_defaults(func=cmd_evolve)
+
+    p = sub.add_parser("fit", help="fit a parametric rule family (Taylor or MLP) by CMA-ES")
+    p.add_argument("task", help="task file, e.g. tasks/fit-activity.toml")
+    p.add_argument("--family", choices=("taylor", "mlp"), help="rule family (default: the task's fit.family)")
+    p.add_argument("--data", help="activity data (.npz) for data-fitting objectives")
+    common(p)
+    p.add_argument("--generations", type=int, help="CMA-ES generations (default: the task's fit.generations)")
+    p.add_argument("--workers", type=int, help="threads for evaluation (default: all cores)")
+    p.add_argument("--out", help="run folder (default: results/<task>-fit-<time>)")
+    p.add_argument("--resume", metavar="DIR", help="continue the fit saved in DIR")
+    p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("simulate", help="write activity data from a ground-truth rule")
     p.add_argument("task")

@@ -1,42 +1,101 @@
-"""Parametric rule families that run on the same VM as GP rules (first part of issue 4).
+"""Parametric rule families that run on the same VM as GP rules.
 
-``TaylorFamily``: dw = sum over exponent tuples (a, b, c, ...) of theta_abc x^a y^b w^c,
-powers 0..max_power per variable (27 terms for x, y, w at power 2). A coefficient
-vector becomes an ordinary ``Rule``, so a family fit is evaluated exactly like a
-GP population.
+A family maps a parameter vector to a rule. Each family builds one *template*
+program once, whose constant slots point into the extended parameter vector
+``[params..., fixed constants...]``; a batch of parameter vectors is then packed
+by copying the template's code and gathering constants (no per-candidate
+compilation), so a CMA-ES generation is one population evaluation.
+
+- ``TaylorFamily``: dw/eta = sum over exponent tuples of theta_abc x^a y^b w^c,
+  powers 0..max_power per variable (27 terms for x, y, w at power 2), evaluated
+  in nested Horner form.
+- ``MLPFamily``: dw/eta = MLP(chosen terminals), hidden layers of tanh/sigmoid/linear units.
 """
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from .grammar import Grammar
-from .rules import Rule, integer_power
+from .rules import Rule, compile_expr, integer_power
+from .vm import PackedPrograms
+
+ADD, MUL, TANH = ("op", "add"), ("op", "mul"), ("op", "tanh")
 
 
-@dataclass(frozen=True)
+def _sum(parts: Sequence[list]) -> list:
+    out = list(parts[0])
+    for p in parts[1:]:
+        out = [ADD] + out + list(p)
+    return out
+
+
+class _Template:
+    """A compiled program whose constants are gathered from the extended parameter vector."""
+
+    def __init__(self, expr: list, n_params: int, fixed: Sequence[float]):
+        self.fixed = np.asarray(fixed, float)
+        program = compile_expr(tuple(expr))
+        self.code, self.arg, self.depth = program.code, program.arg, program.depth
+        self.index = program.consts.astype(np.int64)  # const slot -> position in [params, fixed]
+        self.n_params = n_params
+
+    def pack(self, params: np.ndarray) -> PackedPrograms:
+        params = np.atleast_2d(np.asarray(params, float))
+        if params.shape[1] != self.n_params:
+            raise ValueError(f"expected {self.n_params} parameters per candidate, got {params.shape[1]}")
+        n = params.shape[0]
+        ext = np.concatenate([params, np.broadcast_to(self.fixed, (n, len(self.fixed)))], axis=1)
+        return PackedPrograms(np.tile(self.code, n), np.tile(self.arg, n),
+                              np.ascontiguousarray(ext[:, self.index]).ravel(),
+                              np.arange(n + 1, dtype=np.int64) * len(self.code),
+                              np.arange(n + 1, dtype=np.int64) * len(self.index), self.depth)
+
+
+def _check_variables(grammar: Grammar, variables: Sequence[str], family: str) -> None:
+    unknown = [v for v in variables if v not in grammar.names]
+    if unknown:
+        raise ValueError(f"Invalid variable {unknown[0]!r} for the {family} family. "
+                         f"Valid options: {', '.join(grammar.names)}")
+    if not variables or len(set(variables)) != len(variables):
+        raise ValueError(f"{family} family: expected distinct variables, got {list(variables)}")
+
+
+@dataclass(frozen=True, eq=False)
 class TaylorFamily:
-    """Truncated Taylor (Volterra) expansion over chosen grammar terminals."""
+    """Truncated Taylor (Volterra) expansion over chosen grammar terminals.
+
+    ``exclude``: term names fixed at zero (a term mask); they are not parameters.
+    """
 
     grammar: Grammar
     variables: tuple[str, ...]
     max_power: int = 2
+    exclude: tuple[str, ...] = ()
+    kind: str = field(default="taylor", init=False)
 
     def __post_init__(self):
-        unknown = [v for v in self.variables if v not in self.grammar.names]
-        if unknown:
-            raise ValueError(f"Invalid variable {unknown[0]!r} for the Taylor family. "
-                             f"Valid options: {', '.join(self.grammar.names)}")
+        _check_variables(self.grammar, self.variables, "Taylor")
         if not 0 <= self.max_power <= 6:
             raise ValueError(f"max_power {self.max_power}: expected 0..6")
+        all_names = [self.term_name(e) for e in self.all_terms]
+        bad = [n for n in self.exclude if n not in all_names]
+        if bad:
+            raise ValueError(f"excluded term {bad[0]!r} is not a term of this family "
+                             f"(terms look like {all_names[min(4, len(all_names) - 1)]})")
+        object.__setattr__(self, "_template", None)
+
+    @property
+    def all_terms(self) -> list[tuple[int, ...]]:
+        return list(itertools.product(range(self.max_power + 1), repeat=len(self.variables)))
 
     @property
     def terms(self) -> list[tuple[int, ...]]:
-        """Exponent tuples in a fixed order (the order of coefficient vectors)."""
-        return list(itertools.product(range(self.max_power + 1), repeat=len(self.variables)))
+        """Exponent tuples of the fitted terms, in parameter order (first variable slowest)."""
+        return [e for e in self.all_terms if self.term_name(e) not in self.exclude]
 
     def term_name(self, exponents: Sequence[int]) -> str:
         """``theta_x1_y1_w0`` for x*y."""
@@ -46,24 +105,162 @@ class TaylorFamily:
     def names(self) -> list[str]:
         return [self.term_name(e) for e in self.terms]
 
+    @property
+    def n_params(self) -> int:
+        return len(self.terms)
+
     def monomial_text(self, exponents: Sequence[int]) -> str:
         """``x*y`` for (1, 1, 0); ``1`` for the constant term."""
         parts = [v if p == 1 else f"{v}**{p}" for v, p in zip(self.variables, exponents) if p]
         return "*".join(parts) or "1"
 
-    def rule(self, coefficients: Sequence[float]) -> Rule:
-        """The rule sum_k coefficients[k] * monomial_k (zero coefficients are left out)."""
+    def rule(self, coefficients: Sequence[float], threshold: float = 0.0) -> Rule:
+        """sum_k c_k * monomial_k over terms with |c_k| > threshold * max|c| (readable form)."""
         coefficients = np.asarray(coefficients, float)
-        if coefficients.shape != (len(self.terms),):
-            raise ValueError(f"expected {len(self.terms)} coefficients, got shape {coefficients.shape}")
+        if coefficients.shape != (self.n_params,):
+            raise ValueError(f"expected {self.n_params} coefficients, got shape {coefficients.shape}")
+        cut = threshold * np.abs(coefficients).max(initial=0.0)
         g = self.grammar
-        expr: list = []
+        parts = []
         for c, exps in zip(coefficients, self.terms):
-            if c == 0.0:
+            if c == 0.0 or abs(c) <= cut:
                 continue
             term = [("const", float(c))]
             for v, p in zip(self.variables, exps):
                 if p:
-                    term = [("op", "mul")] + term + integer_power([("var", v)], p, g)
-            expr = term if not expr else [("op", "add")] + expr + term
-        return Rule((tuple(expr or [("const", 0.0)]),), g)
+                    term = [MUL] + term + integer_power([("var", v)], p, g)
+            parts.append(term)
+        return Rule((tuple(_sum(parts) if parts else [("const", 0.0)]),), g)
+
+    def _horner(self, level: int, prefix: tuple, index: dict) -> list:
+        if level == len(self.variables):
+            return [("const", float(index.get(prefix, self.n_params)))]  # masked terms -> the fixed 0
+        v = ("var", self.variables[level])
+        coeffs = [self._horner(level + 1, prefix + (p,), index) for p in range(self.max_power + 1)]
+        h = coeffs[-1]
+        for c in reversed(coeffs[:-1]):
+            h = [ADD] + c + [MUL, v] + h
+        return h
+
+    def pack(self, params: np.ndarray) -> PackedPrograms:
+        """Programs for a batch of coefficient vectors (n, n_params), nested Horner form."""
+        if self._template is None:
+            index = {e: k for k, e in enumerate(self.terms)}
+            object.__setattr__(self, "_template", _Template(self._horner(0, (), index), self.n_params, [0.0]))
+        return self._template.pack(params)
+
+    def initial(self, rng: np.random.Generator) -> np.ndarray:
+        return np.zeros(self.n_params)
+
+    def spec(self) -> dict:
+        return {"family": "taylor", "variables": list(self.variables), "max_power": self.max_power,
+                "exclude": list(self.exclude), "names": self.names}
+
+
+# No relu: (z + |z|)/2 repeats z, so the program would grow exponentially with depth.
+MLP_ACTIVATIONS = ("tanh", "sigmoid", "linear")
+MLP_FIXED = (0.5, 1.0)  # constants the activations use, appended to the parameters
+
+
+@dataclass(frozen=True, eq=False)
+class MLPFamily:
+    """dw/eta = MLP(u), u = chosen terminals; parameters layer by layer, weights (row-major) then biases.
+
+    The output layer is linear. Parameters: for each layer (fan_out, fan_in) weights then fan_out biases.
+    """
+
+    grammar: Grammar
+    variables: tuple[str, ...]
+    hidden: tuple[int, ...] = (10,)
+    activation: str = "tanh"
+    kind: str = field(default="mlp", init=False)
+
+    def __post_init__(self):
+        _check_variables(self.grammar, self.variables, "MLP")
+        if self.activation not in MLP_ACTIVATIONS:
+            raise ValueError(f"Invalid activation {self.activation!r} for the MLP family. "
+                             f"Valid options: {', '.join(MLP_ACTIVATIONS)}")
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ValueError(f"MLP hidden sizes {list(self.hidden)}: expected positive integers")
+        object.__setattr__(self, "_template", None)
+
+    @property
+    def layers(self) -> list[tuple[int, int]]:
+        sizes = [len(self.variables), *self.hidden, 1]
+        return list(zip(sizes[1:], sizes[:-1]))  # (fan_out, fan_in)
+
+    @property
+    def names(self) -> list[str]:
+        out = []
+        for k, (n_out, n_in) in enumerate(self.layers):
+            out += [f"W{k}_{i}_{j}" for i in range(n_out) for j in range(n_in)]
+            out += [f"b{k}_{i}" for i in range(n_out)]
+        return out
+
+    @property
+    def n_params(self) -> int:
+        return sum(o * i + o for o, i in self.layers)
+
+    def _act(self, z: list, value) -> list:
+        half, one = value(self.n_params), value(self.n_params + 1)  # the fixed constants 0.5, 1
+        if self.activation == "tanh":
+            return [TANH] + z
+        if self.activation == "sigmoid":  # (1 + tanh(z/2)) / 2
+            return [MUL, half, ADD, one, TANH, MUL, half] + z
+        return z
+
+    def _expr(self, value) -> list:
+        """Prefix tokens; ``value(k)`` gives the constant token of parameter k."""
+        units = [[("var", v)] for v in self.variables]
+        k = 0
+        last = len(self.layers) - 1
+        for layer, (n_out, n_in) in enumerate(self.layers):
+            w0, b0 = k, k + n_out * n_in
+            new = []
+            for i in range(n_out):
+                z = _sum([[MUL, value(w0 + i * n_in + j)] + units[j] for j in range(n_in)] + [[value(b0 + i)]])
+                new.append(z if layer == last else self._act(z, value))
+            units = new
+            k = b0 + n_out
+        return units[0]
+
+    def pack(self, params: np.ndarray) -> PackedPrograms:
+        """Programs for a batch of parameter vectors (n, n_params)."""
+        if self._template is None:
+            expr = self._expr(lambda k: ("const", float(k)))
+            object.__setattr__(self, "_template", _Template(expr, self.n_params, MLP_FIXED))
+        return self._template.pack(params)
+
+    def rule(self, params: Sequence[float], threshold: float = 0.0) -> Rule:
+        """The MLP as one expression tree (for the VM, sympy and checks; not meant to be read)."""
+        params = np.asarray(params, float)
+        if params.shape != (self.n_params,):
+            raise ValueError(f"expected {self.n_params} parameters, got shape {params.shape}")
+        ext = np.concatenate([params, MLP_FIXED])
+        return Rule((tuple(self._expr(lambda k: ("const", float(ext[k])))),), self.grammar)
+
+    def initial(self, rng: np.random.Generator) -> np.ndarray:
+        """Hidden weights ~ N(0, 1/fan_in), biases and output layer 0 (so the initial rule is dw = 0)."""
+        out = []
+        last = len(self.layers) - 1
+        for layer, (n_out, n_in) in enumerate(self.layers):
+            scale = 0.0 if layer == last else 1.0 / np.sqrt(n_in)
+            out += [rng.normal(0.0, scale, n_out * n_in) if scale else np.zeros(n_out * n_in), np.zeros(n_out)]
+        return np.concatenate(out)
+
+    def spec(self) -> dict:
+        return {"family": "mlp", "variables": list(self.variables), "hidden": list(self.hidden),
+                "activation": self.activation, "names": self.names}
+
+
+FAMILIES = ("taylor", "mlp")
+
+
+def family_from_spec(spec: dict, grammar: Grammar):
+    """Rebuild a family from ``spec()`` (as stored in a fit folder)."""
+    if spec.get("family") == "taylor":
+        return TaylorFamily(grammar, tuple(spec["variables"]), int(spec["max_power"]), tuple(spec.get("exclude", ())))
+    if spec.get("family") == "mlp":
+        return MLPFamily(grammar, tuple(spec["variables"]), tuple(int(h) for h in spec["hidden"]),
+                         spec["activation"])
+    raise ValueError(f"unknown family {spec.get('family')!r}: expected one of {', '.join(FAMILIES)}")

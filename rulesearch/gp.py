@@ -401,7 +401,7 @@ class Search:
             self._optimise_constants(state.population, state)
             self._record(state, start, checkpoint, progress)
         elapsed_before = state.elapsed
-        interrupt = _GracefulInterrupt()
+        interrupt = GracefulInterrupt()
         try:
             while state.generation < self.generations:
                 if interrupt.requested:
@@ -559,7 +559,7 @@ class Search:
                       set(map(str, obj["canonical"])))
 
 
-class _GracefulInterrupt:
+class GracefulInterrupt:
     """Ctrl-C asks the search to stop after the current generation (whose checkpoint is then
     the last one written); a second Ctrl-C interrupts at once. Only in the main thread."""
 

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -33,6 +34,46 @@ def plot_front(path: str | Path, front: Sequence[dict], history: Sequence[dict],
     ax2.set(xlabel="generation", ylabel="best loss", title="learning curve")
     if best and min(best) > 0:
         ax2.set_yscale("log")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_file(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+
+
+def plot_fit(path: str | Path, history: Sequence[dict], coefficients: Sequence[dict],
+             example: dict | None, title: str = "") -> None:
+    """Loss per CMA-ES generation; the largest Taylor coefficients; a held-out activity trace.
+
+    coefficients: rows with term, monomial, value (empty for MLP fits); example:
+    {"recorded": (steps, n_out) with NaN, "fitted": (steps, n_out)} or None.
+    """
+    panels = 1 + bool(coefficients) + (example is not None)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    axes = list(axes[0])
+    ax = axes.pop(0)
+    gens = [h["generation"] for h in history]
+    ax.plot(gens, [h["best_loss"] for h in history], color="C0", label="best loss")
+    ax.plot(gens, [h["median_objective"] for h in history], color="0.6", lw=0.8, label="median (penalised)")
+    ax.set(xlabel="CMA-ES generation", ylabel="loss", title="fit", yscale="log")
+    ax.legend(fontsize=8)
+    if coefficients:
+        ax = axes.pop(0)
+        top = sorted(coefficients, key=lambda r: -abs(r["value"]))[:12][::-1]
+        ax.barh(range(len(top)), [r["value"] for r in top],
+                color=["C3" if r["value"] < 0 else "C0" for r in top])
+        ax.set_yticks(range(len(top)), [r["monomial"] for r in top], fontsize=8)
+        ax.axvline(0, color="k", lw=0.5)
+        ax.set(xlabel="coefficient (dw = eta * sum)", title="largest terms")
+    if example is not None:
+        ax = axes.pop(0)
+        rec, fit = example["recorded"], example["fitted"]
+        i = int(np.argmax(np.isfinite(rec).any(axis=0)))  # first recorded neuron
+        ax.plot(rec[:, i], color="0.3", lw=1, label="recorded")
+        ax.plot(fit[:, i], color="C1", lw=1, ls="--", label="fitted rule")
+        ax.set(xlabel="step", ylabel=f"activity of neuron {i}", title="first held-out trial")
+        ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

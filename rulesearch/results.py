@@ -20,6 +20,7 @@ def _current_umask() -> int:
 _FILE_MODE = 0o666 & ~_current_umask()  # what open() would give; mkstemp alone gives 0600
 
 RUN_FILE, PARETO_FILE, CHECKPOINT_FILE, FRONT_PLOT = "run.json", "pareto.csv", "checkpoint.json", "front.png"
+PARAMS_FILE, COEFFICIENTS_FILE, FIT_PLOT = "params.json", "coefficients.csv", "fit.png"
 PARETO_COLUMNS = ("complexity", "loss", "expression", "latex", "selected")
 
 

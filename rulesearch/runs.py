@@ -13,16 +13,31 @@ import numpy as np
 from .data import ActivityData
 from .errors import TaskError
 from .evaluators import LocalEvaluator
+from .fit import FamilyFit, FitResult, heldout_scores, make_family, split_trials
+from .fit import state_from_json as fit_state_from_json
 from .gp import EvolveResult, Search
-from .plots import plot_front
-from .results import (CHECKPOINT_FILE, FRONT_PLOT, PARETO_COLUMNS, PARETO_FILE, RUN_FILE, read_csv,
-                      read_json, versions, write_csv, write_json)
+from .plots import plot_fit, plot_front
+from .results import (
+    CHECKPOINT_FILE,
+    COEFFICIENTS_FILE,
+    FIT_PLOT,
+    FRONT_PLOT,
+    PARAMS_FILE,
+    PARETO_COLUMNS,
+    PARETO_FILE,
+    RUN_FILE,
+    read_csv,
+    read_json,
+    versions,
+    write_csv,
+    write_json,
+)
 from .tasks import load_task, pack_rules
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything needed to start, or restart, a search exactly."""
+    """Everything needed to start, or restart, a search or a fit exactly."""
 
     task: str
     overrides: tuple[str, ...] = ()
@@ -31,6 +46,35 @@ class RunSpec:
     population: int | None = None
     generations: int | None = None
     workers: int | None = None
+
+
+def _start(spec: RunSpec, out, resume: bool, kind: str) -> tuple[RunSpec, Path | None]:
+    """The spec to run (a resumed run's recorded one) and the folder, refusing to overwrite a run."""
+    if not resume:
+        if out is not None and (Path(out) / CHECKPOINT_FILE).exists():
+            raise TaskError(f"{out}: already holds a run; pass --resume {out} to continue it, or another --out")
+        return spec, None if out is None else Path(out)
+    out = Path(out)
+    if not (out / CHECKPOINT_FILE).is_file() or not (out / RUN_FILE).is_file():
+        raise TaskError(f"{out}: no {CHECKPOINT_FILE} and {RUN_FILE} to resume from")
+    info = read_json(out / RUN_FILE)
+    if info.get("kind", "evolve") != kind:
+        raise TaskError(f"{out}: holds a '{info.get('kind', 'evolve')}' run, not a '{kind}' run")
+    return RunSpec(info["task"], tuple(info["overrides"]), info["data"], info["seed"],
+                   info.get("population"), spec.generations or info["generations"],
+                   spec.workers or info["workers"]), out
+
+
+def _run_info(spec: RunSpec, task, kind: str, started: float, argv, **extra) -> dict:
+    return {"kind": kind, "command": list(argv) if argv is not None else sys.argv,
+            "task": str(spec.task), "task_name": task.name, "overrides": list(spec.overrides),
+            "data": spec.data, "seed": task.seed, **extra,
+            "grammar": task.grammar.source, "objective": task.objective,
+            "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
+            "versions": versions(), "status": "running"}
+
+
+TERM_THRESHOLD = 0.05  # Taylor terms below this fraction of the largest are left out of the readable rule
 
 
 def default_out(task_name: str) -> Path:
@@ -51,29 +95,13 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     with the run's recorded task, overrides, data and seed.
     """
     started = time.time()
-    if resume:
-        out = Path(out)
-        if not (out / CHECKPOINT_FILE).is_file() or not (out / RUN_FILE).is_file():
-            raise TaskError(f"{out}: no {CHECKPOINT_FILE} and {RUN_FILE} to resume from")
-        info = read_json(out / RUN_FILE)
-        spec = RunSpec(info["task"], tuple(info["overrides"]), info["data"], info["seed"],
-                       info["population"], spec.generations or info["generations"],
-                       spec.workers or info["workers"])
+    spec, out = _start(spec, out, resume, "evolve")
     task = load_task(spec.task, spec.overrides, spec.data, spec.seed)
-    out = Path(out) if out is not None else default_out(task.name)
-    if not resume and (out / CHECKPOINT_FILE).exists():
-        raise TaskError(f"{out}: already holds a run; pass --resume {out} to continue it, or another --out")
+    out = out or default_out(task.name)
     evaluator = LocalEvaluator(task, spec.workers)
     search = Search(task, evaluator, task.seed, spec.population, spec.generations)
-    info = {
-        "command": list(argv) if argv is not None else sys.argv,
-        "task": str(spec.task), "task_name": task.name, "overrides": list(spec.overrides),
-        "data": spec.data, "seed": task.seed, "population": search.mu,
-        "generations": search.generations, "workers": evaluator.workers,
-        "grammar": task.grammar.source, "objective": task.objective,
-        "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
-        "versions": versions(), "status": "running",
-    }
+    info = _run_info(spec, task, "evolve", started, argv, population=search.mu,
+                     generations=search.generations, workers=evaluator.workers)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / RUN_FILE, info)
     state = search.state_from_json(read_json(out / CHECKPOINT_FILE)) if resume else None
@@ -129,3 +157,60 @@ def simulate_activity(task, rule, noise: float = 0.0, observed: float = 1.0, see
             "eta": task.network.eta, "activation": task.network.activation,
             "overrides": list(task.overrides), "versions": versions()}
     return ActivityData(task.x.copy(), y, task.w0.copy(), meta)
+
+
+def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
+            progress: Callable[[int, int, float, int], None] | None = None,
+            argv: Sequence[str] | None = None) -> tuple[FitResult, dict, Path]:
+    """Fit the task's parametric family (``[fit]``, e.g. ``--set fit.family=mlp``) by CMA-ES.
+
+    Writes ``out``: run.json (with held-out scores), params.json, coefficients.csv
+    (Taylor), checkpoint.json and fit.png. Returns (result, run info, folder).
+    """
+    started = time.time()
+    spec, out = _start(spec, out, resume, "fit")
+    task = load_task(spec.task, spec.overrides, spec.data, spec.seed)
+    out = out or default_out(f"{task.name}-fit")
+    family = make_family(task)
+    train, test = split_trials(task, task.fit.holdout)
+    evaluator = LocalEvaluator(train, spec.workers)
+    fitter = FamilyFit(train, family, evaluator, task.seed, spec.generations)
+    s = task.fit
+    info = _run_info(spec, task, "fit", started, argv, family=family.spec(), generations=fitter.generations,
+                     popsize=s.popsize, sigma0=s.sigma0, l1=s.l1, workers=evaluator.workers,
+                     fitted_trials=int(train.x.shape[0]),
+                     heldout_trials=0 if test is None else int(test.x.shape[0]))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / RUN_FILE, info)
+    state = fit_state_from_json(read_json(out / CHECKPOINT_FILE)) if resume else None
+    result = fitter.run(state, checkpoint=lambda obj: write_json(out / CHECKPOINT_FILE, obj, compact=True),
+                        progress=progress)
+    params = result.params
+    packed = family.pack(params[None])
+    readable = family.rule(params, TERM_THRESHOLD).canonical() if family.kind == "taylor" else None
+    write_json(out / PARAMS_FILE, {**family.spec(), "params": params.tolist(),
+                                   "rule": None if readable is None else readable.text()})
+    rows = []
+    if family.kind == "taylor":
+        rows = [{"term": n, "monomial": family.monomial_text(e), "value": float(v)}
+                for n, e, v in zip(family.names, family.terms, params)]
+        write_csv(out / COEFFICIENTS_FILE, ("term", "monomial", "value"),
+                  [[r["term"], r["monomial"], repr(r["value"])] for r in rows])
+    heldout = None
+    if test is not None:
+        heldout = heldout_scores(test, packed, (task.data_meta or {}).get("rule"))
+    example = None
+    if test is not None:
+        sim = test.simulate(packed, record=True)
+        example = {"recorded": test.target[0], "fitted": sim.y[0, 0]}
+    plot_fit(out / FIT_PLOT, result.history, rows, example, f"{task.name}: {family.kind} fit (seed {task.seed})")
+    info.update(status=result.stopped, elapsed_seconds=round(result.elapsed, 3),
+                wall_seconds=round(time.time() - started, 3), evaluations=result.evaluations,
+                generations_run=result.generations, loss=result.loss, objective=result.objective,
+                rule=None if readable is None else readable.text(), heldout=heldout)
+    write_json(out / RUN_FILE, info)
+    return result, info, out
+
+
+def largest_terms(rows: Sequence[dict], n: int = 8) -> list[dict]:
+    return sorted(rows, key=lambda r: -abs(float(r["value"])))[:n]

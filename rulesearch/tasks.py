@@ -62,6 +62,24 @@ class Search:
 
 
 @dataclass(frozen=True)
+class Fit:
+    """Settings of ``rulesearch fit``: a parametric family fitted by CMA-ES."""
+
+    family: str = "taylor"
+    variables: tuple[str, ...] = ()  # empty: every terminal of the grammar
+    max_power: int = 2  # taylor
+    exclude: tuple[str, ...] = ()  # taylor terms fixed at 0
+    hidden: tuple[int, ...] = (10,)  # mlp
+    activation: str = "tanh"  # mlp hidden units
+    l1: float = 0.0  # penalty l1 * sum|params| added to the loss (published default 1e-2)
+    generations: int = 1000
+    popsize: int = 24
+    sigma0: float = 0.1
+    holdout: float = 0.25  # fraction of trials held out from fitting (data tasks)
+    target_loss: float = 0.0
+
+
+@dataclass(frozen=True)
 class Evaluation:
     losses: np.ndarray  # (n_rules,)
     blown: np.ndarray  # bool (n_rules,)
@@ -79,6 +97,7 @@ class Task:
     objective: str
     average_fraction: float
     search: Search
+    fit: Fit
     seed: int
     overrides: tuple[str, ...]
     x: np.ndarray  # (trials, steps, n_in)
@@ -86,6 +105,7 @@ class Task:
     target: np.ndarray | None = None  # (trials, steps, n_out), NaN = not recorded
     pc1: np.ndarray | None = None  # (n_in,) leading principal component of the inputs
     data_source: str | None = None
+    data_meta: dict | None = None  # the data file's meta (e.g. the ground-truth rule of simulated data)
 
     def parse(self, text: str | Sequence[str]) -> Rule:
         return parse_rule(text, self.grammar)
@@ -244,10 +264,12 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data: str | Path 
     if search.p_crossover + search.p_mutation > 1.0:
         raise TaskError(f"{path}: fields 'search.p_crossover' + 'search.p_mutation' = "
                         f"{search.p_crossover + search.p_mutation:g}: expected at most 1")
+    fit = _load_fit(f.sub("fit", {}), grammar)
     f.finish()
 
     seed = task_seed if seed is None else int(seed)
-    task = Task(name, str(path), grammar, network, inputs, objective, average_fraction, search, seed, tuple(overrides),
+    task = Task(name, str(path), grammar, network, inputs, objective, average_fraction, search, fit, seed,
+                tuple(overrides),
                 *generate_inputs(network, inputs, seed))
     if isinstance(data, (str, Path)):
         data = load_activity(data)
@@ -260,6 +282,35 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data: str | Path 
         raise TaskError(f"{path}: objective '{objective}' needs recorded activity: pass --data FILE.npz "
                         "(arrays x, y, w0; see the README), or write one with 'rulesearch simulate'")
     return task
+
+
+def _load_fit(ff: Fields, grammar: Grammar) -> Fit:
+    from .families import FAMILIES, MLP_ACTIVATIONS
+    d = Fit()
+
+    def names(key, default):
+        value = ff.get(key, list, default)
+        if not all(isinstance(v, str) for v in value):
+            ff.fail(key, f"is {value!r}: expected a list of strings")
+        return tuple(value)
+
+    variables = names("variables", list(grammar.names))
+    bad = [v for v in variables if v not in grammar.names]
+    if bad or not variables:
+        ff.fail("variables", f"is {list(variables)!r}: expected names from grammar '{grammar.name}' "
+                f"({', '.join(grammar.names)})")
+    hidden = ff.get("hidden", list, list(d.hidden))
+    if not hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
+        ff.fail("hidden", f"is {hidden!r}: expected a list of positive integers (units per hidden layer)")
+    fit = Fit(family=ff.get("family", str, d.family, choices=FAMILIES), variables=variables,
+              max_power=ff.get("max_power", int, d.max_power, low=0, high=6), exclude=names("exclude", []),
+              hidden=tuple(hidden), activation=ff.get("activation", str, d.activation, choices=MLP_ACTIVATIONS),
+              l1=ff.get("l1", float, d.l1, low=0.0), generations=ff.get("generations", int, d.generations, low=0),
+              popsize=ff.get("popsize", int, d.popsize, low=4), sigma0=ff.get("sigma0", float, d.sigma0, low=1e-12),
+              holdout=ff.get("holdout", float, d.holdout, low=0.0, high=0.9),
+              target_loss=ff.get("target_loss", float, d.target_loss, low=0.0))
+    ff.finish()
+    return fit
 
 
 def generate_inputs(network: Network, inputs: Inputs, seed: int):
@@ -286,4 +337,4 @@ def with_data(task: Task, data: ActivityData) -> Task:
     network = replace(task.network, n_in=n_in, n_out=n_out)
     inputs = replace(task.inputs, trials=trials, steps=steps)
     return replace(task, network=network, inputs=inputs, x=data.x, w0=data.w0, target=data.y,
-                   data_source=data.source)
+                   data_source=data.source, data_meta=data.meta)
