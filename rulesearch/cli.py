@@ -139,6 +139,9 @@ def cmd_latex(args) -> int:
         return 0
     if args.run is None:
         raise ValueError("give a run folder or --rule EXPR")
+    from .results import PARAMS_FILE
+    if (Path(args.run) / PARAMS_FILE).is_file():
+        return _latex_fit(args)
     from .runs import read_front
     rows = read_front(args.run)
     if args.table:
@@ -148,17 +151,47 @@ def cmd_latex(args) -> int:
     return 0
 
 
+def _latex_fit(args) -> int:
+    import sympy
+
+    from .export import latex_coefficient_table, latex_equation
+    from .rules import symbol, to_latex
+    from .runs import read_fit
+    _, family, params = read_fit(args.run)
+    if family.kind != "taylor":
+        raise ValueError(f"{args.run}: an MLP fit has no readable equation; distill it first: "
+                         f"rulesearch distill {args.run}")
+    if args.table:
+        rows = [{"term": n, "value": v,
+                 "latex": to_latex(sympy.Mul(*[symbol(v) ** p for v, p in zip(family.variables, e)]),
+                                   family.grammar)}
+                for n, e, v in zip(family.names, family.terms, params) if abs(v) > args.threshold * abs(params).max()]
+        print(latex_coefficient_table(sorted(rows, key=lambda r: -abs(r["value"]))))
+    else:
+        print(latex_equation(family.rule(params, args.threshold).canonical().latex(lhs=False)))
+    return 0
+
+
 def cmd_show(args) -> int:
-    from .results import RUN_FILE, read_json
+    from .results import PARAMS_FILE, RUN_FILE, read_json
     from .runs import read_front
-    rows = read_front(args.run)
-    info_path = Path(args.run) / RUN_FILE
-    info = read_json(info_path) if info_path.is_file() else {}
-    _print_front(rows, f"{info.get('task_name', args.run)}: Pareto front")
-    for key in ("task", "overrides", "data", "seed", "population", "generations_run", "evaluations",
-                "elapsed_seconds", "status", "selected", "selected_loss"):
+    run = Path(args.run)
+    fit = (run / PARAMS_FILE).is_file()
+    rows = None if fit else read_front(run)
+    info = read_json(run / RUN_FILE) if (run / RUN_FILE).is_file() else {}
+    if fit:
+        print(f"{info.get('task_name', run)}: {info.get('family', {}).get('family', '?')} fit")
+        keys = ("task", "overrides", "data", "seed", "generations_run", "evaluations", "elapsed_seconds",
+                "status", "loss", "l1", "rule")
+    else:
+        _print_front(rows, f"{info.get('task_name', run)}: Pareto front")
+        keys = ("task", "overrides", "data", "seed", "population", "generations_run", "evaluations",
+                "elapsed_seconds", "status", "selected", "selected_loss")
+    for key in keys:
         if key in info:
             print(f"{key:16s} {info[key]}")
+    if fit:
+        _print_heldout(info.get("heldout"))
     if "versions" in info:
         print(f"{'versions':16s} " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()
                                                if k != "platform"))
@@ -211,7 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", help="rule text instead of a run folder")
     p.add_argument("--grammar", default="hebbian", help="grammar for --rule (name or file)")
     p.add_argument("--simplify", action="store_true", help="print --rule in canonical form")
-    p.add_argument("--table", action="store_true", help="the whole front as a LaTeX table")
+    p.add_argument("--table", action="store_true",
+                   help="the whole front (or a Taylor fit's coefficients) as a LaTeX table")
+    p.add_argument("--threshold", type=float, default=0.05,
+                   help="Taylor fits: leave out terms below this fraction of the largest (default 0.05)")
     p.set_defaults(func=cmd_latex)
 
     p = sub.add_parser("show", help="print a run's front and facts")

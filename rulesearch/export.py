@@ -22,3 +22,13 @@ def latex_table(rows: Sequence[dict]) -> str:
         lines.append(rf"{row['complexity']} & {_float(float(row['loss']))} & ${row['latex']}${mark} \\")
     lines += [r"\hline", r"\end{tabular}"]
     return "\n".join(lines)
+
+
+def latex_coefficient_table(rows: Sequence[dict]) -> str:
+    """A LaTeX tabular of Taylor coefficients: term name, monomial (LaTeX) and value."""
+    lines = [r"\begin{tabular}{llr}", r"\hline", r"term & monomial & $\theta$ \\", r"\hline"]
+    for row in rows:
+        name = row["term"].replace("_", r"\_")
+        lines.append(rf"\texttt{{{name}}} & ${row['latex']}$ & {_float(float(row['value']))} \\")
+    lines += [r"\hline", r"\end{tabular}"]
+    return "\n".join(lines)

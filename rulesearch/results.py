@@ -70,7 +70,7 @@ def versions() -> dict:
     """Versions of Python, the platform and the libraries a result depends on."""
     from importlib.metadata import PackageNotFoundError, version
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for name in ("rulesearch", "numpy", "numba", "sympy", "deap", "scipy"):
+    for name in ("rulesearch", "numpy", "numba", "sympy", "deap", "scipy", "cma", "pyoperon"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

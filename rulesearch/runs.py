@@ -13,9 +13,11 @@ import numpy as np
 from .data import ActivityData
 from .errors import TaskError
 from .evaluators import LocalEvaluator
+from .families import family_from_spec
 from .fit import FamilyFit, FitResult, heldout_scores, make_family, split_trials
 from .fit import state_from_json as fit_state_from_json
 from .gp import EvolveResult, Search
+from .grammar import load_grammar
 from .plots import plot_fit, plot_front
 from .results import (
     CHECKPOINT_FILE,
@@ -214,3 +216,19 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
 
 def largest_terms(rows: Sequence[dict], n: int = 8) -> list[dict]:
     return sorted(rows, key=lambda r: -abs(float(r["value"])))[:n]
+
+
+def read_fit(run_dir: str | Path):
+    """(run info, family, fitted parameters) of a finished fit folder; ``TaskError`` otherwise."""
+    run_dir = Path(run_dir)
+    if not (run_dir / PARAMS_FILE).is_file() or not (run_dir / RUN_FILE).is_file():
+        raise TaskError(f"{run_dir}: no {PARAMS_FILE} and {RUN_FILE} (not a finished fit folder)")
+    info, stored = read_json(run_dir / RUN_FILE), read_json(run_dir / PARAMS_FILE)
+    try:
+        family = family_from_spec(stored, load_grammar(info["grammar"]))
+        params = np.array([float(v) for v in stored["params"]])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TaskError(f"{run_dir / PARAMS_FILE}: not a valid fit ({exc})") from None
+    if params.shape != (family.n_params,):
+        raise TaskError(f"{run_dir / PARAMS_FILE}: {len(params)} params, expected {family.n_params}")
+    return info, family, params
