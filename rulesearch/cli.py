@@ -112,6 +112,30 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def cmd_distill(args) -> int:
+    from .runs import distill_run, front_rows
+    with _console().status(f"distilling with {args.backend} (sampling, regression, re-simulating)"):
+        result, info, out = distill_run(args.run, args.backend, args.max_size, args.out, args.samples,
+                                        args.seed, sys.argv)
+    from rich.table import Table
+    table = Table(title=f"distilled formulas ({args.backend}, {result.n_samples} samples); "
+                        f"the fitted rule's task loss: {result.blackbox_loss:.4g}")
+    for col, justify in (("", "left"), ("complexity", "right"), ("task loss", "right"),
+                         ("vs fitted", "right"), ("regression MSE", "right"), ("formula", "left")):
+        table.add_column(col, justify=justify)
+    for r in front_rows(result):
+        ratio = r["loss"] / result.blackbox_loss if result.blackbox_loss > 0 else float("nan")
+        table.add_row("*" if r["selected"] else "", str(r["complexity"]), f"{r['loss']:.4g}", f"{ratio:.3g}x",
+                      f"{result.regression_mse[r['expression']]:.3g}", r["expression"])
+    _console().print(table)
+    sel = result.selected
+    print(f"selected: {sel.expression}   (task loss {sel.loss:.4g}, "
+          f"{info['loss_ratio']:.3g}x the fitted rule's)" if info["loss_ratio"] is not None else
+          f"selected: {sel.expression}   (task loss {sel.loss:.4g})")
+    print(f"written: {out}")
+    return 0
+
+
 def cmd_simulate(args) -> int:
     from .data import save_activity
     from .runs import simulate_activity
@@ -229,6 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default: results/<task>-fit-<time>)")
     p.add_argument("--resume", metavar="DIR", help="continue the fit saved in DIR")
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("distill", help="explain a fitted MLP (or Taylor) rule by formulas")
+    p.add_argument("run", help="a fit folder (from 'rulesearch fit')")
+    p.add_argument("--backend", default="operon", choices=("operon", "gp", "pysr"),
+                   help="symbolic regression: operon (default, offline), gp (rulesearch's own), "
+                        "pysr (needs Julia)")
+    p.add_argument("--max-size", type=int, default=25, help="largest formula, in nodes (default 25)")
+    p.add_argument("--samples", type=int, default=2000, help="visited states sampled (default 2000)")
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: the fit's)")
+    p.add_argument("--out", help="output folder (default: RUN/distill-BACKEND)")
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("simulate", help="write activity data from a ground-truth rule")
     p.add_argument("task")

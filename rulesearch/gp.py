@@ -491,7 +491,7 @@ class Search:
             rule = Rule(exprs, self.grammar)
             if rule.constants():
                 rule = optimise_constants(rule, loss_fn, loss, FINAL_CONSTANT_ITERATIONS) or rule
-            rule = self._readable(rule, loss_fn)
+            rule = readable(rule, loss_fn, self.task.search.snap_tol)
             final.setdefault(rule.text(), rule)
         rules = list(final.values())
         losses = loss_fn(rules) if rules else []
@@ -504,22 +504,6 @@ class Search:
         front = [FrontEntry(e.rule, e.loss, e.complexity, i == chosen) for i, e in enumerate(front)]
         return EvolveResult(front, state.history, state.evaluations, state.generation,
                             state.elapsed, self.seed, stopped)
-
-    def _readable(self, rule: Rule, loss_fn) -> Rule:
-        """Snap constants, then take the canonical form if it is no larger; twice, since
-        canonical forms combine constants that can then snap (0.5*2*x -> 1.0*x -> x)."""
-        tol = self.task.search.snap_tol
-        for _ in range(2):
-            if rule.constants():
-                rule = snap_constants(rule, loss_fn, tol)
-            try:
-                canonical = rule.canonical()
-            except ValueError:
-                break  # not expressible in the grammar's operators: keep the tree as found
-            if canonical.complexity > rule.complexity:
-                break
-            rule = canonical
-        return rule
 
     # -- checkpoints (plain JSON: tokens, numbers and the RNG state)
     def state_to_json(self, state: _State) -> dict:
@@ -578,6 +562,23 @@ class GracefulInterrupt:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
+
+
+def readable(rule: Rule, loss: Callable[[list[Rule]], np.ndarray], snap_tol: float) -> Rule:
+    """Snap constants (loss within ``snap_tol``, relative), then take the canonical form if it
+    is no larger; twice, since canonical forms combine constants that can then snap
+    (0.5*2*x -> 1.0*x -> x)."""
+    for _ in range(2):
+        if rule.constants():
+            rule = snap_constants(rule, loss, snap_tol)
+        try:
+            canonical = rule.canonical()
+        except ValueError:
+            break  # not expressible in the grammar's operators: keep the tree as found
+        if canonical.complexity > rule.complexity:
+            break
+        rule = canonical
+    return rule
 
 
 def subtree_end(expr, start: int) -> int:

@@ -13,9 +13,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .results import atomic_file  # noqa: E402
 
 
-def plot_front(path: str | Path, front: Sequence[dict], history: Sequence[dict], title: str = "") -> None:
-    """Loss against complexity of the front (selected rule starred) and best loss per generation."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+def plot_front(path: str | Path, front: Sequence[dict], history: Sequence[dict] | None, title: str = "",
+               reference: tuple[str, float] | None = None) -> None:
+    """Loss against complexity of the front (selected rule starred) and best loss per generation.
+
+    history None: the front alone; reference: a labelled loss drawn as a horizontal line.
+    """
+    fig, axes = plt.subplots(1, 1 if history is None else 2, figsize=(5 if history is None else 10, 4),
+                             squeeze=False)
+    ax1 = axes[0, 0]
     comp = [int(r["complexity"]) for r in front]
     loss = [float(r["loss"]) for r in front]
     ax1.step(comp, loss, where="post", color="0.6", lw=1)
@@ -24,22 +30,29 @@ def plot_front(path: str | Path, front: Sequence[dict], history: Sequence[dict],
         if str(r["selected"]) == "1":
             ax1.plot(int(r["complexity"]), float(r["loss"]), "*", ms=16, color="C3",
                      label=f"selected: {r['expression']}")
+    if reference is not None:
+        ax1.axhline(reference[1], color="0.3", ls="--", lw=1, label=reference[0])
     ax1.set(xlabel="complexity (nodes)", ylabel="loss", title="Pareto front")
     if min(loss) > 0:
         ax1.set_yscale("log")
     ax1.legend(loc="upper right", fontsize=8)
-    gens = [h["generation"] for h in history]
-    best = [h["best_loss"] for h in history]
-    ax2.plot(gens, best, "-", color="C0")
-    ax2.set(xlabel="generation", ylabel="best loss", title="learning curve")
-    if best and min(best) > 0:
-        ax2.set_yscale("log")
+    if history is not None:
+        _plot_history(axes[0, 1], history)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     with atomic_file(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100)
     plt.close(fig)
+
+
+def _plot_history(ax2, history: Sequence[dict]) -> None:
+    gens = [h["generation"] for h in history]
+    best = [h["best_loss"] for h in history]
+    ax2.plot(gens, best, "-", color="C0")
+    ax2.set(xlabel="generation", ylabel="best loss", title="learning curve")
+    if best and min(best) > 0:
+        ax2.set_yscale("log")
 
 
 def plot_fit(path: str | Path, history: Sequence[dict], coefficients: Sequence[dict],

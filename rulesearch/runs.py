@@ -11,6 +11,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .data import ActivityData
+from .distill import check_backend, distill
 from .errors import TaskError
 from .evaluators import LocalEvaluator
 from .families import family_from_spec
@@ -83,7 +84,8 @@ def default_out(task_name: str) -> Path:
     return Path("results") / f"{task_name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def front_rows(result: EvolveResult) -> list[dict]:
+def front_rows(result) -> list[dict]:
+    """Rows of pareto.csv from anything with a ``front`` of ``FrontEntry`` (evolve, distill)."""
     return [{"complexity": e.complexity, "loss": e.loss, "expression": e.expression,
              "latex": e.rule.latex(lhs=False), "selected": int(e.selected)} for e in result.front]
 
@@ -232,3 +234,34 @@ def read_fit(run_dir: str | Path):
     if params.shape != (family.n_params,):
         raise TaskError(f"{run_dir / PARAMS_FILE}: {len(params)} params, expected {family.n_params}")
     return info, family, params
+
+
+def distill_run(fit_dir: str | Path, backend: str = "operon", max_size: int = 25, out: str | Path | None = None,
+                n_samples: int = 2000, seed: int | None = None, argv: Sequence[str] | None = None):
+    """Distill a fit folder's rule into formulas; writes ``out`` (default FIT_DIR/distill-BACKEND):
+    run.json, pareto.csv (task loss and regression MSE per formula) and front.png."""
+    started = time.time()
+    check_backend(backend)
+    fit_dir = Path(fit_dir)
+    info, family, params = read_fit(fit_dir)
+    task = load_task(info["task"], info["overrides"], info["data"], info["seed"])
+    train, _ = split_trials(task, task.fit.holdout)
+    seed = task.seed if seed is None else seed
+    result = distill(train, family, params, backend, max_size, n_samples, seed)
+    out = Path(out) if out is not None else fit_dir / f"distill-{backend}"
+    rows = [{**row, "regression_mse": result.regression_mse[row["expression"]]}
+            for row in front_rows(result)]
+    write_csv(out / PARETO_FILE, PARETO_COLUMNS + ("regression_mse",),
+              [[r[c] for c in PARETO_COLUMNS + ("regression_mse",)] for r in rows])
+    plot_front(out / FRONT_PLOT, rows, None, f"{task.name}: {family.kind} rule distilled by {backend}",
+               reference=(f"{family.kind} rule (task loss)", result.blackbox_loss))
+    sel = result.selected
+    run = _run_info(RunSpec(info["task"], tuple(info["overrides"]), info["data"], info["seed"]), task,
+                    "distill", started, argv, source=str(fit_dir), backend=backend, max_size=max_size,
+                    n_samples=n_samples, distill_seed=seed)
+    run.update(status="done", wall_seconds=round(time.time() - started, 3), blackbox_loss=result.blackbox_loss,
+               selected=sel.expression, selected_loss=sel.loss,
+               selected_regression_mse=result.regression_mse[sel.expression],
+               loss_ratio=sel.loss / result.blackbox_loss if result.blackbox_loss > 0 else None)
+    write_json(out / RUN_FILE, run)
+    return result, run, out

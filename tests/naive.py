@@ -44,3 +44,18 @@ def simulate_rate(rule: Rule, x, w0, eta, activation="linear", bound=1e3, target
                 break
         w_all[b] = w
     return w_all, ys, sse, count, blown
+
+
+def mlp_numpy(family, params, inputs):
+    """A family's MLP by plain NumPy: inputs (n_vars, n) in ``family.variables`` order -> (n,)."""
+    h = np.asarray(inputs, float)
+    act = {"tanh": np.tanh, "sigmoid": lambda z: 1 / (1 + np.exp(-z)), "linear": lambda z: z}[family.activation]
+    k = 0
+    for layer, (n_out, n_in) in enumerate(family.layers):
+        W = params[k:k + n_out * n_in].reshape(n_out, n_in)
+        b = params[k + n_out * n_in:k + n_out * n_in + n_out]
+        k += n_out * n_in + n_out
+        h = W @ h + b[:, None]
+        if layer < len(family.layers) - 1:
+            h = act(h)
+    return h[0]

@@ -1,0 +1,236 @@
+"""Distill a fitted black-box rule (an MLP) back into formulas.
+
+1. Sample the rule's inputs on the states the network visits when it runs under
+   the rule (the fitted trials), and the rule's output there.
+2. A symbolic-regression backend proposes formulas for those samples.
+3. Each formula is simplified with sympy, its constants snapped against the task
+   loss, and it is re-simulated on the task: the front reports both the
+   regression error and the task loss, next to the MLP's own task loss.
+
+A backend is one function ``(problem: Problem) -> list[Rule]``; ``BACKENDS`` maps
+names to them (operon: pyoperon, offline, the default; pysr: needs Julia; gp:
+rulesearch's own GP with a regression objective).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from .errors import GrammarError
+from .gp import FrontEntry, Search, pareto_front, readable, select_rule
+from .grammar import Grammar
+from .primitives import POST, PRE, SYN, TRIAL, VARIABLES
+from .rules import Rule, parse_rule
+from .tasks import WORST_LOSS, Evaluation, Task, pack_rules
+from .vm import PackedPrograms, evaluate
+
+
+class BackendUnavailable(ValueError):
+    """The requested backend cannot run on this machine (the message says why and what else works)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Samples of a rule to be explained by a formula over ``names``."""
+
+    X: np.ndarray  # (n_samples, n_vars), columns in the order of ``names``
+    target: np.ndarray  # (n_samples,)
+    names: tuple[str, ...]
+    grammar: Grammar
+    max_size: int
+    seed: int
+    task: Task  # for the gp backend's search settings
+
+
+def _vm_variables(X: np.ndarray, names) -> tuple:
+    """Samples as VM variables: each sample is one synapse (batch = samples, 1 pre, 1 post)."""
+    n = X.shape[0]
+    slots = {kind: 1 + max([VARIABLES[v].slot for v in names if VARIABLES[v].kind == kind], default=-1)
+             for kind in (PRE, POST, SYN, TRIAL)}
+    pre, post = np.zeros((slots[PRE], n, 1)), np.zeros((slots[POST], n, 1))
+    syn, trial = np.zeros((slots[SYN], n)), np.zeros((slots[TRIAL], n))
+    for col, name in enumerate(names):
+        var = VARIABLES[name]
+        if var.kind == PRE:
+            pre[var.slot, :, 0] = X[:, col]
+        elif var.kind == POST:
+            post[var.slot, :, 0] = X[:, col]
+        elif var.kind == SYN:
+            syn[var.slot] = X[:, col]
+        else:
+            trial[var.slot] = X[:, col]
+    return pre, post, syn, trial
+
+
+def rule_outputs(packed: PackedPrograms, X: np.ndarray, names) -> np.ndarray:
+    """Every packed rule on every sample -> (n_rules, n_samples)."""
+    return evaluate(packed, *_vm_variables(X, names))
+
+
+class RegressionLoss:
+    """Evaluator seam for regression: mean squared error of each rule on the samples."""
+
+    def __init__(self, problem: Problem):
+        self.variables = _vm_variables(problem.X, problem.names)
+        self.target = problem.target
+
+    def __call__(self, packed: PackedPrograms) -> Evaluation:
+        out = evaluate(packed, *self.variables)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mse = np.mean((out - self.target) ** 2, axis=1)
+        bad = ~np.isfinite(mse)
+        return Evaluation(np.where(bad, WORST_LOSS, np.minimum(mse, WORST_LOSS)), bad)
+
+    def rules(self, rules: list[Rule]) -> np.ndarray:
+        return self(pack_rules(rules)).losses
+
+
+# ---------------------------------------------------------------- backends
+
+OPERON_SYMBOLS = {"add": "add", "sub": "sub", "mul": "mul", "div": "div", "square": "square",
+                  "tanh": "tanh", "exp": "exp", "abs": "abs"}
+
+
+def _parse_candidates(texts, problem: Problem) -> list[Rule]:
+    """Backend output -> rules; text a backend writes is parsed by the ast-based parser like user text."""
+    out = []
+    for text in texts:
+        try:
+            out.append(parse_rule(text, problem.grammar))
+        except GrammarError:
+            continue  # a formula outside the grammar (cannot happen with matching symbols): skip it
+    return out
+
+
+def operon_backend(problem: Problem) -> list[Rule]:
+    """pyoperon's NSGA-II symbolic regression on (R^2, length); the whole Pareto front."""
+    from pyoperon.sklearn import SymbolicRegressor
+    symbols = [OPERON_SYMBOLS[op] for op in problem.grammar.operators if op in OPERON_SYMBOLS]
+    reg = SymbolicRegressor(
+        allowed_symbols=",".join(symbols + ["constant", "variable"]), objectives=["r2", "length"],
+        max_length=problem.max_size, max_depth=problem.grammar.max_depth + 2, generations=200,
+        population_size=1000, max_evaluations=1_000_000, n_threads=os.cpu_count() or 1,
+        random_state=problem.seed)
+    reg.fit(problem.X, problem.target)
+    # operon writes x^2 for square; everything else is Python syntax
+    return _parse_candidates([reg.get_model_string(p["tree"], 12, list(problem.names)).replace("^", "**")
+                              for p in reg.pareto_front_], problem)
+
+
+def gp_backend(problem: Problem) -> list[Rule]:
+    """rulesearch's own GP (NSGA-II on MSE and size) over the task's grammar."""
+    search = replace(problem.task.search, population=1000, generations=40, target_loss=1e-20, restart_every=15)
+    task = replace(problem.task, search=search)
+    result = Search(task, RegressionLoss(problem), problem.seed).run()
+    return [e.rule for e in result.front]
+
+
+def pysr_missing_reason() -> str | None:
+    """Why PySR cannot run here (None when it can)."""
+    if importlib.util.find_spec("pysr") is None:
+        return "PySR is not installed (pip install 'rulesearch[pysr]')"
+    if not (shutil.which("julia") or os.environ.get("PYTHON_JULIAPKG_EXE")):
+        return ("PySR needs a Julia runtime, and none is on PATH (PySR would try to download one, "
+                "which needs internet)")
+    return None
+
+
+def check_backend(backend: str) -> None:
+    """Raise a one-line error if ``backend`` is unknown or cannot run here."""
+    if backend not in BACKENDS:
+        raise ValueError(f"Invalid backend {backend!r}. Valid options: {', '.join(BACKENDS)}")
+    reason = pysr_missing_reason() if backend == "pysr" else None
+    if reason:
+        raise BackendUnavailable(f"--backend pysr: {reason}; use --backend operon (the default) or gp")
+
+
+def pysr_backend(problem: Problem) -> list[Rule]:
+    """PySR's multi-population symbolic regression; its whole hall of fame."""
+    check_backend("pysr")
+    from pysr import PySRRegressor
+    binary = [op for op in ("add", "sub", "mul", "div") if op in problem.grammar.operators]
+    unary = [op for op in ("square", "cube", "tanh", "exp", "abs", "neg") if op in problem.grammar.operators]
+    symbols = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+    reg = PySRRegressor(binary_operators=[symbols[o] for o in binary], unary_operators=unary,
+                        maxsize=problem.max_size, niterations=40, random_state=problem.seed,
+                        deterministic=True, parallelism="serial", progress=False, verbosity=0)
+    reg.fit(problem.X, problem.target, variable_names=list(problem.names))
+    return _parse_candidates([str(e) for e in reg.equations_["sympy_format"]], problem)
+
+
+BACKENDS: dict[str, Callable[[Problem], list[Rule]]] = {
+    "operon": operon_backend, "gp": gp_backend, "pysr": pysr_backend}
+
+
+# ---------------------------------------------------------------- distill
+
+@dataclass(frozen=True)
+class DistillResult:
+    front: list[FrontEntry]  # on the task loss, simplest first; one entry selected
+    regression_mse: dict  # rule text -> MSE against the black-box rule's outputs
+    blackbox_loss: float  # the fitted black-box rule's task loss
+    n_samples: int
+    backend: str
+
+    @property
+    def selected(self) -> FrontEntry:
+        return next(e for e in self.front if e.selected)
+
+
+def sample_visited_states(task: Task, packed: PackedPrograms, names, n_samples: int,
+                          rng: np.random.Generator) -> np.ndarray:
+    """Inputs (n_samples, len(names)) of synapses drawn from the task's trials run under the rule."""
+    sim = task.simulate(packed, record=True)
+    y, w = sim.y[0], sim.w[0]  # (trials, steps, n_out), (trials, steps, n_out, n_in)
+    trials, steps, n_out, n_in = w.shape
+    b = rng.integers(0, trials, n_samples)
+    t = rng.integers(0, steps, n_samples)
+    i = rng.integers(0, n_out, n_samples)
+    j = rng.integers(0, n_in, n_samples)
+    columns = {"x": task.x[b, t, j], "y": y[b, t, i], "w": w[b, t, i, j]}
+    missing = [v for v in names if v not in columns]
+    if missing:
+        raise ValueError(f"distill samples x, y and w; this rule also uses {', '.join(missing)}")
+    return np.stack([columns[v] for v in names], axis=1)
+
+
+def distill(task: Task, family, params: np.ndarray, backend: str = "operon", max_size: int = 25,
+            n_samples: int = 2000, seed: int = 0) -> DistillResult:
+    """Explain ``family``'s rule at ``params`` by formulas; ``task`` is the task it was fitted on."""
+    check_backend(backend)
+    rng = np.random.default_rng(seed)
+    packed = family.pack(params[None])
+    names = tuple(family.variables)
+    X = sample_visited_states(task, packed, names, n_samples, rng)
+    target = rule_outputs(packed, X, names)[0]
+    grammar = replace(task.grammar, max_size=max(max_size, task.grammar.max_size))
+    problem = Problem(X, target, names, grammar, max_size, seed, replace(task, grammar=grammar))
+    candidates = BACKENDS[backend](problem)
+    if not candidates:
+        raise ValueError(f"backend {backend!r} returned no formula within the grammar")
+
+    task_loss = lambda rules: task.evaluate(rules)  # noqa: E731
+    rules = {}
+    for rule in candidates:
+        try:
+            rule = readable(rule.canonical(), task_loss, task.search.snap_tol)
+        except ValueError:
+            pass
+        rules.setdefault(rule.text(), rule)
+    rules = list(rules.values())
+    losses = task.evaluate(rules)
+    mse = RegressionLoss(problem).rules(rules)
+    entries = pareto_front([(float(l), r.complexity, (r, float(m))) for l, r, m in zip(losses, rules, mse)
+                            if l < WORST_LOSS])
+    if not entries:
+        raise ValueError(f"every formula from backend {backend!r} blows up on task '{task.name}'")
+    front = [FrontEntry(r, l, c) for l, c, (r, _) in entries]
+    chosen = select_rule(front, task.search.selection_rel_tol, task.search.selection_abs_tol)
+    front = [FrontEntry(e.rule, e.loss, e.complexity, i == chosen) for i, e in enumerate(front)]
+    return DistillResult(front, {r.text(): m for _, _, (r, m) in entries},
+                         float(task.evaluate_packed(packed).losses[0]), n_samples, backend)
