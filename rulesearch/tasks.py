@@ -72,7 +72,7 @@ class Fit:
     hidden: tuple[int, ...] = (10,)  # mlp
     activation: str = "tanh"  # mlp hidden units
     l1: float = 0.0  # penalty l1 * sum|params| added to the loss (published default 1e-2)
-    generations: int = 1000
+    generations: int = 1000  # default per family: DEFAULT_FIT_GENERATIONS
     popsize: int = 24
     sigma0: float = 0.1
     holdout: float = 0.25  # fraction of trials held out from fitting (data tasks)
@@ -284,6 +284,10 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data: str | Path 
     return task
 
 
+# CMA-ES generations when the task does not say: the 51-parameter MLP converges more slowly.
+DEFAULT_FIT_GENERATIONS = {"taylor": 1000, "mlp": 1500}
+
+
 def _load_fit(ff: Fields, grammar: Grammar) -> Fit:
     from .families import FAMILIES, MLP_ACTIVATIONS
     d = Fit()
@@ -302,10 +306,11 @@ def _load_fit(ff: Fields, grammar: Grammar) -> Fit:
     hidden = ff.get("hidden", list, list(d.hidden))
     if not hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
         ff.fail("hidden", f"is {hidden!r}: expected a list of positive integers (units per hidden layer)")
-    fit = Fit(family=ff.get("family", str, d.family, choices=FAMILIES), variables=variables,
+    family = ff.get("family", str, d.family, choices=FAMILIES)
+    fit = Fit(family=family, variables=variables,
               max_power=ff.get("max_power", int, d.max_power, low=0, high=6), exclude=names("exclude", []),
               hidden=tuple(hidden), activation=ff.get("activation", str, d.activation, choices=MLP_ACTIVATIONS),
-              l1=ff.get("l1", float, d.l1, low=0.0), generations=ff.get("generations", int, d.generations, low=0),
+              l1=ff.get("l1", float, d.l1, low=0.0), generations=ff.get("generations", int, DEFAULT_FIT_GENERATIONS[family], low=0),
               popsize=ff.get("popsize", int, d.popsize, low=4), sigma0=ff.get("sigma0", float, d.sigma0, low=1e-12),
               holdout=ff.get("holdout", float, d.holdout, low=0.0, high=0.9),
               target_loss=ff.get("target_loss", float, d.target_loss, low=0.0))
