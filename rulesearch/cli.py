@@ -72,6 +72,14 @@ def _print_heldout(h: dict | None) -> None:
     if not h:
         print("held-out trials: none (generated inputs, or fit.holdout = 0)")
         return
+    if "deviance_explained" in h:  # choice tasks
+        line = (f"held-out ({h['trials']}, {h['decisions']} decisions): cross-entropy {h['loss']:.4g}, "
+                f"deviance explained {100 * h['deviance_explained']:.1f} %")
+        if "weight_r2" in h:
+            line += (f"; vs true rule {h['true_rule']} (cross-entropy {h['true_rule_loss']:.4g}): "
+                     f"weight R^2 {h['weight_r2']:.4f}")
+        print(line)
+        return
     line = (f"held-out ({h['trials']} trials): loss {h['loss']:.4g}, activity R^2 vs data "
             f"{h['activity_r2_data']:.4f}")
     if "weight_r2" in h:
@@ -142,11 +150,35 @@ def cmd_simulate(args) -> int:
     from .tasks import load_task
     task = load_task(args.task, args.set, seed=args.seed, require_data=False)
     rule = task.parse(args.rule)
+    if task.network.simulator == "choice":
+        return _simulate_choices(task, rule, args)
+    if args.animals is not None:
+        raise ValueError("--animals is for choice tasks (network.simulator = \"choice\")")
     data = simulate_activity(task, rule, args.noise, args.observed, task.seed)
     save_activity(args.out, data)
     trials, steps, n_in = data.x.shape
     print(f"wrote {args.out}: {trials} trials x {steps} steps, {n_in} inputs, {data.y.shape[2]} outputs "
           f"({len(data.meta['recorded_neurons'])} recorded), rule {rule.text()}, noise {args.noise:g}")
+    return 0
+
+
+def _simulate_choices(task, rule, args) -> int:
+    from .choices import save_choices_mat, save_choices_npz
+    from .runs import simulate_choices
+    if args.noise or args.observed != 1.0:
+        raise ValueError("--noise and --observed are for activity data; choice tasks sample decisions")
+    out = Path(args.out)
+    if out.suffix == ".npz":
+        raise ValueError(f"--out {out}: choice tasks write a folder (per-fly .mat files and choices.npz)")
+    data = simulate_choices(task, rule, args.animals, task.seed)
+    files = save_choices_mat(out, data)
+    save_choices_npz(out / "choices.npz", data)
+    accepted = int(data.decision.sum())
+    print(f"wrote {out}: {data.n_animals} flies ({len(files)} .mat files + choices.npz), {len(data.animal)} "
+          f"encounters, {accepted} acceptances, {int(data.reward.sum())} rewards, rule {rule.text()}")
+    stopped = sum(data.meta["stopped_early"])
+    if stopped:
+        print(f"note: {stopped} flies stopped accepting before the protocol's end")
     return 0
 
 
@@ -268,9 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simulate", help="write activity data from a ground-truth rule")
     p.add_argument("task")
     p.add_argument("--rule", required=True, help='rule text, e.g. "x*y - 0.5*y**2*w"')
-    p.add_argument("--out", required=True, help="output .npz file")
+    p.add_argument("--out", required=True, help="output .npz file (choice tasks: a folder)")
     p.add_argument("--noise", type=float, default=0.0, help="measurement noise, in units of the activity's std")
     p.add_argument("--observed", type=float, default=1.0, help="fraction of output neurons recorded")
+    p.add_argument("--animals", type=int, help="choice tasks: number of synthetic animals (default: the task's)")
     common(p)
     p.set_defaults(func=cmd_simulate)
 

@@ -19,8 +19,9 @@ from typing import Sequence
 
 import numpy as np
 
+from .errors import GrammarError
 from .grammar import Grammar
-from .rules import Rule, compile_expr, integer_power
+from .rules import Rule, compile_expr, integer_power, parse_rule
 from .vm import PackedPrograms
 
 ADD, MUL, TANH = ("op", "add"), ("op", "mul"), ("op", "tanh")
@@ -55,13 +56,27 @@ class _Template:
                               np.arange(n + 1, dtype=np.int64) * len(self.index), self.depth)
 
 
+def variable_tokens(variable: str, grammar: Grammar) -> list:
+    """Prefix tokens of a family input: a grammar terminal, or an expression such as ``r - rbar``."""
+    if variable in grammar.names:
+        return [("var", variable)]
+    try:
+        return list(parse_rule(variable, grammar).exprs[0])
+    except GrammarError as exc:
+        raise ValueError(f"Invalid variable {variable!r}: neither a terminal of grammar '{grammar.name}' "
+                         f"({', '.join(grammar.names)}) nor an expression over them ({exc})") from None
+
+
+def variable_label(variable: str, grammar: Grammar) -> str:
+    """``x`` for a terminal, ``(r-rbar)`` for an expression (used in term names and monomials)."""
+    return variable if variable in grammar.names else "(" + variable.replace(" ", "") + ")"
+
+
 def _check_variables(grammar: Grammar, variables: Sequence[str], family: str) -> None:
-    unknown = [v for v in variables if v not in grammar.names]
-    if unknown:
-        raise ValueError(f"Invalid variable {unknown[0]!r} for the {family} family. "
-                         f"Valid options: {', '.join(grammar.names)}")
     if not variables or len(set(variables)) != len(variables):
         raise ValueError(f"{family} family: expected distinct variables, got {list(variables)}")
+    for v in variables:
+        variable_tokens(v, grammar)
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,14 +88,15 @@ class TaylorFamily:
 
     grammar: Grammar
     variables: tuple[str, ...]
-    max_power: int = 2
+    max_power: int | tuple[int, ...] = 2  # one for all variables, or one per variable
     exclude: tuple[str, ...] = ()
     kind: str = field(default="taylor", init=False)
 
     def __post_init__(self):
         _check_variables(self.grammar, self.variables, "Taylor")
-        if not 0 <= self.max_power <= 6:
-            raise ValueError(f"max_power {self.max_power}: expected 0..6")
+        if len(self.powers) != len(self.variables) or not all(0 <= p <= 6 for p in self.powers):
+            raise ValueError(f"max_power {self.max_power}: expected 0..6, or one such number per variable "
+                             f"({len(self.variables)})")
         all_names = [self.term_name(e) for e in self.all_terms]
         bad = [n for n in self.exclude if n not in all_names]
         if bad:
@@ -89,8 +105,15 @@ class TaylorFamily:
         object.__setattr__(self, "_template", None)
 
     @property
+    def powers(self) -> tuple[int, ...]:
+        """Maximum power of each variable."""
+        if isinstance(self.max_power, int):
+            return (self.max_power,) * len(self.variables)
+        return tuple(self.max_power)
+
+    @property
     def all_terms(self) -> list[tuple[int, ...]]:
-        return list(itertools.product(range(self.max_power + 1), repeat=len(self.variables)))
+        return list(itertools.product(*(range(p + 1) for p in self.powers)))
 
     @property
     def terms(self) -> list[tuple[int, ...]]:
@@ -98,8 +121,8 @@ class TaylorFamily:
         return [e for e in self.all_terms if self.term_name(e) not in self.exclude]
 
     def term_name(self, exponents: Sequence[int]) -> str:
-        """``theta_x1_y1_w0`` for x*y."""
-        return "theta_" + "_".join(f"{v}{p}" for v, p in zip(self.variables, exponents))
+        """``theta_x1_y1_w0`` for x*y; expression inputs appear as ``(r-rbar)1``."""
+        return "theta_" + "_".join(f"{variable_label(v, self.grammar)}{p}" for v, p in zip(self.variables, exponents))
 
     @property
     def names(self) -> list[str]:
@@ -111,7 +134,8 @@ class TaylorFamily:
 
     def monomial_text(self, exponents: Sequence[int]) -> str:
         """``x*y`` for (1, 1, 0); ``1`` for the constant term."""
-        parts = [v if p == 1 else f"{v}**{p}" for v, p in zip(self.variables, exponents) if p]
+        labels = [variable_label(v, self.grammar) for v in self.variables]
+        parts = [v if p == 1 else f"{v}**{p}" for v, p in zip(labels, exponents) if p]
         return "*".join(parts) or "1"
 
     def rule(self, coefficients: Sequence[float], threshold: float = 0.0) -> Rule:
@@ -128,18 +152,18 @@ class TaylorFamily:
             term = [("const", float(c))]
             for v, p in zip(self.variables, exps):
                 if p:
-                    term = [MUL] + term + integer_power([("var", v)], p, g)
+                    term = [MUL] + term + integer_power(variable_tokens(v, g), p, g)
             parts.append(term)
         return Rule((tuple(_sum(parts) if parts else [("const", 0.0)]),), g)
 
     def _horner(self, level: int, prefix: tuple, index: dict) -> list:
         if level == len(self.variables):
             return [("const", float(index.get(prefix, self.n_params)))]  # masked terms -> the fixed 0
-        v = ("var", self.variables[level])
-        coeffs = [self._horner(level + 1, prefix + (p,), index) for p in range(self.max_power + 1)]
+        v = variable_tokens(self.variables[level], self.grammar)
+        coeffs = [self._horner(level + 1, prefix + (p,), index) for p in range(self.powers[level] + 1)]
         h = coeffs[-1]
         for c in reversed(coeffs[:-1]):
-            h = [ADD] + c + [MUL, v] + h
+            h = [ADD] + c + [MUL] + v + h
         return h
 
     def pack(self, params: np.ndarray) -> PackedPrograms:
@@ -153,7 +177,8 @@ class TaylorFamily:
         return np.zeros(self.n_params)
 
     def spec(self) -> dict:
-        return {"family": "taylor", "variables": list(self.variables), "max_power": self.max_power,
+        return {"family": "taylor", "variables": list(self.variables),
+                "max_power": self.max_power if isinstance(self.max_power, int) else list(self.max_power),
                 "exclude": list(self.exclude), "names": self.names}
 
 
@@ -211,7 +236,7 @@ class MLPFamily:
 
     def _expr(self, value) -> list:
         """Prefix tokens; ``value(k)`` gives the constant token of parameter k."""
-        units = [[("var", v)] for v in self.variables]
+        units = [variable_tokens(v, self.grammar) for v in self.variables]
         k = 0
         last = len(self.layers) - 1
         for layer, (n_out, n_in) in enumerate(self.layers):
@@ -259,7 +284,9 @@ FAMILIES = ("taylor", "mlp")
 def family_from_spec(spec: dict, grammar: Grammar):
     """Rebuild a family from ``spec()`` (as stored in a fit folder)."""
     if spec.get("family") == "taylor":
-        return TaylorFamily(grammar, tuple(spec["variables"]), int(spec["max_power"]), tuple(spec.get("exclude", ())))
+        power = spec["max_power"]
+        power = int(power) if isinstance(power, (int, float)) else tuple(int(p) for p in power)
+        return TaylorFamily(grammar, tuple(spec["variables"]), power, tuple(spec.get("exclude", ())))
     if spec.get("family") == "mlp":
         return MLPFamily(grammar, tuple(spec["variables"]), tuple(int(h) for h in spec["hidden"]),
                          spec["activation"])

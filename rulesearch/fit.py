@@ -19,6 +19,7 @@ from .errors import GrammarError, TaskError
 from .families import MLPFamily, TaylorFamily
 from .gp import GracefulInterrupt
 from .rules import parse_rule
+from .sims import choice
 from .tasks import WORST_LOSS, Task
 
 
@@ -76,7 +77,7 @@ class FamilyFit:
         x0 = self.family.initial(np.random.default_rng(self.seed))
         # cma treats seed 0 as "seed from the clock"; shift so every rulesearch seed is fixed.
         opts = {"seed": self.seed + 1, "popsize": self.settings.popsize, "verbose": -9,
-                "verb_log": 0, "verb_disp": 0, "tolfun": 1e-14, "tolx": 1e-12}
+                "verb_log": 0, "verb_disp": 0, "tolfun": 1e-14, "tolx": 1e-5}
         return cma.CMAEvolutionStrategy(x0, self.settings.sigma0, opts)
 
     def losses(self, params: np.ndarray) -> np.ndarray:
@@ -165,7 +166,13 @@ def split_trials(task: Task, holdout: float) -> tuple[Task, Task | None]:
 
     Only data tasks are split (generated inputs have no recording to predict); at
     least one trial is held out when holdout > 0 and at least one is kept for fitting.
+    Choice tasks always score only their fitted trials; their held-out view scores
+    every ``protocol.heldout_every``-th trial of every animal instead.
     """
+    if task.choices is not None:  # choice tasks hold out every k-th trial of every animal
+        if not task.protocol.heldout_every:
+            return task, None
+        return task, replace(task, choices=choice.with_score(task.choices, "test"))
     n = task.x.shape[0]
     if task.target is None or holdout <= 0 or n < 2:
         return task, None
@@ -202,6 +209,8 @@ def heldout_scores(test: Task, packed, true_rule_text: str | None) -> dict:
     names its ground-truth rule: R^2 of weight trajectories and of activity between
     the fitted and the true rule (both simulated without noise).
     """
+    if test.choices is not None:
+        return choice_heldout_scores(test, packed, true_rule_text)
     fitted = test.simulate(packed, record=True)
     loss = float(test.evaluate_packed(packed).losses[0])
     out = {"trials": int(test.x.shape[0]), "loss": loss,
@@ -217,4 +226,33 @@ def heldout_scores(test: Task, packed, true_rule_text: str | None) -> dict:
                    weight_r2=r_squared(fitted.w[0].reshape(*fitted.w.shape[1:3], -1),
                                        truth.w[0].reshape(*truth.w.shape[1:3], -1)),
                    activity_r2=r_squared(fitted.y[0], truth.y[0]))
+    return out
+
+
+def choice_heldout_scores(test: Task, packed, true_rule_text: str | None) -> dict:
+    """Held-out trials of a choice task: mean cross-entropy, deviance explained against the
+    model without plasticity (pooled and per animal), and, when the true rule is known, R^2 of
+    the weight trajectories (all trials, teacher-forced) between the fitted and the true rule."""
+    null = parse_rule("0", test.grammar)
+    fitted = test.simulate(packed, record=True)
+    base = test.simulate([null])
+    nll, nll0 = fitted.nll[0], base.nll[0]
+    out = {"trials": "every %d-th trial of %d animals" % (test.protocol.heldout_every, len(nll)),
+           "decisions": int(fitted.count.sum()), "loss": float(nll.sum() / max(fitted.count.sum(), 1)),
+           "deviance_explained": float(1 - nll.sum() / nll0.sum()),
+           "deviance_explained_per_animal": [float(1 - a / b) for a, b in zip(nll, nll0)]}
+    if true_rule_text:
+        try:
+            true_rule = parse_rule(true_rule_text, test.grammar)
+        except GrammarError as exc:
+            out["true_rule_error"] = str(exc)
+            return out
+        truth = test.simulate([true_rule], record=True)
+        ch = test.choices
+        # weights before each completed trial of each animal (padding beyond n_trials excluded)
+        keep = np.arange(ch.trial_end.shape[1] + 1)[None, :] <= ch.n_trials[:, None]
+        wf = fitted.w[0][keep].reshape(-1, np.prod(fitted.w.shape[3:]))
+        wt = truth.w[0][keep].reshape(-1, np.prod(truth.w.shape[3:]))
+        out.update(true_rule=true_rule.text(), weight_r2=r_squared(wf, wt),
+                   true_rule_loss=float(truth.nll[0].sum() / max(truth.count.sum(), 1)))
     return out

@@ -32,8 +32,10 @@ PROBE_SEED = 20240611
 SEARCH_CONSTANT_ITERATIONS, FINAL_CONSTANT_ITERATIONS = 8, 100
 EXPLORE_TOP = 4  # population rules (best loss first) whose neighbourhood is explored per generation
 EXPLORE_MAX_SIZE = 15  # ... if they have at most this many nodes (cost grows with size)
+EXPLORE_PAIRS_MAX_SIZE = 5  # rules this small also have each leaf replaced by a pair of terminals
 IMMIGRANTS = 0.05  # fraction of offspring replaced by new random rules (against premature convergence)
 PROBE_SHAPE = (8, 8)  # (n_out, n_in) synapses on which semantics are compared
+PROBE_TRIALS = 3  # values of the per-trial variables (reward, expected reward) probed
 
 
 # ---------------------------------------------------------------- DEAP glue
@@ -123,8 +125,10 @@ def _probe_arrays(n_out: int = PROBE_SHAPE[0], n_in: int = PROBE_SHAPE[1]):
     pre = rng.uniform(-2, 2, size=(slots[0], 1, n_in))
     post = rng.uniform(-2, 2, size=(slots[1], 1, n_out))
     syn = rng.uniform(-2, 2, size=(slots[2], n_out * n_in))
-    trial = rng.uniform(-2, 2, size=(slots[3], 1))
-    return pre, post, syn, trial
+    trial = rng.uniform(-2, 2, size=(slots[3], PROBE_TRIALS))
+    # the same synapses in every probe trial: only per-trial variables (r, rbar) differ
+    return (np.repeat(pre, PROBE_TRIALS, axis=1), np.repeat(post, PROBE_TRIALS, axis=1),
+            np.tile(syn, (1, PROBE_TRIALS)), trial)
 
 
 def semantic_keys(rules: Sequence[Rule]) -> list[str]:
@@ -330,7 +334,8 @@ class Search:
     def _explore_front(self, state: _State, population: Sequence = ()) -> list:
         """Evaluate the neighbourhood of each new front rule: every subtree replaced by a
         terminal, 0 or 1, or multiplied by a terminal or by a constant factor (0.9, which
-        constant optimisation then tunes).
+        constant optimisation then tunes); in rules of at most ``EXPLORE_PAIRS_MAX_SIZE``
+        nodes, every leaf replaced by a sum, difference or product of two terminals.
 
         Random variation rarely deletes exactly the superfluous part of a good rule
         (``-x + y*(x - w*y)``) or adds exactly the missing factor (``x - w*y`` ->
@@ -351,6 +356,10 @@ class Search:
                     break
             front = front + [(None, None, e) for e in fresh]
         leaves = [("var", n) for n in self.grammar.names] + [("const", 0.0), ("const", 1.0)]
+        terms = leaves[:-2]
+        pairs = [(("op", op), a, b) for op in ("add", "sub", "mul") if op in self.grammar.operators
+                 for i, a in enumerate(terms) for j, b in enumerate(terms)
+                 if (op == "sub" and i != j) or (op == "add" and i < j) or (op == "mul" and i <= j)]
         variants = []
         for _, _, exprs in front:
             if exprs in state.pruned:
@@ -364,6 +373,10 @@ class Search:
                         replacements += [(("op", "mul"),) + expr[start:end] + (leaf,) for leaf in leaves[:-2]]
                         if self.grammar.constant_range is not None:  # or by a factor for L-BFGS to tune
                             replacements.append((("op", "mul"),) + expr[start:end] + (("const", 0.9),))
+                    if end - start == 1 and len(expr) <= EXPLORE_PAIRS_MAX_SIZE:
+                        # in a small rule, a leaf becomes any pair of terminals (c*x -> (r - rbar)*x):
+                        # building blocks that are poor on their own (r - rbar, x*r) are never kept
+                        replacements += pairs
                     for rep in replacements:
                         new = simplify_identities(expr[:start] + rep + expr[end:])
                         variants.append(Rule(exprs[:p] + (new,) + exprs[p + 1:], self.grammar))

@@ -204,7 +204,7 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
     if test is not None:
         heldout = heldout_scores(test, packed, (task.data_meta or {}).get("rule"))
     example = None
-    if test is not None:
+    if test is not None and test.target is not None:
         sim = test.simulate(packed, record=True)
         example = {"recorded": test.target[0], "fitted": sim.y[0, 0]}
     plot_fit(out / FIT_PLOT, result.history, rows, example, f"{task.name}: {family.kind} fit (seed {task.seed})")
@@ -265,3 +265,22 @@ def distill_run(fit_dir: str | Path, backend: str = "operon", max_size: int = 25
                loss_ratio=sel.loss / result.blackbox_loss if result.blackbox_loss > 0 else None)
     write_json(out / RUN_FILE, run)
     return result, run, out
+
+
+def simulate_choices(task, rule, animals: int | None = None, seed: int = 0):
+    """Synthetic animals in the choice schema: the protocol run under ``rule``, decisions sampled."""
+    from .choices import ChoiceData
+    from .sims import choice
+    from .tasks import choice_inputs
+    p = task.protocol
+    animals = animals or p.animals
+    patterns, w0 = choice_inputs(task.network, task.inputs, p, animals, seed)
+    odour, decision, reward, stopped = choice.sample(
+        pack_rules([rule]), w0, patterns, float(np.sqrt(p.odour_variance)), np.array(p.blocks),
+        p.trials_per_block, p.reward_window, task.readout, task.network.eta, task.network.weight_bound, seed)
+    meta = {"rule": rule.text(), "task": task.source, "seed": seed, "animals": animals, "eta": task.network.eta,
+            "overrides": list(task.overrides), "stopped_early": [int(s) for s in stopped],
+            "versions": versions()}
+    animal = np.concatenate([np.full(len(o), a, np.int64) for a, o in enumerate(odour)])
+    return ChoiceData(animal, np.concatenate(odour), np.concatenate(decision), np.concatenate(reward),
+                      tuple(f"fly{a + 1:02d}" for a in range(animals)), meta)

@@ -14,11 +14,12 @@ import numpy as np
 
 from ._fields import Fields
 from ._toml import read_toml, tomllib
+from .choices import ChoiceData, load_choices
 from .data import ActivityData, load_activity
 from .errors import TaskError
 from .grammar import Grammar, find_grammar, load_grammar
 from .rules import Rule, parse_rule
-from .sims import rate
+from .sims import choice, rate
 from .vm import PackedPrograms, pack
 
 WORST_LOSS = 1e10  # loss of a rule whose weights blow up; finite so that sorting and plots work
@@ -48,6 +49,20 @@ class Inputs:
 
 
 @dataclass(frozen=True)
+class Protocol:
+    """The fly choice experiment (simulator "choice"): odour inputs, blocks, baited rewards."""
+
+    odour_mean: float = 0.75  # activity of an odour's half of the inputs
+    odour_variance: float = 0.015  # Gaussian input noise on every input, per encounter
+    blocks: tuple[tuple[float, float], ...] = ((0.2, 0.8), (0.9, 0.1), (0.2, 0.8))  # P(reward) per odour
+    trials_per_block: int = 80
+    reward_window: int = 10  # rbar = mean of this many last rewards (zeros before any)
+    readout: float = 1.0  # fixed readout weight of every plastic unit onto the logit
+    animals: int = 18  # synthetic animals written by 'rulesearch simulate'
+    heldout_every: int = 4  # every 4th trial of every animal is held out from fitting (0: none)
+
+
+@dataclass(frozen=True)
 class Search:
     population: int = 200
     generations: int = 30
@@ -67,7 +82,7 @@ class Fit:
 
     family: str = "taylor"
     variables: tuple[str, ...] = ()  # empty: every terminal of the grammar
-    max_power: int = 2  # taylor
+    max_power: int | tuple[int, ...] = 2  # taylor: for every variable, or one per variable
     exclude: tuple[str, ...] = ()  # taylor terms fixed at 0
     hidden: tuple[int, ...] = (10,)  # mlp
     activation: str = "tanh"  # mlp hidden units
@@ -100,20 +115,32 @@ class Task:
     fit: Fit
     seed: int
     overrides: tuple[str, ...]
-    x: np.ndarray  # (trials, steps, n_in)
-    w0: np.ndarray  # (trials, n_out, n_in)
+    x: np.ndarray  # rate: (trials, steps, n_in); choice: odour patterns (2, n_in)
+    w0: np.ndarray  # (trials or animals, n_out, n_in)
     target: np.ndarray | None = None  # (trials, steps, n_out), NaN = not recorded
     pc1: np.ndarray | None = None  # (n_in,) leading principal component of the inputs
     data_source: str | None = None
     data_meta: dict | None = None  # the data file's meta (e.g. the ground-truth rule of simulated data)
+    protocol: Protocol | None = None  # choice tasks
+    choices: choice.ChoiceArrays | None = None  # choice tasks with data
+    choice_data: ChoiceData | None = None
+
+    @property
+    def readout(self) -> np.ndarray:
+        return np.full(self.network.n_out, self.protocol.readout)
 
     def parse(self, text: str | Sequence[str]) -> Rule:
         return parse_rule(text, self.grammar)
 
-    def simulate(self, rules: Sequence[Rule] | PackedPrograms, record: bool = False) -> rate.RateResult:
-        """Run the network under each rule on the task's trials."""
+    def simulate(self, rules: Sequence[Rule] | PackedPrograms, record: bool = False):
+        """Run the network under each rule on the task's trials (rate) or animals (choice)."""
         packed = rules if isinstance(rules, PackedPrograms) else pack_rules(rules)
         n = self.network
+        if n.simulator == "choice":
+            if self.choices is None:
+                raise TaskError(f"{self.source}: the choice model needs recorded choices: pass --data")
+            return choice.simulate(packed, self.choices, self.w0, self.readout, n.eta, n.weight_bound, record,
+                                   self.protocol.odour_variance)
         steps = self.x.shape[1]
         return rate.simulate(packed, self.x, self.w0, n.eta, n.activation, n.weight_bound,
                              self.target, record, steps - max(1, round(self.average_fraction * steps)))
@@ -158,12 +185,19 @@ def fit_activity_loss(task: Task, result: rate.RateResult) -> np.ndarray:
     return result.sse.sum(axis=1) / np.maximum(result.count.sum(axis=1), 1)
 
 
-OBJECTIVES: dict[str, Callable[[Task, rate.RateResult], np.ndarray]] = {
+def fit_choices_loss(task: Task, result: choice.ChoiceResult) -> np.ndarray:
+    """Mean binary cross-entropy (nats per decision) of the animals' scored decisions."""
+    return result.nll.sum(axis=1) / max(result.count.sum(), 1.0)
+
+
+OBJECTIVES: dict[str, Callable[[Task, object], np.ndarray]] = {
     "pca": pca_loss,
     "fit_activity": fit_activity_loss,
+    "fit_choices": fit_choices_loss,
 }
-SIMULATORS = {"rate": rate}
-NEEDS_DATA = {"fit_activity"}
+SIMULATORS = {"rate": rate, "choice": choice}
+OBJECTIVE_SIMULATOR = {"pca": "rate", "fit_activity": "rate", "fit_choices": "choice"}
+NEEDS_DATA = {"fit_activity", "fit_choices"}
 
 
 # ---------------------------------------------------------------- loading
@@ -228,7 +262,9 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data: str | Path 
     missing = [t for t in grammar.names if t not in SIMULATORS[simulator].PROVIDED_NAMES]
     if missing:
         raise TaskError(f"{path}: grammar '{grammar.name}' uses {', '.join(missing)}, which the "
-                        f"'{simulator}' simulator does not provide ({', '.join(rate.PROVIDED_NAMES)})")
+                        f"'{simulator}' simulator does not provide "
+                        f"({', '.join(SIMULATORS[simulator].PROVIDED_NAMES)})")
+    protocol = _load_protocol(f.sub("protocol", {}), path) if simulator == "choice" else None
 
     inf = f.sub("inputs", {})
     inputs = Inputs(inf.get("trials", int, 4, low=1), inf.get("steps", int, 1000, low=1),
@@ -242,6 +278,9 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data: str | Path 
     objective = of.get("name", str, choices=tuple(OBJECTIVES))
     average_fraction = of.get("average_fraction", float, 0.0, low=0.0, high=1.0)
     of.finish()
+    if OBJECTIVE_SIMULATOR[objective] != simulator:
+        raise TaskError(f"{path}: field 'objective.name' is {objective!r}, which needs the "
+                        f"'{OBJECTIVE_SIMULATOR[objective]}' simulator (network.simulator is {simulator!r})")
     if objective == "pca" and network.n_out != 1:
         raise TaskError(f"{path}: field 'network.n_out' is {network.n_out}: objective 'pca' "
                         "needs a single output neuron (1)")
@@ -268,19 +307,27 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data: str | Path 
     f.finish()
 
     seed = task_seed if seed is None else int(seed)
-    task = Task(name, str(path), grammar, network, inputs, objective, average_fraction, search, fit, seed,
-                tuple(overrides),
-                *generate_inputs(network, inputs, seed))
-    if isinstance(data, (str, Path)):
-        data = load_activity(data)
+    if simulator == "choice":
+        task = Task(name, str(path), grammar, network, inputs, objective, average_fraction, search, fit, seed,
+                    tuple(overrides), *choice_inputs(network, inputs, protocol, protocol.animals, seed),
+                    protocol=protocol)
+        if isinstance(data, (str, Path)):
+            data = load_choices(data)
+    else:
+        task = Task(name, str(path), grammar, network, inputs, objective, average_fraction, search, fit, seed,
+                    tuple(overrides), *generate_inputs(network, inputs, seed))
+        if isinstance(data, (str, Path)):
+            data = load_activity(data)
     if data is not None:
         if objective not in NEEDS_DATA:
             raise TaskError(f"{path}: objective '{objective}' does not use --data (objectives that "
                             f"do: {', '.join(sorted(NEEDS_DATA))})")
         task = with_data(task, data)
     elif objective in NEEDS_DATA and require_data:
-        raise TaskError(f"{path}: objective '{objective}' needs recorded activity: pass --data FILE.npz "
-                        "(arrays x, y, w0; see the README), or write one with 'rulesearch simulate'")
+        what = ("recorded choices: pass --data FILE.npz, a per-fly .mat file or a folder of them"
+                if simulator == "choice" else "recorded activity: pass --data FILE.npz (arrays x, y, w0)")
+        raise TaskError(f"{path}: objective '{objective}' needs {what} (see the README), "
+                        "or write data with 'rulesearch simulate'")
     return task
 
 
@@ -289,7 +336,7 @@ DEFAULT_FIT_GENERATIONS = {"taylor": 1000, "mlp": 1500}
 
 
 def _load_fit(ff: Fields, grammar: Grammar) -> Fit:
-    from .families import FAMILIES, MLP_ACTIVATIONS
+    from .families import FAMILIES, MLP_ACTIVATIONS, variable_tokens
     d = Fit()
 
     def names(key, default):
@@ -299,16 +346,28 @@ def _load_fit(ff: Fields, grammar: Grammar) -> Fit:
         return tuple(value)
 
     variables = names("variables", list(grammar.names))
-    bad = [v for v in variables if v not in grammar.names]
-    if bad or not variables:
-        ff.fail("variables", f"is {list(variables)!r}: expected names from grammar '{grammar.name}' "
-                f"({', '.join(grammar.names)})")
+    try:
+        for v in variables:
+            variable_tokens(v, grammar)
+    except ValueError as exc:
+        ff.fail("variables", f"is {list(variables)!r}: {exc}")
+    if not variables:
+        ff.fail("variables", f"is empty: expected names from grammar '{grammar.name}' ({', '.join(grammar.names)})")
     hidden = ff.get("hidden", list, list(d.hidden))
     if not hidden or not all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden):
         ff.fail("hidden", f"is {hidden!r}: expected a list of positive integers (units per hidden layer)")
     family = ff.get("family", str, d.family, choices=FAMILIES)
+    max_power = ff.get("max_power", (int, list), d.max_power)
+    if isinstance(max_power, list):
+        if len(max_power) != len(variables) or not all(
+                isinstance(p, int) and not isinstance(p, bool) and 0 <= p <= 6 for p in max_power):
+            ff.fail("max_power", f"is {max_power!r}: expected 0..6, or a list of {len(variables)} such "
+                    f"numbers (one per variable: {', '.join(variables)})")
+        max_power = tuple(max_power)
+    elif not 0 <= max_power <= 6:
+        ff.fail("max_power", f"is {max_power!r}: expected 0..6")
     fit = Fit(family=family, variables=variables,
-              max_power=ff.get("max_power", int, d.max_power, low=0, high=6), exclude=names("exclude", []),
+              max_power=max_power, exclude=names("exclude", []),
               hidden=tuple(hidden), activation=ff.get("activation", str, d.activation, choices=MLP_ACTIVATIONS),
               l1=ff.get("l1", float, d.l1, low=0.0), generations=ff.get("generations", int, DEFAULT_FIT_GENERATIONS[family], low=0),
               popsize=ff.get("popsize", int, d.popsize, low=4), sigma0=ff.get("sigma0", float, d.sigma0, low=1e-12),
@@ -335,8 +394,64 @@ def generate_inputs(network: Network, inputs: Inputs, seed: int):
     return x, w0, None, q[:, 0].copy()
 
 
-def with_data(task: Task, data: ActivityData) -> Task:
+def _load_protocol(pf: Fields, path: Path) -> Protocol:
+    d = Protocol()
+    blocks = pf.get("blocks", list, [list(b) for b in d.blocks])
+    if not blocks or not all(isinstance(b, list) and len(b) == 2 and all(
+            isinstance(p, (int, float)) and not isinstance(p, bool) and 0 <= p <= 1 for p in b) for b in blocks):
+        pf.fail("blocks", f"is {blocks!r}: expected a list of [P(reward | odour 0), P(reward | odour 1)] "
+                "pairs, each in [0, 1]")
+    protocol = Protocol(
+        odour_mean=pf.get("odour_mean", float, d.odour_mean),
+        odour_variance=pf.get("odour_variance", float, d.odour_variance, low=0.0),
+        blocks=tuple((float(a), float(b)) for a, b in blocks),
+        trials_per_block=pf.get("trials_per_block", int, d.trials_per_block, low=1),
+        reward_window=pf.get("reward_window", int, d.reward_window, low=1),
+        readout=pf.get("readout", float, d.readout),
+        animals=pf.get("animals", int, d.animals, low=1),
+        heldout_every=pf.get("heldout_every", int, d.heldout_every, low=0))
+    pf.finish()
+    if protocol.heldout_every == 1:
+        pf.fail("heldout_every", "is 1: that would hold out every trial (use 0 for none, or >= 2)")
+    return protocol
+
+
+def choice_inputs(network: Network, inputs: Inputs, protocol: Protocol, animals: int, seed: int):
+    """Odour patterns (2, n_in): each odour drives its own random half of the inputs at
+    ``odour_mean``; and initial weights (animals, n_out, n_in) ~ init_std * N(0, 1)."""
+    rng = np.random.default_rng(inputs.seed if inputs.seed is not None else seed)
+    n = network.n_in
+    order = rng.permutation(n)
+    patterns = np.zeros((2, n))
+    patterns[0, order[:n // 2]] = protocol.odour_mean
+    patterns[1, order[n // 2:]] = protocol.odour_mean
+    w0 = inputs.init_std * rng.standard_normal((animals, network.n_out, n))
+    return patterns, w0
+
+
+def with_choices(task: Task, data: ChoiceData) -> Task:
+    """The choice task driven by recorded odours, decisions and rewards (teacher forcing)."""
+    p = task.protocol
+    per = [data.per_animal(a) for a in range(data.n_animals)]
+    patterns, w0 = choice_inputs(task.network, task.inputs, p, data.n_animals, task.seed)
+    # Recorded behaviour does not contain the Kenyon-cell activity of each encounter: the model
+    # sees each odour's mean pattern and averages P(accept) over the input noise. Drawing fresh
+    # noise instead would not match the noise the animal saw and biases the fitted learning rate
+    # down (errors in variables: c = 0.75-0.8 instead of 1 for x*(r - rbar) on 18 synthetic flies).
+    arrays = choice.arrays_from_choices([q[0] for q in per], [q[1] for q in per], [q[2] for q in per], patterns,
+                                        p.reward_window, p.heldout_every)
+    return replace(task, x=patterns, w0=w0, choices=arrays, choice_data=data, data_source=data.source,
+                   data_meta=data.meta)
+
+
+def with_data(task: Task, data: ActivityData | ChoiceData) -> Task:
     """The task driven by recorded inputs and initial weights, fitted to recorded activity."""
+    if isinstance(data, ChoiceData):
+        if task.network.simulator != "choice":
+            raise TaskError(f"{task.source}: choice data given to a '{task.network.simulator}' task")
+        return with_choices(task, data)
+    if task.network.simulator == "choice":
+        raise TaskError(f"{task.source}: activity data given to a choice task (expected choice data)")
     trials, steps, n_in = data.x.shape
     n_out = data.y.shape[2]
     network = replace(task.network, n_in=n_in, n_out=n_out)

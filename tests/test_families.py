@@ -3,7 +3,9 @@ import numpy as np
 import pytest
 import sympy
 
+from conftest import ROOT
 from rulesearch.families import TaylorFamily
+from rulesearch.grammar import load_grammar
 from rulesearch.rules import parse_rule
 from rulesearch.vm import evaluate, pack
 
@@ -48,7 +50,32 @@ def test_oja_from_coefficients(hebbian):
 
 
 def test_refusals(hebbian):
-    with pytest.raises(ValueError, match="Invalid variable 'r' for the Taylor family. Valid options: x, y, w"):
+    with pytest.raises(ValueError, match=r"Invalid variable 'r': neither a terminal of grammar 'hebbian' "
+                                         r"\(x, y, w\) nor an expression over them"):
         TaylorFamily(hebbian, ("x", "r"))
+    with pytest.raises(ValueError, match=r"max_power \(1, 2\): expected 0..6, or one such number per variable \(3\)"):
+        TaylorFamily(hebbian, ("x", "y", "w"), (1, 2))
     with pytest.raises(ValueError, match="expected 27 coefficients"):
         TaylorFamily(hebbian, ("x", "y", "w")).rule(np.zeros(5))
+
+
+def test_expression_inputs_and_per_variable_powers(rng):
+    """A Taylor input may be an expression (r - rbar is one input); powers may differ per input."""
+    reward = load_grammar(ROOT / "grammars" / "reward.toml")
+    fam = TaylorFamily(reward, ("x", "w", "r - rbar"), (1, 2, 2))
+    assert fam.n_params == 2 * 3 * 3
+    assert "theta_x1_w0_(r-rbar)1" in fam.names and "theta_x2_w0_(r-rbar)0" not in fam.names
+    k = fam.names.index("theta_x1_w0_(r-rbar)1")
+    assert fam.monomial_text(fam.terms[k]) == "x*(r-rbar)"
+    coef = np.zeros(fam.n_params)
+    coef[k] = 0.7
+    r_, rbar = sympy.Symbol("r", real=True), sympy.Symbol("rbar", real=True)
+    x = sympy.Symbol("x", real=True)
+    assert sympy.expand(fam.rule(coef).to_sympy()[0] - 0.7 * x * (r_ - rbar)) == 0
+    # the Horner template computes the same as the readable rule, with trial variables set
+    params = rng.normal(size=(3, fam.n_params))
+    pre, post = rng.uniform(-1, 1, (1, 4, 2)), rng.uniform(-1, 1, (1, 4, 3))
+    syn, trial = rng.uniform(-1, 1, (1, 4 * 3 * 2)), rng.uniform(0, 1, (2, 4))
+    got = evaluate(fam.pack(params), pre, post, syn, trial)
+    want = evaluate(pack([fam.rule(p).programs()[0] for p in params]), pre, post, syn, trial)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)

@@ -18,12 +18,18 @@ def test_shipped_grammars_load(path):
 
 @pytest.mark.parametrize("path", TASKS, ids=lambda p: p.name)
 def test_shipped_tasks_load(path, tmp_path):
-    from rulesearch.runs import simulate_activity
+    from rulesearch.choices import save_choices_npz
+    from rulesearch.runs import simulate_activity, simulate_choices
     task = load_task(path, seed=3, require_data=False)
+    rules = ["x*y - y**2*w", "x*y"]
     if task.objective == "fit_activity":  # data-fitting tasks: make data, then load with it
-        save_activity(tmp_path / "d.npz", simulate_activity(task, task.parse("x*y - y**2*w"), seed=3))
+        save_activity(tmp_path / "d.npz", simulate_activity(task, task.parse(rules[0]), seed=3))
         task = load_task(path, data=tmp_path / "d.npz")
-    losses = task.evaluate([task.parse("x*y - y**2*w"), task.parse("x*y")])
+    if task.objective == "fit_choices":
+        rules = ["x*(r - rbar)", "x*r"]
+        save_choices_npz(tmp_path / "c.npz", simulate_choices(task, task.parse(rules[0]), animals=2, seed=3))
+        task = load_task(path, data=tmp_path / "c.npz")
+    losses = task.evaluate([task.parse(r) for r in rules])
     assert losses.shape == (2,) and np.all(np.isfinite(losses))
 
 

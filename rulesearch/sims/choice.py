@@ -1,0 +1,350 @@
+"""Fly mushroom-body choice model: odours -> plastic tanh layer -> fixed readout -> P(accept).
+
+Each encounter presents one odour (input pattern x, n_in); hidden activity
+y = tanh(W x) (n_out plastic units); P(accept) = sigmoid(readout . y). A trial
+ends with an acceptance; then every plastic synapse changes by
+eta * f(x_j, y_i, w_ij, r, rbar) with x and y of the accepted encounter, r its
+reward and rbar the mean of the last ``window`` rewards at the trial's start.
+
+Two kernels: ``simulate`` drives the model with an animal's recorded odours,
+decisions and rewards (teacher forcing) and returns the negative log-likelihood
+of its decisions; ``sample`` runs the protocol (baited rewards, blocks of reward
+probabilities) and samples decisions from the model, to make synthetic animals.
+Animals are the VM's batch: one VM call per trial updates every animal.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+from numba import njit, prange
+
+from ..primitives import POST, PRE, SYN, TRIAL
+from ..vm import FASTMATH, PackedPrograms, run_program
+
+PROVIDES = {PRE: 1, POST: 1, SYN: 1, TRIAL: 2}
+PROVIDED_NAMES = ("x", "y", "w", "r", "rbar")
+MAX_ENCOUNTERS_PER_TRIAL = 1000  # a sampled animal that rejects this often in a row stops (its data end there)
+
+
+@dataclass(frozen=True)
+class ChoiceArrays:
+    """Recorded behaviour laid out for the kernel (padded per animal)."""
+
+    x: np.ndarray  # (A, E, n_in) input pattern of each encounter
+    decision: np.ndarray  # int64 (A, E)
+    n_enc: np.ndarray  # int64 (A,)
+    trial_end: np.ndarray  # int64 (A, T): encounter index of each trial's acceptance
+    n_trials: np.ndarray  # int64 (A,) completed trials (acceptances)
+    r: np.ndarray  # (A, T) reward of each trial
+    rbar: np.ndarray  # (A, T) expected reward at each trial's start
+    score: np.ndarray  # (A, T + 1) 1 where a trial's decisions count in the loss (T: after the last acceptance)
+    heldout: np.ndarray  # bool (T + 1,) trials held out from fitting
+
+
+@dataclass(frozen=True)
+class ChoiceResult:
+    nll: np.ndarray  # (n_ind, A) summed negative log-likelihood of scored decisions
+    count: np.ndarray  # (A,) scored decisions
+    blown: np.ndarray  # bool (n_ind,)
+    w: np.ndarray | None = None  # (n_ind, A, T + 1, n_out, n_in): weights before each trial's update
+    p_accept: np.ndarray | None = None  # (n_ind, A, E) model P(accept) at each encounter
+
+
+def expected_rewards(r: np.ndarray, n_trials: np.ndarray, window: int) -> np.ndarray:
+    """rbar[a, k] = mean of r[a, k - window : k] with zeros before the first trial; (A, T)."""
+    A, T = r.shape
+    padded = np.concatenate([np.zeros((A, window)), r], axis=1)
+    c = np.cumsum(padded, axis=1)
+    c = np.concatenate([np.zeros((A, 1)), c], axis=1)
+    return (c[:, window:window + T] - c[:, :T]) / window
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _forward(w, base, x, n_out, n_in, readout, h):
+    """Hidden activity into h; returns the logit."""
+    logit = 0.0
+    for i in range(n_out):
+        s = 0.0
+        for j in range(n_in):
+            s += w[base + i * n_in + j] * x[j]
+        h[i] = np.tanh(s)
+        logit += readout[i] * h[i]
+    return logit
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _expected_logit(w, base, x, n_out, n_in, readout, h, noise_var):
+    """Logit whose sigmoid approximates E[P(accept)] when the input carries N(0, noise_var)
+    noise that the data do not record: the logit's variance s2 from a linearisation of
+    tanh, then the probit approximation E[sigmoid(a)] ~ sigmoid(m / sqrt(1 + pi s2 / 8))."""
+    logit = _forward(w, base, x, n_out, n_in, readout, h)
+    if noise_var == 0.0:
+        return logit
+    s2 = 0.0
+    for j in range(n_in):
+        g = 0.0
+        for i in range(n_out):
+            g += readout[i] * (1.0 - h[i] * h[i]) * w[base + i * n_in + j]
+        s2 += g * g
+    return logit / np.sqrt(1.0 + np.pi * noise_var * s2 / 8.0)
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _apply_update(w, dw, eta, updated, m):
+    """w += eta * dw for the animals that updated; returns False if a weight left the bound."""
+    largest = 0.0
+    poison = 0.0
+    for b in range(updated.shape[0]):
+        if updated[b]:
+            for q in range(b * m, (b + 1) * m):
+                v = w[q] + eta * dw[q]
+                w[q] = v
+                largest = max(largest, abs(v))
+                poison += v * 0.0
+    return largest, poison
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _run_animals(code, arg, consts, depth, x, decision, n_enc, trial_end, n_trials, r, rbar, score,
+                 w0, readout, noise_var, eta, bound, record, w_rec, p_rec):
+    A, E, n_in = x.shape
+    n_out = w0.shape[1]
+    m = n_out * n_in
+    T = trial_end.shape[1]
+    stack = np.empty((depth, A * m))
+    dw = np.empty(A * m)
+    pre = np.zeros((1, A, n_in))
+    post = np.zeros((1, A, n_out))
+    syn = np.empty((1, A * m))
+    trial = np.zeros((2, A))
+    for b in range(A):
+        for i in range(n_out):
+            for j in range(n_in):
+                syn[0, b * m + i * n_in + j] = w0[b, i, j]
+    w = syn[0]
+    nll = np.zeros(A)
+    count = np.zeros(A)
+    e_next = np.zeros(A, np.int64)
+    updated = np.zeros(A, np.bool_)
+    h = np.empty(n_out)
+    blown = False
+    for k in range(T + 1):
+        for b in range(A):
+            updated[b] = False
+            if k > n_trials[b]:
+                continue
+            last = trial_end[b, k] if k < n_trials[b] else n_enc[b] - 1
+            if record:
+                for q in range(m):
+                    w_rec[b, k, q] = w[b * m + q]
+            for e in range(e_next[b], last + 1):
+                logit = _expected_logit(w, b * m, x[b, e], n_out, n_in, readout, h, noise_var)
+                z = -logit if decision[b, e] == 1 else logit  # -log P(decision) = softplus(z)
+                if score[b, k] > 0:
+                    nll[b] += max(z, 0.0) + np.log1p(np.exp(-abs(z)))
+                    count[b] += 1.0
+                if record:
+                    p_rec[b, e] = 1.0 / (1.0 + np.exp(-logit))
+            e_next[b] = last + 1
+            if k < n_trials[b]:  # h holds the accepted encounter's hidden activity
+                for j in range(n_in):
+                    pre[0, b, j] = x[b, last, j]
+                for i in range(n_out):
+                    post[0, b, i] = h[i]
+                trial[0, b] = r[b, k]
+                trial[1, b] = rbar[b, k]
+                updated[b] = True
+        if k == T:
+            break
+        run_program(code, arg, consts, pre, post, syn, trial, stack, dw)
+        largest, poison = _apply_update(w, dw, eta, updated, m)
+        if not (largest <= bound and poison == 0.0):
+            blown = True
+            break
+    return nll, count, blown
+
+
+@njit(cache=True, parallel=True)
+def _simulate_population(code, arg, consts, code_start, const_start, depth, x, decision, n_enc, trial_end,
+                         n_trials, r, rbar, score, w0, readout, noise_var, eta, bound, record, w_rec, p_rec):
+    n_ind = code_start.shape[0] - 1
+    A = x.shape[0]
+    nll = np.zeros((n_ind, A))
+    count = np.zeros(A)
+    blown = np.zeros(n_ind, np.bool_)
+    for ind in prange(n_ind):
+        c0, c1 = code_start[ind], code_start[ind + 1]
+        k0, k1 = const_start[ind], const_start[ind + 1]
+        q = np.int64(ind) if record else np.int64(0)
+        s, c, bl = _run_animals(code[c0:c1], arg[c0:c1], consts[k0:k1], depth, x, decision, n_enc,
+                                trial_end, n_trials, r, rbar, score, w0, readout, noise_var, eta, bound,
+                                record, w_rec[q], p_rec[q])
+        nll[ind] = s
+        blown[ind] = bl
+        if ind == 0:
+            count[:] = c
+    return nll, count, blown
+
+
+def simulate(packed: PackedPrograms, arrays: ChoiceArrays, w0: np.ndarray, readout: np.ndarray, eta: float,
+             weight_bound: float = 1e3, record: bool = False, noise_var: float = 0.0) -> ChoiceResult:
+    """Teacher-forced run of every packed rule on every animal: likelihood of the recorded decisions.
+
+    w0: (A, n_out, n_in) initial weights; readout: (n_out,) fixed readout weights;
+    noise_var: variance of the unrecorded input noise, averaged out of P(accept).
+    """
+    a = arrays
+    A, E, n_in = a.x.shape
+    n_out = w0.shape[1]
+    T = a.trial_end.shape[1]
+    n_ind = packed.n_programs
+    if w0.shape != (A, n_out, n_in) or readout.shape != (n_out,):
+        raise ValueError(f"w0 {w0.shape} must be (animals, n_out, n_in) = {(A, n_out, n_in)}, readout (n_out,)")
+    w_rec = np.zeros((n_ind, A, T + 1, n_out * n_in) if record else (1, 0, 0, 0))
+    p_rec = np.zeros((n_ind, A, E) if record else (1, 0, 0))
+    nll, count, blown = _simulate_population(
+        packed.code, packed.arg, packed.consts, packed.code_start, packed.const_start, packed.depth,
+        a.x, a.decision, a.n_enc, a.trial_end, a.n_trials, a.r, a.rbar, a.score,
+        np.ascontiguousarray(w0, np.float64), np.ascontiguousarray(readout, np.float64), float(noise_var),
+        float(eta), float(weight_bound), record, w_rec, p_rec)
+    return ChoiceResult(nll, count, blown,
+                        w_rec.reshape(n_ind, A, T + 1, n_out, n_in) if record else None,
+                        p_rec if record else None)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _sample_animals(code, arg, consts, depth, w0, patterns, noise_std, block_probs, trials_per_block, window,
+                    readout, eta, bound, seed, odour_out, decision_out, reward_out):
+    np.random.seed(seed)
+    A, n_out, n_in = w0.shape
+    m = n_out * n_in
+    cap = odour_out.shape[1]
+    stack = np.empty((depth, A * m))
+    dw = np.empty(A * m)
+    pre = np.zeros((1, A, n_in))
+    post = np.zeros((1, A, n_out))
+    syn = np.empty((1, A * m))
+    trial = np.zeros((2, A))
+    for b in range(A):
+        for i in range(n_out):
+            for j in range(n_in):
+                syn[0, b * m + i * n_in + j] = w0[b, i, j]
+    w = syn[0]
+    n_enc = np.zeros(A, np.int64)
+    available = np.zeros((A, 2))
+    history = np.zeros((A, window))
+    pos = np.zeros(A, np.int64)
+    stopped = np.zeros(A, np.bool_)
+    updated = np.zeros(A, np.bool_)
+    x = np.empty(n_in)
+    h = np.empty(n_out)
+    n_blocks = block_probs.shape[0]
+    for k in range(n_blocks * trials_per_block):
+        block = k // trials_per_block
+        for b in range(A):
+            updated[b] = False
+            if stopped[b]:
+                continue
+            for o in range(2):  # baiting: availability persists until consumed
+                if np.random.random() < block_probs[block, o]:
+                    available[b, o] = 1.0
+            rbar = history[b].mean()
+            for _ in range(MAX_ENCOUNTERS_PER_TRIAL):
+                if n_enc[b] >= cap:
+                    break
+                o = 1 if np.random.random() < 0.5 else 0
+                for j in range(n_in):
+                    x[j] = patterns[o, j] + noise_std * np.random.standard_normal()
+                logit = _forward(w, b * m, x, n_out, n_in, readout, h)
+                accept = np.random.random() < 1.0 / (1.0 + np.exp(-logit))
+                e = n_enc[b]
+                odour_out[b, e] = o
+                decision_out[b, e] = 1 if accept else 0
+                n_enc[b] += 1
+                if accept:
+                    reward = available[b, o]
+                    available[b, o] = 0.0
+                    reward_out[b, e] = reward
+                    history[b, pos[b]] = reward
+                    pos[b] = (pos[b] + 1) % window
+                    for j in range(n_in):
+                        pre[0, b, j] = x[j]
+                    for i in range(n_out):
+                        post[0, b, i] = h[i]
+                    trial[0, b] = reward
+                    trial[1, b] = rbar
+                    updated[b] = True
+                    break
+            if not updated[b]:
+                stopped[b] = True
+        run_program(code, arg, consts, pre, post, syn, trial, stack, dw)
+        largest, poison = _apply_update(w, dw, eta, updated, m)
+        if not (largest <= bound and poison == 0.0):
+            return n_enc, stopped, True
+    return n_enc, stopped, False
+
+
+def sample(packed: PackedPrograms, w0: np.ndarray, patterns: np.ndarray, noise_std: float,
+           block_probs: np.ndarray, trials_per_block: int, window: int, readout: np.ndarray, eta: float,
+           weight_bound: float, seed: int):
+    """Run the protocol for A animals under one rule (``packed`` holds one program).
+
+    Returns (odour, decision, reward) lists of per-animal arrays, and per animal
+    whether it stopped early (rejected ``MAX_ENCOUNTERS_PER_TRIAL`` times in a row).
+    Raises ``ValueError`` if the rule's weights blow up.
+    """
+    if packed.n_programs != 1:
+        raise ValueError("sample() takes exactly one rule")
+    A = w0.shape[0]
+    cap = block_probs.shape[0] * trials_per_block * 50
+    odour = np.zeros((A, cap), np.int64)
+    decision = np.zeros((A, cap), np.int64)
+    reward = np.zeros((A, cap))
+    n_enc, stopped, blown = _sample_animals(
+        packed.code, packed.arg, packed.consts, packed.depth, np.ascontiguousarray(w0, np.float64),
+        np.ascontiguousarray(patterns, np.float64), float(noise_std), np.ascontiguousarray(block_probs, np.float64),
+        int(trials_per_block), int(window), np.ascontiguousarray(readout, np.float64), float(eta),
+        float(weight_bound), int(seed), odour, decision, reward)
+    if blown:
+        raise ValueError(f"the rule's weights left the bound |w| <= {weight_bound:g} while sampling animals")
+    return ([odour[b, :n_enc[b]] for b in range(A)], [decision[b, :n_enc[b]] for b in range(A)],
+            [reward[b, :n_enc[b]] for b in range(A)], stopped)
+
+
+def arrays_from_choices(odour, decision, reward, patterns: np.ndarray, window: int,
+                        heldout_every: int) -> ChoiceArrays:
+    """Kernel arrays from per-animal lists of odour, decision, reward (in time order).
+
+    Each encounter's input is its odour's pattern (2, n_in); every
+    ``heldout_every``-th trial (k % heldout_every == heldout_every - 1) is held out:
+    scored only by the "test" view (``with_score``). 0: nothing held out.
+    """
+    A = len(odour)
+    n_in = patterns.shape[1]
+    E = max(len(o) for o in odour)
+    n_trials = np.array([int(np.sum(d)) for d in decision], np.int64)
+    T = max(1, int(n_trials.max()))
+    x = np.zeros((A, E, n_in))
+    dec = np.zeros((A, E), np.int64)
+    trial_end = np.zeros((A, T), np.int64)
+    r = np.zeros((A, T))
+    for b in range(A):
+        n = len(odour[b])
+        x[b, :n] = patterns[odour[b]]
+        dec[b, :n] = decision[b]
+        ends = np.flatnonzero(decision[b] == 1)
+        trial_end[b, :len(ends)] = ends
+        r[b, :len(ends)] = reward[b][ends]
+    rbar = expected_rewards(r, n_trials, window)
+    k = np.arange(T + 1)
+    heldout = (k % heldout_every == heldout_every - 1) if heldout_every else np.zeros(T + 1, bool)
+    arrays = ChoiceArrays(x, dec, np.array([len(o) for o in odour], np.int64), trial_end, n_trials, r, rbar,
+                          np.zeros((A, T + 1)), heldout)
+    return with_score(arrays, "train")
+
+
+def with_score(arrays: ChoiceArrays, which: str) -> ChoiceArrays:
+    """The same data scoring the fitted trials ("train"), the held-out ones ("test") or all ("all")."""
+    keep = {"train": ~arrays.heldout, "test": arrays.heldout, "all": np.ones_like(arrays.heldout)}[which]
+    return replace(arrays, score=np.broadcast_to(keep, arrays.score.shape).astype(np.float64))
