@@ -144,6 +144,50 @@ def cmd_distill(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from rich.table import Table
+
+    from .compare import acceptance_curves, compare_runs
+    from .plots import plot_acceptance
+    from .results import write_csv
+    from .runs import default_out
+    c = compare_runs(args.runs)
+    summary = c.summary()
+    table = Table(title=f"held-out choices ({summary[0]['decisions']} decisions; null model: no plasticity)")
+    for col in ("model", "rule", "k", "NLL", "deviance expl.", "AIC", "BIC", "dAIC"):
+        table.add_column(col, justify="left" if col in ("model", "rule") else "right")
+    for r in summary:
+        table.add_row(r["model"], r["rule"], str(r["parameters"]), f"{r['nll']:.2f}",
+                      f"{100 * r['deviance_explained']:.1f} %", f"{r['aic']:.2f}", f"{r['bic']:.2f}",
+                      f"{r['delta_aic']:.2f}")
+    _console().print(table)
+    per = Table(title="per animal: held-out NLL (deviance explained)")
+    per.add_column("animal")
+    per.add_column("decisions", justify="right")
+    for m in c.models:
+        per.add_column(m.name, justify="right")
+    rows = []
+    for a, name in enumerate(c.animals):
+        cells = [f"{c.nll[k, a]:.2f} ({100 * (1 - c.nll[k, a] / c.null_nll[a]):.0f} %)" for k in range(len(c.models))]
+        per.add_row(name, str(int(c.decisions[a])), *cells)
+        rows.append([name, int(c.decisions[a]), float(c.null_nll[a])] + [float(v) for v in c.nll[:, a]])
+    rows.append(["total", int(c.decisions.sum()), float(c.null_nll.sum())] + [float(v) for v in c.nll.sum(axis=1)])
+    _console().print(per)
+    best = min(summary, key=lambda r: r["aic"])
+    print(f"best by AIC: {best['model']} ({best['rule']}); by held-out NLL: "
+          f"{min(summary, key=lambda r: r['nll'])['model']}")
+    out = Path(args.out) if args.out else default_out("compare")
+    write_csv(out / "comparison.csv", ["animal", "decisions", "null_nll"] + [f"nll_{m.name}" for m in c.models], rows)
+    write_csv(out / "summary.csv", list(summary[0]), [list(r.values()) for r in summary])
+    if not 0 <= args.animal < len(c.animals):
+        raise ValueError(f"--animal {args.animal}: expected 0..{len(c.animals) - 1}")
+    plot_acceptance(out / "acceptance.png", acceptance_curves(c, args.animal),
+                    [f"{m.name}: {m.description}" for m in c.models], c.task.protocol.trials_per_block,
+                    f"{c.animals[args.animal]}: model P(accept) and the animal's choices")
+    print(f"written: {out}")
+    return 0
+
+
 def cmd_simulate(args) -> int:
     from .data import save_activity
     from .runs import simulate_activity
@@ -296,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="random seed (default: the fit's)")
     p.add_argument("--out", help="output folder (default: RUN/distill-BACKEND)")
     p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("compare", help="compare fitted rules on held-out choices (NLL, deviance, AIC, BIC)")
+    p.add_argument("runs", nargs="+", help="evolve or fit folders fitted to the same choice data")
+    p.add_argument("--animal", type=int, default=0, help="animal drawn in acceptance.png (default 0)")
+    p.add_argument("--out", help="output folder (default: results/compare-<time>)")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("simulate", help="write activity data from a ground-truth rule")
     p.add_argument("task")

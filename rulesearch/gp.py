@@ -33,6 +33,7 @@ SEARCH_CONSTANT_ITERATIONS, FINAL_CONSTANT_ITERATIONS = 8, 100
 EXPLORE_TOP = 4  # population rules (best loss first) whose neighbourhood is explored per generation
 EXPLORE_MAX_SIZE = 15  # ... if they have at most this many nodes (cost grows with size)
 EXPLORE_PAIRS_MAX_SIZE = 5  # rules this small also have each leaf replaced by a pair of terminals
+ENUMERATE_MAX_SIZE = 5  # every constant-free rule this small is evaluated at the start
 IMMIGRANTS = 0.05  # fraction of offspring replaced by new random rules (against premature convergence)
 PROBE_SHAPE = (8, 8)  # (n_out, n_in) synapses on which semantics are compared
 PROBE_TRIALS = 3  # values of the per-trial variables (reward, expected reward) probed
@@ -333,8 +334,8 @@ class Search:
 
     def _explore_front(self, state: _State, population: Sequence = ()) -> list:
         """Evaluate the neighbourhood of each new front rule: every subtree replaced by a
-        terminal, 0 or 1, or multiplied by a terminal or by a constant factor (0.9, which
-        constant optimisation then tunes); in rules of at most ``EXPLORE_PAIRS_MAX_SIZE``
+        terminal, 0 or 1, multiplied by a terminal or by a constant factor (0.9, which
+        constant optimisation then tunes); the whole rule given an added term +-0.1 * terminal; in rules of at most ``EXPLORE_PAIRS_MAX_SIZE``
         nodes, every leaf replaced by a sum, difference or product of two terminals.
 
         Random variation rarely deletes exactly the superfluous part of a good rule
@@ -373,6 +374,10 @@ class Search:
                         replacements += [(("op", "mul"),) + expr[start:end] + (leaf,) for leaf in leaves[:-2]]
                         if self.grammar.constant_range is not None:  # or by a factor for L-BFGS to tune
                             replacements.append((("op", "mul"),) + expr[start:end] + (("const", 0.9),))
+                            if start == 0 and "add" in self.grammar.operators:  # or the rule gets a small
+                                # extra term: x*(r - rbar) -> x*(r - rbar) - 0.1*w
+                                replacements += [(("op", "add"),) + expr + (("op", "mul"), ("const", c), leaf)
+                                                 for leaf in terms for c in (0.1, -0.1)]
                     if end - start == 1 and len(expr) <= EXPLORE_PAIRS_MAX_SIZE:
                         # in a small rule, a leaf becomes any pair of terminals (c*x -> (r - rbar)*x):
                         # building blocks that are poor on their own (r - rbar, x*r) are never kept
@@ -410,7 +415,11 @@ class Search:
         if state is None:
             random.seed(self.seed)
             state = _State([self._new_individual() for _ in range(self.mu)], {}, {}, [])
-            self._evaluate(state.population, state)
+            # Every constant-free rule of up to ENUMERATE_MAX_SIZE nodes is evaluated once: small
+            # rules whose parts are poor on their own (x*(r - rbar)) need not be found by chance.
+            tiny = [self.lang.individual(Rule((e,), self.grammar)) for e in small_exprs(self.grammar)]
+            self._evaluate(state.population + tiny, state)
+            state.population = self._select(state.population + tiny)
             self._optimise_constants(state.population, state)
             self._record(state, start, checkpoint, progress)
         elapsed_before = state.elapsed
@@ -592,6 +601,26 @@ def readable(rule: Rule, loss: Callable[[list[Rule]], np.ndarray], snap_tol: flo
             break
         rule = canonical
     return rule
+
+
+def small_exprs(grammar: Grammar, max_size: int = 0, limit: int = 5000) -> list[tuple]:
+    """Every prefix expression over the grammar's terminals and operators (no constants) with
+    at most ``max_size`` nodes (default ``ENUMERATE_MAX_SIZE``, lowered until at most ``limit``)."""
+    terms = [(("var", n),) for n in grammar.names]
+    unary = [op for op in grammar.operators if PRIMITIVES[op].arity == 1]
+    binary = [op for op in grammar.operators if PRIMITIVES[op].arity == 2]
+    size = max_size or ENUMERATE_MAX_SIZE
+    while True:
+        by_size = {1: terms}
+        for n in range(2, size + 1):
+            out = [(("op", u),) + t for u in unary for t in by_size[n - 1]]
+            for k in range(1, n - 1):
+                out += [(("op", b),) + t1 + t2 for b in binary for t1 in by_size[k] for t2 in by_size[n - 1 - k]]
+            by_size[n] = out
+        found = [e for n in range(1, size + 1) for e in by_size[n]]
+        if len(found) <= limit or size <= 1:
+            return found
+        size -= 2
 
 
 def subtree_end(expr, start: int) -> int:

@@ -93,3 +93,25 @@ def plot_fit(path: str | Path, history: Sequence[dict], coefficients: Sequence[d
     with atomic_file(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100)
     plt.close(fig)
+
+
+def plot_acceptance(path: str | Path, curves: dict, labels: Sequence[str], trials_per_block: int,
+                    title: str = "") -> None:
+    """Model P(accept) per odour over trials against the animal's running acceptance rate."""
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    for o, ax in enumerate(axes):
+        trial, rate = curves["running"][o]
+        ax.plot(trial, rate, ".", color="0.5", ms=3, label="animal (running mean of 10 encounters)")
+        for k, (p, label) in enumerate(zip(curves["probs"], labels)):
+            ax.plot(np.arange(len(p)), p[:, o], color=f"C{k}", lw=1.5, label=label)
+        for b in range(trials_per_block, curves["n_trials"], trials_per_block):
+            ax.axvline(b, color="k", lw=0.6, ls=":")
+        ax.set(ylabel=f"P(accept odour {o})", ylim=(-0.02, 1.02))
+    axes[0].legend(fontsize=8, loc="lower left")
+    axes[1].set_xlabel("trial (block boundaries dotted)")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_file(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)

@@ -51,6 +51,16 @@ class ChoiceResult:
     p_accept: np.ndarray | None = None  # (n_ind, A, E) model P(accept) at each encounter
 
 
+def scored_decisions(arrays: ChoiceArrays) -> np.ndarray:
+    """Decisions per animal that the loss counts (A,), from the data alone: the same for every
+    rule, also for one whose weights blew up part-way."""
+    out = np.zeros(len(arrays.n_enc))
+    for b, n in enumerate(arrays.n_enc):
+        trial_of = np.searchsorted(arrays.trial_end[b, :arrays.n_trials[b]], np.arange(n))
+        out[b] = arrays.score[b, trial_of].sum()
+    return out
+
+
 def expected_rewards(r: np.ndarray, n_trials: np.ndarray, window: int) -> np.ndarray:
     """rbar[a, k] = mean of r[a, k - window : k] with zeros before the first trial; (A, T)."""
     A, T = r.shape
@@ -124,7 +134,6 @@ def _run_animals(code, arg, consts, depth, x, decision, n_enc, trial_end, n_tria
                 syn[0, b * m + i * n_in + j] = w0[b, i, j]
     w = syn[0]
     nll = np.zeros(A)
-    count = np.zeros(A)
     e_next = np.zeros(A, np.int64)
     updated = np.zeros(A, np.bool_)
     h = np.empty(n_out)
@@ -143,7 +152,6 @@ def _run_animals(code, arg, consts, depth, x, decision, n_enc, trial_end, n_tria
                 z = -logit if decision[b, e] == 1 else logit  # -log P(decision) = softplus(z)
                 if score[b, k] > 0:
                     nll[b] += max(z, 0.0) + np.log1p(np.exp(-abs(z)))
-                    count[b] += 1.0
                 if record:
                     p_rec[b, e] = 1.0 / (1.0 + np.exp(-logit))
             e_next[b] = last + 1
@@ -162,7 +170,7 @@ def _run_animals(code, arg, consts, depth, x, decision, n_enc, trial_end, n_tria
         if not (largest <= bound and poison == 0.0):
             blown = True
             break
-    return nll, count, blown
+    return nll, blown
 
 
 @njit(cache=True, parallel=True)
@@ -171,20 +179,17 @@ def _simulate_population(code, arg, consts, code_start, const_start, depth, x, d
     n_ind = code_start.shape[0] - 1
     A = x.shape[0]
     nll = np.zeros((n_ind, A))
-    count = np.zeros(A)
     blown = np.zeros(n_ind, np.bool_)
     for ind in prange(n_ind):
         c0, c1 = code_start[ind], code_start[ind + 1]
         k0, k1 = const_start[ind], const_start[ind + 1]
         q = np.int64(ind) if record else np.int64(0)
-        s, c, bl = _run_animals(code[c0:c1], arg[c0:c1], consts[k0:k1], depth, x, decision, n_enc,
+        s, bl = _run_animals(code[c0:c1], arg[c0:c1], consts[k0:k1], depth, x, decision, n_enc,
                                 trial_end, n_trials, r, rbar, score, w0, readout, noise_var, eta, bound,
                                 record, w_rec[q], p_rec[q])
         nll[ind] = s
         blown[ind] = bl
-        if ind == 0:
-            count[:] = c
-    return nll, count, blown
+    return nll, blown
 
 
 def simulate(packed: PackedPrograms, arrays: ChoiceArrays, w0: np.ndarray, readout: np.ndarray, eta: float,
@@ -203,12 +208,12 @@ def simulate(packed: PackedPrograms, arrays: ChoiceArrays, w0: np.ndarray, reado
         raise ValueError(f"w0 {w0.shape} must be (animals, n_out, n_in) = {(A, n_out, n_in)}, readout (n_out,)")
     w_rec = np.zeros((n_ind, A, T + 1, n_out * n_in) if record else (1, 0, 0, 0))
     p_rec = np.zeros((n_ind, A, E) if record else (1, 0, 0))
-    nll, count, blown = _simulate_population(
+    nll, blown = _simulate_population(
         packed.code, packed.arg, packed.consts, packed.code_start, packed.const_start, packed.depth,
         a.x, a.decision, a.n_enc, a.trial_end, a.n_trials, a.r, a.rbar, a.score,
         np.ascontiguousarray(w0, np.float64), np.ascontiguousarray(readout, np.float64), float(noise_var),
         float(eta), float(weight_bound), record, w_rec, p_rec)
-    return ChoiceResult(nll, count, blown,
+    return ChoiceResult(nll, scored_decisions(arrays), blown,
                         w_rec.reshape(n_ind, A, T + 1, n_out, n_in) if record else None,
                         p_rec if record else None)
 
@@ -348,3 +353,14 @@ def with_score(arrays: ChoiceArrays, which: str) -> ChoiceArrays:
     """The same data scoring the fitted trials ("train"), the held-out ones ("test") or all ("all")."""
     keep = {"train": ~arrays.heldout, "test": arrays.heldout, "all": np.ones_like(arrays.heldout)}[which]
     return replace(arrays, score=np.broadcast_to(keep, arrays.score.shape).astype(np.float64))
+
+
+def acceptance_probability(W: np.ndarray, patterns: np.ndarray, readout: np.ndarray,
+                           noise_var: float = 0.0) -> np.ndarray:
+    """P(accept) of each odour's mean pattern under weights W (..., n_out, n_in) -> (..., n_odours),
+    averaged over input noise as in the likelihood (linearised tanh, probit approximation)."""
+    h = np.tanh(np.einsum("...ij,oj->...oi", W, patterns))  # (..., odours, n_out)
+    logit = h @ readout
+    g = np.einsum("...oi,i,...ij->...oj", 1 - h**2, readout, W)  # d logit / d x
+    s2 = noise_var * np.sum(g**2, axis=-1)
+    return 1.0 / (1.0 + np.exp(-logit / np.sqrt(1.0 + np.pi * s2 / 8.0)))
