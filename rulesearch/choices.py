@@ -118,11 +118,12 @@ def _load_npz(path: Path) -> ChoiceData:
 def load_fly_mat(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One per-fly MATLAB file -> (odour, decision, reward per encounter); ``DataError`` if malformed."""
     from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
     try:
         mat = loadmat(path)
     except NotImplementedError:
         raise DataError(f"{path}: MATLAB v7.3 (HDF5) file: save it with -v7 (or as NPZ)") from None
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, MatReadError):
         raise DataError(f"{path}: not a MATLAB .mat file (expected variables X, Y, R)") from None
     missing = [k for k in ("X", "Y", "R") if k not in mat]
     if missing:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 
@@ -376,6 +377,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    log = logging.getLogger("rulesearch")
+    if not log.handlers:  # warnings (e.g. a skipped data file) as one line on stderr
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("rulesearch: warning: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
     try:
         return args.func(args)
     except (GrammarError, TaskError, DataError, ValueError) as exc:

@@ -60,11 +60,14 @@ def variable_tokens(variable: str, grammar: Grammar) -> list:
     """Prefix tokens of a family input: a grammar terminal, or an expression such as ``r - rbar``."""
     if variable in grammar.names:
         return [("var", variable)]
+    if variable.isidentifier():
+        raise ValueError(f"Invalid variable {variable!r}: not a terminal of grammar '{grammar.name}' "
+                         f"(valid: {', '.join(grammar.names)}, or an expression over them such as 'r - rbar')")
     try:
         return list(parse_rule(variable, grammar).exprs[0])
     except GrammarError as exc:
-        raise ValueError(f"Invalid variable {variable!r}: neither a terminal of grammar '{grammar.name}' "
-                         f"({', '.join(grammar.names)}) nor an expression over them ({exc})") from None
+        raise ValueError(f"Invalid variable {variable!r}: not an expression over the terminals of grammar "
+                         f"'{grammar.name}' ({exc})") from None
 
 
 def variable_label(variable: str, grammar: Grammar) -> str:

@@ -31,7 +31,7 @@ def make_family(task: Task):
             return TaylorFamily(task.grammar, f.variables, f.max_power, f.exclude)
         return MLPFamily(task.grammar, f.variables, f.hidden, f.activation)
     except ValueError as exc:
-        raise TaskError(f"{task.source}: section [fit] (variables {list(f.variables)}): {exc}") from None
+        raise TaskError(f"{task.source}: section [fit]: {exc}") from None
 
 
 # The checkpoint holds every generation's losses, so writing it costs O(generations):

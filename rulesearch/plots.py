@@ -13,6 +13,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .results import atomic_file  # noqa: E402
 
 
+def _short(text: str, n: int = 70) -> str:
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
 def plot_front(path: str | Path, front: Sequence[dict], history: Sequence[dict] | None, title: str = "",
                reference: tuple[str, float] | None = None) -> None:
     """Loss against complexity of the front (selected rule starred) and best loss per generation.
@@ -20,7 +24,7 @@ def plot_front(path: str | Path, front: Sequence[dict], history: Sequence[dict] 
     history None: the front alone; reference: a labelled loss drawn as a horizontal line.
     """
     fig, axes = plt.subplots(1, 1 if history is None else 2, figsize=(5 if history is None else 10, 4),
-                             squeeze=False)
+                             squeeze=False, layout="constrained")
     ax1 = axes[0, 0]
     comp = [int(r["complexity"]) for r in front]
     loss = [float(r["loss"]) for r in front]
@@ -29,7 +33,7 @@ def plot_front(path: str | Path, front: Sequence[dict], history: Sequence[dict] 
     for r in front:
         if str(r["selected"]) == "1":
             ax1.plot(int(r["complexity"]), float(r["loss"]), "*", ms=16, color="C3",
-                     label=f"selected: {r['expression']}")
+                     label=_short(f"selected: {r['expression']}"))
     if reference is not None:
         ax1.axhline(reference[1], color="0.3", ls="--", lw=1, label=reference[0])
     ax1.set(xlabel="complexity (nodes)", ylabel="loss", title="Pareto front")
@@ -40,7 +44,6 @@ def plot_front(path: str | Path, front: Sequence[dict], history: Sequence[dict] 
         _plot_history(axes[0, 1], history)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     with atomic_file(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100)
     plt.close(fig)
@@ -63,7 +66,7 @@ def plot_fit(path: str | Path, history: Sequence[dict], coefficients: Sequence[d
     {"recorded": (steps, n_out) with NaN, "fitted": (steps, n_out)} or None.
     """
     panels = 1 + bool(coefficients) + (example is not None)
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False, layout="constrained")
     axes = list(axes[0])
     ax = axes.pop(0)
     gens = [h["generation"] for h in history]
@@ -89,7 +92,6 @@ def plot_fit(path: str | Path, history: Sequence[dict], coefficients: Sequence[d
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     with atomic_file(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100)
     plt.close(fig)
@@ -98,12 +100,12 @@ def plot_fit(path: str | Path, history: Sequence[dict], coefficients: Sequence[d
 def plot_acceptance(path: str | Path, curves: dict, labels: Sequence[str], trials_per_block: int,
                     title: str = "") -> None:
     """Model P(accept) per odour over trials against the animal's running acceptance rate."""
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True, layout="constrained")
     for o, ax in enumerate(axes):
         trial, rate = curves["running"][o]
         ax.plot(trial, rate, ".", color="0.5", ms=3, label="animal (running mean of 10 encounters)")
         for k, (p, label) in enumerate(zip(curves["probs"], labels)):
-            ax.plot(np.arange(len(p)), p[:, o], color=f"C{k}", lw=1.5, label=label)
+            ax.plot(np.arange(len(p)), p[:, o], color=f"C{k}", lw=1.5, label=_short(label))
         for b in range(trials_per_block, curves["n_trials"], trials_per_block):
             ax.axvline(b, color="k", lw=0.6, ls=":")
         ax.set(ylabel=f"P(accept odour {o})", ylim=(-0.02, 1.02))
@@ -111,7 +113,6 @@ def plot_acceptance(path: str | Path, curves: dict, labels: Sequence[str], trial
     axes[1].set_xlabel("trial (block boundaries dotted)")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     with atomic_file(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100)
     plt.close(fig)

@@ -72,6 +72,7 @@ def _run_info(spec: RunSpec, task, kind: str, started: float, argv, **extra) -> 
     return {"kind": kind, "command": list(argv) if argv is not None else sys.argv,
             "task": str(spec.task), "task_name": task.name, "overrides": list(spec.overrides),
             "data": spec.data, "seed": task.seed, **extra,
+            **({"data_skipped": list(task.choice_data.skipped)} if task.choice_data is not None else {}),
             "grammar": task.grammar.source, "objective": task.objective,
             "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
             "versions": versions(), "status": "running"}

@@ -6,6 +6,7 @@ one loss per rule out (``WORST_LOSS`` for rules whose weights blow up).
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
@@ -22,6 +23,7 @@ from .rules import Rule, parse_rule
 from .sims import choice, rate
 from .vm import PackedPrograms, pack
 
+log = logging.getLogger("rulesearch")
 WORST_LOSS = 1e10  # loss of a rule whose weights blow up; finite so that sorting and plots work
 
 
@@ -429,6 +431,8 @@ def choice_inputs(network: Network, inputs: Inputs, protocol: Protocol, animals:
 def with_choices(task: Task, data: ChoiceData) -> Task:
     """The choice task driven by recorded odours, decisions and rewards (teacher forcing)."""
     p = task.protocol
+    for line in data.skipped:
+        log.warning("skipped %s", line)
     per = [data.per_animal(a) for a in range(data.n_animals)]
     patterns, w0 = choice_inputs(task.network, task.inputs, p, data.n_animals, task.seed)
     # Recorded behaviour does not contain the Kenyon-cell activity of each encounter: the model

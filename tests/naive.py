@@ -59,3 +59,33 @@ def mlp_numpy(family, params, inputs):
         if layer < len(family.layers) - 1:
             h = act(h)
     return h[0]
+
+
+def choice_nll_numpy(rule: Rule, odour, decision, reward, patterns, w0, readout, eta, window, noise_var,
+                     score_trial=lambda k: True):
+    """The teacher-forced choice model for one animal, encounter by encounter in plain NumPy.
+
+    Returns (summed -log P(decision) over scored trials, weights before each trial).
+    """
+    f, names = rule_function(rule)
+    W = np.array(w0, float)
+    history = [0.0] * window
+    nll, trial, weights = 0.0, 0, [W.copy()]
+    rbar = 0.0
+    for o, d, rew in zip(odour, decision, reward):
+        x = patterns[o]
+        h = np.tanh(W @ x)
+        logit = readout @ h
+        g = (readout * (1 - h**2)) @ W  # d logit / d x
+        logit = logit / np.sqrt(1 + np.pi * noise_var * np.sum(g**2) / 8)
+        p = 1 / (1 + np.exp(-logit))
+        if score_trial(trial):
+            nll -= np.log(p if d == 1 else 1 - p)
+        if d == 1:
+            values = {"x": x[None, :], "y": h[:, None], "w": W, "r": rew, "rbar": rbar}
+            W = W + eta * np.broadcast_to(f(*[values[n] for n in names]), W.shape)
+            history.append(rew)
+            trial += 1
+            rbar = float(np.mean(history[-window:]))
+            weights.append(W.copy())
+    return nll, np.array(weights)

@@ -50,8 +50,8 @@ def test_oja_from_coefficients(hebbian):
 
 
 def test_refusals(hebbian):
-    with pytest.raises(ValueError, match=r"Invalid variable 'r': neither a terminal of grammar 'hebbian' "
-                                         r"\(x, y, w\) nor an expression over them"):
+    with pytest.raises(ValueError, match=r"Invalid variable 'r': not a terminal of grammar 'hebbian' "
+                                         r"\(valid: x, y, w, or an expression"):
         TaylorFamily(hebbian, ("x", "r"))
     with pytest.raises(ValueError, match=r"max_power \(1, 2\): expected 0..6, or one such number per variable \(3\)"):
         TaylorFamily(hebbian, ("x", "y", "w"), (1, 2))

@@ -157,7 +157,7 @@ def test_fit_bad_input_one_line(tmp_path, capsys):
     _, data = _data_task(tmp_path)
     assert main(["fit", FIT, "--data", str(data), "--set", "fit.variables=['x', 'q']"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "field 'fit.variables'" in err and "(x, y, w)" in err
+    assert err.count("\n") == 1 and "section [fit]: Invalid variable 'q'" in err and "x, y, w" in err
     assert main(["fit", FIT, "--data", str(data), "--set", "fit.exclude=['theta_x9']"]) == 2
     assert "excluded term 'theta_x9'" in capsys.readouterr().err
     assert main(["fit", FIT, "--data", str(data), "--set", "fit.hidden=[0]"]) == 2

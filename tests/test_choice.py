@@ -1,0 +1,194 @@
+"""The fly choice task: protocol, data files, likelihood against NumPy, comparison, recovery."""
+import json
+
+import numpy as np
+import pytest
+from scipy.io import savemat
+
+from conftest import ROOT
+from naive import choice_nll_numpy
+from rulesearch.choices import ChoiceData, load_choices, save_choices_npz
+from rulesearch.cli import main
+from rulesearch.errors import DataError
+from rulesearch.runs import simulate_choices
+from rulesearch.sims import choice
+from rulesearch.tasks import load_task, pack_rules, with_data
+
+FLY = str(ROOT / "tasks" / "fly-choice.toml")
+SHORT = ("protocol.trials_per_block=30", "protocol.animals=4")
+
+
+def test_expected_reward_is_the_mean_of_the_last_rewards():
+    r = np.array([[1.0, 0.0, 1.0, 1.0, 0.0, 1.0]])
+    rbar = choice.expected_rewards(r, np.array([6]), window=3)
+    # before trial k: mean of r[k-3:k], zeros before the first trial
+    np.testing.assert_allclose(rbar[0], [0, 1 / 3, 1 / 3, 2 / 3, 2 / 3, 2 / 3])
+
+
+def _always_accept(task):
+    """A rule that does nothing and weights so large that every encounter is accepted."""
+    rule = task.parse("0")
+    w0 = np.full((2, task.network.n_out, task.network.n_in), 5.0)
+    return pack_rules([rule]), w0
+
+
+def test_baiting_and_block_switch():
+    task = load_task(FLY, require_data=False)
+    packed, w0 = _always_accept(task)
+    odour, decision, reward, stopped = choice.sample(
+        packed, w0, task.x, 0.0, np.array([[1.0, 0.0], [0.0, 1.0]]), 50, 10, task.readout, 0.1, 100.0, seed=3)
+    for o, d, r in zip(odour, decision, reward):
+        assert d.all() and len(d) == 100  # every encounter accepted: one per trial
+        block1, block2 = slice(0, 50), slice(50, 100)
+        # block 1: odour 0 is baited every trial, odour 1 never
+        assert np.all(r[block1][o[block1] == 0] == 1) and np.all(r[block1][o[block1] == 1] == 0)
+        # block 2: odour 1 always rewarded; odour 0 only by availability left over from block 1 (at most once)
+        assert np.all(r[block2][o[block2] == 1] == 1)
+        assert r[block2][o[block2] == 0].sum() <= 1
+        first0 = np.flatnonzero(o[block2] == 0)
+        if len(first0) and np.all(o[:50][-1:] == 1):  # odour 0 baited at trial 49 and not consumed
+            assert r[50 + first0[0]] == 1
+    assert not stopped.any()
+
+
+def test_rewards_follow_block_probabilities():
+    task = load_task(FLY, require_data=False)
+    packed, w0 = _always_accept(task)
+    w0 = np.full((40, task.network.n_out, task.network.n_in), 5.0)
+    odour, decision, reward, _ = choice.sample(packed, w0, task.x, 0.0, np.array([[0.2, 0.8]]), 200, 10,
+                                               task.readout, 0.1, 100.0, seed=4)
+    o, r = np.concatenate(odour), np.concatenate(reward)
+    # with baiting, the reward rate of an odour chosen at random half the time exceeds its probability
+    p0, p1 = r[o == 0].mean(), r[o == 1].mean()
+    assert 0.2 < p0 < 0.5 and 0.8 < p1 < 1.0
+
+
+def test_likelihood_matches_numpy_reference():
+    task = load_task(FLY, SHORT, require_data=False, seed=2)
+    data = simulate_choices(task, task.parse("x*(r - rbar)"), seed=2)
+    task = with_data(task, data)
+    rules = [task.parse(t) for t in ("0", "x*(r - rbar)", "x*(r - rbar) - 0.05*w", "0.5*y*w*r - x*rbar")]
+    sim = task.simulate(rules, record=True)
+    p = task.protocol
+    for k, rule in enumerate(rules):
+        total = 0.0
+        for a in range(data.n_animals):
+            o, d, r = data.per_animal(a)
+            ref, weights = choice_nll_numpy(rule, o, d, r, task.x, task.w0[a], task.readout, task.network.eta,
+                                            p.reward_window, p.odour_variance,
+                                            lambda t: t % p.heldout_every != p.heldout_every - 1)
+            assert sim.nll[k, a] == pytest.approx(ref, rel=1e-9)
+            n = len(weights)
+            np.testing.assert_allclose(sim.w[k, a, :n], weights, rtol=1e-9, atol=1e-12)
+            total += ref
+        assert task.evaluate([rule])[0] == pytest.approx(total / sim.count.sum(), rel=1e-9)
+
+
+def test_cross_entropy_and_deviance_by_hand():
+    """One animal, three encounters, no plasticity: P(accept) is fixed, so the loss is countable."""
+    task = load_task(FLY, ("protocol.heldout_every=0", "protocol.odour_variance=0.0"), require_data=False)
+    data = ChoiceData(np.zeros(3, np.int64), np.array([0, 1, 0]), np.array([0, 1, 1]), np.array([0.0, 1.0, 0.0]),
+                      ("a",))
+    task = with_data(task, data)
+    W = task.w0[0]
+    p = [1 / (1 + np.exp(-task.readout @ np.tanh(W @ task.x[o]))) for o in (0, 1)]
+    nll = -(np.log(1 - p[0]) + np.log(p[1]) + np.log(p[0]))
+    assert task.evaluate([task.parse("0")])[0] == pytest.approx(nll / 3, rel=1e-12)
+    # deviance explained of the null model against itself is 0
+    from rulesearch.fit import choice_heldout_scores
+    task = with_data(load_task(FLY, ("protocol.odour_variance=0.0",), require_data=False), data)
+    scores = choice_heldout_scores(task, pack_rules([task.parse("0")]), None)
+    assert scores["deviance_explained"] == 0.0
+
+
+def test_a_blowing_up_rule_does_not_change_the_others():
+    task = load_task(FLY, SHORT, require_data=False, seed=1)
+    task = with_data(task, simulate_choices(task, task.parse("x*(r - rbar)"), seed=1))
+    good, bad = task.parse("x*(r - rbar)"), task.parse("rbar + w")
+    alone = task.evaluate([good])[0]
+    both = task.evaluate([bad, good, bad])
+    assert both[0] == both[2] == 1e10 and both[1] == alone
+
+
+def _fly_files(tmp_path):
+    good = {"X": np.array([[1, 0], [0, 1], [0, 1]]), "Y": np.array([[0], [1], [1]]), "R": np.array([[1], [0]])}
+    savemat(tmp_path / "fly_a.mat", good)
+    savemat(tmp_path / "fly_b.mat", {**good, "R": np.array([[1]])})  # R shorter than sum(Y)
+    return tmp_path
+
+
+def test_matlab_loader_and_refusals(tmp_path):
+    folder = _fly_files(tmp_path)
+    data = load_choices(folder)
+    assert data.names == ("fly_a",)
+    np.testing.assert_array_equal(data.odour, [0, 1, 1])
+    np.testing.assert_array_equal(data.reward, [0, 1, 0])
+    assert len(data.skipped) == 1 and "fly_b.mat: R has 1 entries: expected sum(Y) = 2" in data.skipped[0]
+    with pytest.raises(DataError, match=r"fly_b.mat: R has 1 entries: expected sum\(Y\) = 2"):
+        load_choices(folder / "fly_b.mat")
+    savemat(tmp_path / "c.mat", {"X": np.array([[1, 1]]), "Y": np.array([1]), "R": np.array([0])})
+    with pytest.raises(DataError, match="c.mat: X must be one-hot"):
+        load_choices(tmp_path / "c.mat")
+    savemat(tmp_path / "d.mat", {"X": np.array([[1, 0]]), "Y": np.array([1])})
+    with pytest.raises(DataError, match="d.mat: variable R is missing"):
+        load_choices(tmp_path / "d.mat")
+    (tmp_path / "e.mat").write_text("not matlab")
+    with pytest.raises(DataError, match="e.mat: not a MATLAB .mat file"):
+        load_choices(tmp_path / "e.mat")
+
+
+def test_npz_round_trip_and_refusal(tmp_path):
+    task = load_task(FLY, SHORT, require_data=False)
+    data = simulate_choices(task, task.parse("x*(r - rbar)"), seed=5)
+    save_choices_npz(tmp_path / "c.npz", data)
+    back = load_choices(tmp_path / "c.npz")
+    np.testing.assert_array_equal(back.decision, data.decision)
+    assert back.names == data.names and back.meta["rule"] == "x*(r - rbar)"
+    np.savez(tmp_path / "bad.npz", animal=[0, 0], odour=[0, 1], decision=[0, 1], reward=[1.0, 0.0])
+    with pytest.raises(DataError, match="'reward' is non-zero on a rejected encounter"):
+        load_choices(tmp_path / "bad.npz")
+
+
+def test_cli_simulate_evolve_fit_compare(tmp_path, capsys):
+    flies = tmp_path / "flies"
+    assert main(["simulate", FLY, "--rule", "x*(r - rbar) - 0.05*w", "--animals", "6", "--out", str(flies),
+                 "--seed", "1"] + [a for s in ("protocol.trials_per_block=40",) for a in ("--set", s)]) == 0
+    assert len(list(flies.glob("*.mat"))) == 6 and (flies / "choices.npz").is_file()
+    assert json.loads((flies / "meta.json").read_text())["rule"] == "-0.05*w + x*(r - rbar)"
+    common = ["--data", str(flies), "--set", "protocol.trials_per_block=40", "--seed", "1"]
+    assert main(["evolve", FLY, "--out", str(tmp_path / "full"), "--population", "60", "--generations", "2"]
+                + common) == 0
+    assert main(["evolve", FLY, "--out", str(tmp_path / "nofor"), "--population", "60", "--generations", "2",
+                 "--set", "grammar=reward-no-forgetting"] + common) == 0
+    assert main(["fit", FLY, "--out", str(tmp_path / "taylor"), "--generations", "3"] + common) == 0
+    capsys.readouterr()
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "full"), str(tmp_path / "nofor"), str(tmp_path / "taylor"),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "deviance" in printed and "best by AIC" in printed
+    rows = (out / "comparison.csv").read_text().splitlines()
+    assert rows[0] == "animal,decisions,null_nll,nll_full,nll_nofor,nll_taylor" and len(rows) == 1 + 6 + 1
+    assert (out / "acceptance.png").stat().st_size > 1000
+    # a malformed fly in the folder is reported and skipped; the others are still fitted
+    (flies / "fly07.mat").write_text("broken")
+    assert main(["evolve", FLY, "--out", str(tmp_path / "again"), "--population", "20", "--generations", "0"]
+                + common) == 0
+    assert "fly07.mat: not a MATLAB .mat file" in capsys.readouterr().err
+
+
+def test_seeded_recovery_of_the_reward_rule(tmp_path):
+    settings = ("protocol.trials_per_block=60", "protocol.animals=10")
+    task = load_task(FLY, settings, require_data=False, seed=7)
+    data = simulate_choices(task, task.parse("x*(r - rbar)"), seed=7)
+    task = with_data(load_task(FLY, settings, require_data=False, seed=7), data)
+    from rulesearch.gp import evolve
+    result = evolve(task, population=150, generations=4)
+    import sympy
+    x, r, rbar = (sympy.Symbol(n, real=True) for n in ("x", "r", "rbar"))
+    terms = sympy.expand(result.selected.rule.to_sympy()[0]).as_coefficients_dict()
+    c = float(terms.get(r * x, 0))
+    # c * x*(r - rbar), and at most a negligible extra term (10 flies overfit a little)
+    assert 0.5 < c < 1.5 and float(terms.get(rbar * x, 0)) == pytest.approx(-c), result.selected.expression
+    assert all(abs(float(v)) < 0.05 for k, v in terms.items() if k not in (r * x, rbar * x)), \
+        result.selected.expression
