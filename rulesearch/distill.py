@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import GrammarError
+from .families import variable_tokens
 from .gp import FrontEntry, Search, pareto_front, readable, select_rule
 from .grammar import Grammar
 from .primitives import POST, PRE, SYN, TRIAL, VARIABLES
@@ -184,19 +185,40 @@ class DistillResult:
 
 def sample_visited_states(task: Task, packed: PackedPrograms, names, n_samples: int,
                           rng: np.random.Generator) -> np.ndarray:
-    """Inputs (n_samples, len(names)) of synapses drawn from the task's trials run under the rule."""
+    """Inputs (n_samples, len(names)) of synapses drawn from the task run under the rule: every
+    step of every trial (rate), or every update of every animal (choice)."""
     sim = task.simulate(packed, record=True)
-    y, w = sim.y[0], sim.w[0]  # (trials, steps, n_out), (trials, steps, n_out, n_in)
-    trials, steps, n_out, n_in = w.shape
-    b = rng.integers(0, trials, n_samples)
-    t = rng.integers(0, steps, n_samples)
-    i = rng.integers(0, n_out, n_samples)
-    j = rng.integers(0, n_in, n_samples)
-    columns = {"x": task.x[b, t, j], "y": y[b, t, i], "w": w[b, t, i, j]}
+    if task.choices is not None:
+        ch = task.choices
+        A, n_out, n_in = sim.w.shape[1], sim.w.shape[3], sim.w.shape[4]
+        b = rng.integers(0, A, n_samples)
+        k = (rng.random(n_samples) * ch.n_trials[b]).astype(np.int64)  # a completed trial of animal b
+        i = rng.integers(0, n_out, n_samples)
+        j = rng.integers(0, n_in, n_samples)
+        W = sim.w[0][b, k]  # (n, n_out, n_in) before the update
+        x = task.x[_accepted_odour(task, b, k)]  # (n, n_in) odour patterns
+        y = np.tanh(np.einsum("nij,nj->ni", W, x))
+        columns = {"x": x[np.arange(n_samples), j], "y": y[np.arange(n_samples), i],
+                   "w": W[np.arange(n_samples), i, j], "r": ch.r[b, k], "rbar": ch.rbar[b, k]}
+    else:
+        y, w = sim.y[0], sim.w[0]  # (trials, steps, n_out), (trials, steps, n_out, n_in)
+        trials, steps, n_out, n_in = w.shape
+        b = rng.integers(0, trials, n_samples)
+        t = rng.integers(0, steps, n_samples)
+        i = rng.integers(0, n_out, n_samples)
+        j = rng.integers(0, n_in, n_samples)
+        columns = {"x": task.x[b, t, j], "y": y[b, t, i], "w": w[b, t, i, j]}
     missing = [v for v in names if v not in columns]
     if missing:
-        raise ValueError(f"distill samples x, y and w; this rule also uses {', '.join(missing)}")
+        raise ValueError(f"distill samples {', '.join(columns)}; this rule also uses {', '.join(missing)}")
     return np.stack([columns[v] for v in names], axis=1)
+
+
+def _accepted_odour(task: Task, b: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Odour of the encounter that ended trial k of animal b."""
+    ch, data = task.choices, task.choice_data
+    starts = np.concatenate([[0], np.cumsum(ch.n_enc)[:-1]])  # first encounter of each animal
+    return data.odour[starts[b] + ch.trial_end[b, k]]
 
 
 def distill(task: Task, family, params: np.ndarray, backend: str = "operon", max_size: int = 25,
@@ -205,7 +227,9 @@ def distill(task: Task, family, params: np.ndarray, backend: str = "operon", max
     check_backend(backend)
     rng = np.random.default_rng(seed)
     packed = family.pack(params[None])
-    names = tuple(family.variables)
+    # the terminals the family reads (an input may be an expression such as r - rbar)
+    used = {v for var in family.variables for kind, v in variable_tokens(var, task.grammar) if kind == "var"}
+    names = tuple(n for n in task.grammar.names if n in used)
     X = sample_visited_states(task, packed, names, n_samples, rng)
     target = rule_outputs(packed, X, names)[0]
     grammar = replace(task.grammar, max_size=max(max_size, task.grammar.max_size))

@@ -170,6 +170,10 @@ def test_cli_simulate_evolve_fit_compare(tmp_path, capsys):
     rows = (out / "comparison.csv").read_text().splitlines()
     assert rows[0] == "animal,decisions,null_nll,nll_full,nll_nofor,nll_taylor" and len(rows) == 1 + 6 + 1
     assert (out / "acceptance.png").stat().st_size > 1000
+    # an MLP rule fitted to choices distills over the terminals it reads (x, y, w, r, rbar)
+    assert main(["fit", FLY, "--family", "mlp", "--out", str(tmp_path / "mlp"), "--generations", "2"] + common) == 0
+    assert main(["distill", str(tmp_path / "mlp"), "--samples", "300"]) == 0
+    assert (tmp_path / "mlp" / "distill-operon" / "pareto.csv").is_file()
     # a malformed fly in the folder is reported and skipped; the others are still fitted
     (flies / "fly07.mat").write_text("broken")
     assert main(["evolve", FLY, "--out", str(tmp_path / "again"), "--population", "20", "--generations", "0"]
