@@ -25,6 +25,11 @@ OP_LOAD_PRE, OP_LOAD_POST, OP_LOAD_SYN, OP_LOAD_TRIAL, OP_CONST = 0, 1, 2, 3, 4
 OP_ADD, OP_SUB, OP_MUL, OP_DIV = 10, 11, 12, 13
 OP_NEG, OP_SQUARE, OP_CUBE, OP_TANH, OP_EXP, OP_ABS = 20, 21, 22, 23, 24, 25
 LOAD_OPCODES = {PRE: OP_LOAD_PRE, POST: OP_LOAD_POST, SYN: OP_LOAD_SYN, TRIAL: OP_LOAD_TRIAL}
+# Superinstructions, emitted by rules.compile_expr for common instruction runs (one pass over
+# the synapses instead of two to four). The variable operand is encoded as kind * 16 + slot.
+OP_MUL_VAR = 30  # top = var * top                  (from: load var, mul)
+OP_MUL_CONST = 31  # top = consts[arg] * top        (from: const, mul)
+OP_AXPB = 32  # top = consts[arg >> 6] + var * top  (from: load var, mul, const, add; Horner steps)
 
 
 @dataclass(frozen=True)

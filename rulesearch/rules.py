@@ -18,7 +18,8 @@ import sympy
 
 from .errors import GrammarError
 from .grammar import Grammar
-from .primitives import LOAD_OPCODES, OP_CONST, PRIMITIVES, VARIABLES
+from .primitives import (LOAD_OPCODES, OP_ADD, OP_AXPB, OP_CONST, OP_MUL, OP_MUL_CONST, OP_MUL_VAR, PRIMITIVES,
+                         VARIABLES)
 
 Node = tuple  # ("op", name) | ("var", name) | ("const", value)
 Expr = tuple  # prefix sequence of nodes
@@ -339,8 +340,42 @@ def compile_expr(expr: Expr) -> Program:
         max_depth = max(max_depth, depth)
     if depth != 1:
         raise ValueError("malformed expression")
+    code, arg = _fuse(code, arg)
     return Program(np.array(code, np.int64), np.array(arg, np.int64),
                    np.array(consts, np.float64), max_depth)
+
+
+_LOAD_KIND = {op: kind for kind, op in LOAD_OPCODES.items()}
+
+
+def _fuse(code: list, arg: list) -> tuple[list, list]:
+    """Replace instruction runs by superinstructions (same result, fewer passes over synapses):
+    ``load v, mul, const c, add`` -> AXPB (c + v * top), ``load v, mul`` -> MUL_VAR,
+    ``const c, mul`` -> MUL_CONST. Constant indices are unchanged."""
+    out_code, out_arg = [], []
+    i, n = 0, len(code)
+    while i < n:
+        op = code[i]
+        nxt = code[i + 1] if i + 1 < n else -1
+        if op in _LOAD_KIND and nxt == OP_MUL:
+            var = _LOAD_KIND[op] * 16 + arg[i]
+            if i + 3 < n and code[i + 2] == OP_CONST and code[i + 3] == OP_ADD:
+                out_code.append(OP_AXPB)
+                out_arg.append(arg[i + 2] * 64 + var)
+                i += 4
+            else:
+                out_code.append(OP_MUL_VAR)
+                out_arg.append(var)
+                i += 2
+        elif op == OP_CONST and nxt == OP_MUL:
+            out_code.append(OP_MUL_CONST)
+            out_arg.append(arg[i])
+            i += 2
+        else:
+            out_code.append(op)
+            out_arg.append(arg[i])
+            i += 1
+    return out_code, out_arg
 
 
 # ---------------------------------------------------------------- constants

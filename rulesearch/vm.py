@@ -19,9 +19,9 @@ from typing import Sequence
 import numpy as np
 from numba import njit, prange
 
-from .primitives import (DIV_EPS, EXP_MAX, OP_ABS, OP_ADD, OP_CONST, OP_CUBE, OP_EXP,
-                         OP_LOAD_POST, OP_LOAD_PRE, OP_LOAD_SYN, OP_LOAD_TRIAL, OP_MUL, OP_NEG,
-                         OP_SQUARE, OP_SUB, OP_TANH)
+from .primitives import (DIV_EPS, EXP_MAX, OP_ABS, OP_ADD, OP_AXPB, OP_CONST, OP_CUBE, OP_EXP,
+                         OP_LOAD_POST, OP_LOAD_PRE, OP_LOAD_SYN, OP_LOAD_TRIAL, OP_MUL, OP_MUL_CONST,
+                         OP_MUL_VAR, OP_NEG, OP_SQUARE, OP_SUB, OP_TANH, POST, PRE, SYN)
 from .rules import Program
 
 # Reassociation lets LLVM vectorise the loops; NaN and inf keep their IEEE meaning
@@ -112,6 +112,33 @@ def run_program(code, arg, consts, pre, post, syn, trial, stack, out):
             for k in range(n):
                 stack[sp, k] = v
             sp += 1
+        elif op >= OP_MUL_VAR:  # superinstructions: update the top of the stack in place
+            res = stack[sp - 1]
+            if op == OP_MUL_CONST:
+                v = consts[a]
+                for k in range(n):
+                    res[k] *= v
+            else:
+                c = consts[a >> 6] if op == OP_AXPB else 0.0
+                kind = (a >> 4) & 3
+                slot = a & 15
+                if kind == SYN:
+                    for k in range(n):
+                        res[k] = c + syn[slot, k] * res[k]
+                elif kind == PRE:
+                    k = 0
+                    for b in range(n_batch):
+                        for i in range(n_out):
+                            for j in range(n_in):
+                                res[k + j] = c + pre[slot, b, j] * res[k + j]
+                            k += n_in
+                else:
+                    m = n_out * n_in
+                    for b in range(n_batch):
+                        for i in range(n_out):
+                            v = post[slot, b, i] if kind == POST else trial[slot, b]
+                            for k in range(b * m + i * n_in, b * m + (i + 1) * n_in):
+                                res[k] = c + v * res[k]
         elif op < 20:  # binary: first operand on top
             sp -= 1
             top = stack[sp]

@@ -162,3 +162,17 @@ def test_fit_bad_input_one_line(tmp_path, capsys):
     assert "excluded term 'theta_x9'" in capsys.readouterr().err
     assert main(["fit", FIT, "--data", str(data), "--set", "fit.hidden=[0]"]) == 2
     assert "field 'fit.hidden'" in capsys.readouterr().err
+
+
+def test_fit_reads_data_from_any_program(tmp_path):
+    """Data written with plain np.savez (no meta, float32): the fit runs; held-out scores are
+    against the recording only (no true rule to compare with)."""
+    task = load_task(FIT, SMALL, require_data=False, seed=3)
+    data = simulate_activity(task, task.parse("x*y - 0.5*y**2*w - 0.2*w"))
+    np.savez(tmp_path / "plain.npz", x=data.x.astype(np.float32), y=data.y.astype(np.float32),
+             w0=data.w0.astype(np.float32))
+    out = tmp_path / "fit"
+    assert main(["fit", FIT, "--data", str(tmp_path / "plain.npz"), "--out", str(out), "--generations", "5"]
+                + [a for o in SMALL for a in ("--set", o)]) == 0
+    held = json.loads((out / "run.json").read_text())["heldout"]
+    assert held["trials"] == 1 and np.isfinite(held["activity_r2_data"]) and "weight_r2" not in held

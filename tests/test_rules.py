@@ -73,9 +73,15 @@ def test_canonical_form_is_stable(hebbian):
     assert a.complexity == 8  # sub(mul(x, y), mul(w, square(y)))
 
 
-def test_compile_stack_depth(hebbian):
+def test_compile_stack_depth_and_superinstructions(hebbian):
+    from rulesearch.primitives import OP_AXPB, OP_MUL_CONST, OP_MUL_VAR
     prog = compile_expr(parse_rule("x*y - y**2*w", hebbian).exprs[0])
-    assert len(prog.code) == 8 and prog.depth >= 2
+    # w, y, square, mul, y, [x, mul -> MUL_VAR], sub: 8 instructions fused to 7
+    assert len(prog.code) == 7 and prog.depth >= 2 and OP_MUL_VAR in prog.code
+    # a Horner step c + x * (...) is one instruction; 0.5 * (...) another
+    prog = compile_expr(parse_rule("0.3 + x*(0.2 + y*w)", hebbian).exprs[0])
+    assert list(prog.code).count(OP_AXPB) == 2 and len(prog.code) == 3
+    assert OP_MUL_CONST in compile_expr(parse_rule("0.5*(x + y)", hebbian).exprs[0]).code
 
 
 def test_snap_candidates():
