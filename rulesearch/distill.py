@@ -216,9 +216,8 @@ def sample_visited_states(task: Task, packed: PackedPrograms, names, n_samples: 
 
 def _accepted_odour(task: Task, b: np.ndarray, k: np.ndarray) -> np.ndarray:
     """Odour of the encounter that ended trial k of animal b."""
-    ch, data = task.choices, task.choice_data
-    starts = np.concatenate([[0], np.cumsum(ch.n_enc)[:-1]])  # first encounter of each animal
-    return data.odour[starts[b] + ch.trial_end[b, k]]
+    ch = task.choices
+    return ch.odour[b, ch.trial_end[b, k]]
 
 
 def distill(task: Task, family, params: np.ndarray, backend: str = "operon", max_size: int = 25,

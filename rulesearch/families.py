@@ -159,11 +159,16 @@ class TaylorFamily:
             parts.append(term)
         return Rule((tuple(_sum(parts) if parts else [("const", 0.0)]),), g)
 
-    def _horner(self, level: int, prefix: tuple, index: dict) -> list:
-        if level == len(self.variables):
-            return [("const", float(index.get(prefix, self.n_params)))]  # masked terms -> the fixed 0
+    def _horner(self, order: tuple, exponents: dict, index: dict) -> list:
+        """Nested Horner form over the variables in ``order`` (outermost first). Outer variables
+        are read least often, so expression inputs (r - rbar) go outside; innermost steps
+        ``c + v * (...)`` over terminals compile to one VM superinstruction each."""
+        if len(exponents) == len(self.variables):
+            key = tuple(exponents[i] for i in range(len(self.variables)))
+            return [("const", float(index.get(key, self.n_params)))]  # masked terms -> the fixed 0
+        level = order[len(exponents)]
         v = variable_tokens(self.variables[level], self.grammar)
-        coeffs = [self._horner(level + 1, prefix + (p,), index) for p in range(self.powers[level] + 1)]
+        coeffs = [self._horner(order, {**exponents, level: p}, index) for p in range(self.powers[level] + 1)]
         h = coeffs[-1]
         for c in reversed(coeffs[:-1]):
             h = [ADD] + c + [MUL] + v + h
@@ -173,7 +178,8 @@ class TaylorFamily:
         """Programs for a batch of coefficient vectors (n, n_params), nested Horner form."""
         if self._template is None:
             index = {e: k for k, e in enumerate(self.terms)}
-            object.__setattr__(self, "_template", _Template(self._horner(0, (), index), self.n_params, [0.0]))
+            order = tuple(sorted(range(len(self.variables)), key=lambda i: self.variables[i] in self.grammar.names))
+            object.__setattr__(self, "_template", _Template(self._horner(order, {}, index), self.n_params, [0.0]))
         return self._template.pack(params)
 
     def initial(self, rng: np.random.Generator) -> np.ndarray:

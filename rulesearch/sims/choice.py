@@ -31,7 +31,8 @@ MAX_ENCOUNTERS_PER_TRIAL = 1000  # a sampled animal that rejects this often in a
 class ChoiceArrays:
     """Recorded behaviour laid out for the kernel (padded per animal)."""
 
-    x: np.ndarray  # (A, E, n_in) input pattern of each encounter
+    odour: np.ndarray  # int64 (A, E) odour of each encounter
+    patterns: np.ndarray  # (n_odours, n_in) the model's input for each odour
     decision: np.ndarray  # int64 (A, E)
     n_enc: np.ndarray  # int64 (A,)
     trial_end: np.ndarray  # int64 (A, T): encounter index of each trial's acceptance
@@ -116,9 +117,10 @@ def _apply_update(w, dw, eta, updated, m):
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _run_animals(code, arg, consts, depth, x, decision, n_enc, trial_end, n_trials, r, rbar, score,
-                 w0, readout, noise_var, eta, bound, record, w_rec, p_rec):
-    A, E, n_in = x.shape
+def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, trial_end, n_trials, r, rbar,
+                 score, w0, readout, noise_var, eta, bound, record, w_rec, p_rec):
+    A = odour.shape[0]
+    n_odours, n_in = patterns.shape
     n_out = w0.shape[1]
     m = n_out * n_in
     T = trial_end.shape[1]
@@ -136,7 +138,9 @@ def _run_animals(code, arg, consts, depth, x, decision, n_enc, trial_end, n_tria
     nll = np.zeros(A)
     e_next = np.zeros(A, np.int64)
     updated = np.zeros(A, np.bool_)
-    h = np.empty(n_out)
+    h = np.empty((n_odours, n_out))
+    logits = np.empty(n_odours)
+    fresh = np.zeros(n_odours, np.bool_)
     blown = False
     for k in range(T + 1):
         for b in range(A):
@@ -147,19 +151,28 @@ def _run_animals(code, arg, consts, depth, x, decision, n_enc, trial_end, n_tria
             if record:
                 for q in range(m):
                     w_rec[b, k, q] = w[b * m + q]
+            # weights are fixed within a trial and inputs are the odours' patterns: one forward
+            # pass per odour presented serves every encounter of that odour in the trial
+            for o in range(n_odours):
+                fresh[o] = False
             for e in range(e_next[b], last + 1):
-                logit = _expected_logit(w, b * m, x[b, e], n_out, n_in, readout, h, noise_var)
+                o = odour[b, e]
+                if not fresh[o]:
+                    logits[o] = _expected_logit(w, b * m, patterns[o], n_out, n_in, readout, h[o], noise_var)
+                    fresh[o] = True
+                logit = logits[o]
                 z = -logit if decision[b, e] == 1 else logit  # -log P(decision) = softplus(z)
                 if score[b, k] > 0:
                     nll[b] += max(z, 0.0) + np.log1p(np.exp(-abs(z)))
                 if record:
                     p_rec[b, e] = 1.0 / (1.0 + np.exp(-logit))
             e_next[b] = last + 1
-            if k < n_trials[b]:  # h holds the accepted encounter's hidden activity
+            if k < n_trials[b]:  # the accepted encounter's input and hidden activity
+                o = odour[b, last]
                 for j in range(n_in):
-                    pre[0, b, j] = x[b, last, j]
+                    pre[0, b, j] = patterns[o, j]
                 for i in range(n_out):
-                    post[0, b, i] = h[i]
+                    post[0, b, i] = h[o, i]
                 trial[0, b] = r[b, k]
                 trial[1, b] = rbar[b, k]
                 updated[b] = True
@@ -174,17 +187,18 @@ def _run_animals(code, arg, consts, depth, x, decision, n_enc, trial_end, n_tria
 
 
 @njit(cache=True, parallel=True)
-def _simulate_population(code, arg, consts, code_start, const_start, depth, x, decision, n_enc, trial_end,
-                         n_trials, r, rbar, score, w0, readout, noise_var, eta, bound, record, w_rec, p_rec):
+def _simulate_population(code, arg, consts, code_start, const_start, depth, odour, patterns, decision, n_enc,
+                         trial_end, n_trials, r, rbar, score, w0, readout, noise_var, eta, bound, record, w_rec,
+                         p_rec):
     n_ind = code_start.shape[0] - 1
-    A = x.shape[0]
+    A = odour.shape[0]
     nll = np.zeros((n_ind, A))
     blown = np.zeros(n_ind, np.bool_)
     for ind in prange(n_ind):
         c0, c1 = code_start[ind], code_start[ind + 1]
         k0, k1 = const_start[ind], const_start[ind + 1]
         q = np.int64(ind) if record else np.int64(0)
-        s, bl = _run_animals(code[c0:c1], arg[c0:c1], consts[k0:k1], depth, x, decision, n_enc,
+        s, bl = _run_animals(code[c0:c1], arg[c0:c1], consts[k0:k1], depth, odour, patterns, decision, n_enc,
                                 trial_end, n_trials, r, rbar, score, w0, readout, noise_var, eta, bound,
                                 record, w_rec[q], p_rec[q])
         nll[ind] = s
@@ -200,7 +214,8 @@ def simulate(packed: PackedPrograms, arrays: ChoiceArrays, w0: np.ndarray, reado
     noise_var: variance of the unrecorded input noise, averaged out of P(accept).
     """
     a = arrays
-    A, E, n_in = a.x.shape
+    A, E = a.odour.shape
+    n_in = a.patterns.shape[1]
     n_out = w0.shape[1]
     T = a.trial_end.shape[1]
     n_ind = packed.n_programs
@@ -210,7 +225,7 @@ def simulate(packed: PackedPrograms, arrays: ChoiceArrays, w0: np.ndarray, reado
     p_rec = np.zeros((n_ind, A, E) if record else (1, 0, 0))
     nll, blown = _simulate_population(
         packed.code, packed.arg, packed.consts, packed.code_start, packed.const_start, packed.depth,
-        a.x, a.decision, a.n_enc, a.trial_end, a.n_trials, a.r, a.rbar, a.score,
+        a.odour, a.patterns, a.decision, a.n_enc, a.trial_end, a.n_trials, a.r, a.rbar, a.score,
         np.ascontiguousarray(w0, np.float64), np.ascontiguousarray(readout, np.float64), float(noise_var),
         float(eta), float(weight_bound), record, w_rec, p_rec)
     return ChoiceResult(nll, scored_decisions(arrays), blown,
@@ -326,17 +341,16 @@ def arrays_from_choices(odour, decision, reward, patterns: np.ndarray, window: i
     scored only by the "test" view (``with_score``). 0: nothing held out.
     """
     A = len(odour)
-    n_in = patterns.shape[1]
     E = max(len(o) for o in odour)
     n_trials = np.array([int(np.sum(d)) for d in decision], np.int64)
     T = max(1, int(n_trials.max()))
-    x = np.zeros((A, E, n_in))
+    odours = np.zeros((A, E), np.int64)
     dec = np.zeros((A, E), np.int64)
     trial_end = np.zeros((A, T), np.int64)
     r = np.zeros((A, T))
     for b in range(A):
         n = len(odour[b])
-        x[b, :n] = patterns[odour[b]]
+        odours[b, :n] = odour[b]
         dec[b, :n] = decision[b]
         ends = np.flatnonzero(decision[b] == 1)
         trial_end[b, :len(ends)] = ends
@@ -344,7 +358,7 @@ def arrays_from_choices(odour, decision, reward, patterns: np.ndarray, window: i
     rbar = expected_rewards(r, n_trials, window)
     k = np.arange(T + 1)
     heldout = (k % heldout_every == heldout_every - 1) if heldout_every else np.zeros(T + 1, bool)
-    arrays = ChoiceArrays(x, dec, np.array([len(o) for o in odour], np.int64), trial_end, n_trials, r, rbar,
+    arrays = ChoiceArrays(odours, np.ascontiguousarray(patterns, np.float64), dec, np.array([len(o) for o in odour], np.int64), trial_end, n_trials, r, rbar,
                           np.zeros((A, T + 1)), heldout)
     return with_score(arrays, "train")
 
