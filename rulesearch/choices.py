@@ -20,12 +20,12 @@ Per-fly MATLAB files (the published format), one file per animal::
 from __future__ import annotations
 
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .data import open_npz, read_meta
 from .errors import DataError
 from .results import atomic_file, savez_atomic
 
@@ -75,13 +75,7 @@ def _int_array(npz, name: str, path: Path) -> np.ndarray:
 
 
 def _load_npz(path: Path) -> ChoiceData:
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
-        raise DataError(f"{path}: not an NPZ file (expected arrays animal, odour, decision, reward)") from None
-    if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: a single .npy array: expected an NPZ file with animal, odour, decision, reward")
-    with npz:
+    with open_npz(path, "animal, odour, decision, reward") as npz:
         animal, odour, decision = (_int_array(npz, n, path) for n in ("animal", "odour", "decision"))
         reward = _int_array(npz, "reward", path).astype(np.float64)
         names = None
@@ -90,12 +84,7 @@ def _load_npz(path: Path) -> ChoiceData:
                 names = tuple(str(s) for s in npz["names"])
             except ValueError:
                 raise DataError(f"{path}: array 'names' holds Python objects (never unpickled)") from None
-        meta = {}
-        if "meta" in npz.files:
-            try:
-                meta = json.loads(str(npz["meta"]))
-            except (ValueError, TypeError):
-                raise DataError(f"{path}: array 'meta' is not a JSON string") from None
+        meta = read_meta(npz, path)
     n = len(animal)
     if not (len(odour) == len(decision) == len(reward) == n) or n == 0:
         raise DataError(f"{path}: arrays animal, odour, decision, reward must have one equal, non-zero length "
@@ -111,8 +100,7 @@ def _load_npz(path: Path) -> ChoiceData:
     odour, decision = odour.astype(np.int64), decision.astype(np.int64)
     _validate(animal, odour, decision, reward, str(path))
     order = np.argsort(animal, kind="stable")  # each animal's encounters stay in time order
-    return ChoiceData(animal[order], odour[order], decision[order], reward[order], names,
-                      meta if isinstance(meta, dict) else {"meta": meta}, str(path))
+    return ChoiceData(animal[order], odour[order], decision[order], reward[order], names, meta, str(path))
 
 
 def load_fly_mat(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

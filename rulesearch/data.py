@@ -45,27 +45,38 @@ def _array(npz, name: str, ndim: int, shape_text: str, path: Path) -> np.ndarray
     return arr.astype(np.float64)
 
 
-def load_activity(path: str | Path) -> ActivityData:
-    """Read and validate an activity NPZ file; raise ``DataError`` naming file, array and problem."""
-    path = Path(path)
+def open_npz(path: Path, arrays: str):
+    """``np.load`` without pickle; ``DataError`` naming the file and the expected ``arrays``."""
     try:
         npz = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, ValueError, zipfile.BadZipFile, EOFError):
-        raise DataError(f"{path}: not an NPZ file (expected arrays x, y, w0)") from None
+        raise DataError(f"{path}: not an NPZ file (expected arrays {arrays})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise DataError(f"{path}: a single .npy array: expected an NPZ file with arrays x, y, w0")
-    with npz:
+        raise DataError(f"{path}: a single .npy array: expected an NPZ file with arrays {arrays}")
+    return npz
+
+
+def read_meta(npz, path: Path) -> dict:
+    """The optional JSON ``meta`` array as a dict ({} when absent)."""
+    if "meta" not in npz.files:
+        return {}
+    try:
+        meta = json.loads(str(npz["meta"]))
+    except (ValueError, TypeError):
+        raise DataError(f"{path}: array 'meta' is not a JSON string") from None
+    return meta if isinstance(meta, dict) else {"meta": meta}
+
+
+def load_activity(path: str | Path) -> ActivityData:
+    """Read and validate an activity NPZ file; raise ``DataError`` naming file, array and problem."""
+    path = Path(path)
+    with open_npz(path, "x, y, w0") as npz:
         x = _array(npz, "x", 3, "(trials, steps, n_in)", path)
         y = _array(npz, "y", 3, "(trials, steps, n_out)", path)
         w0 = _array(npz, "w0", 3, "(trials, n_out, n_in)", path)
-        meta = {}
-        if "meta" in npz.files:
-            try:
-                meta = json.loads(str(npz["meta"]))
-            except (ValueError, TypeError):
-                raise DataError(f"{path}: array 'meta' is not a JSON string") from None
+        meta = read_meta(npz, path)
     trials, steps, n_in = x.shape
     if y.shape[:2] != (trials, steps):
         raise DataError(f"{path}: array 'y' has shape {y.shape}: expected (trials, steps, n_out) "
@@ -84,7 +95,7 @@ def load_activity(path: str | Path) -> ActivityData:
         raise DataError(f"{path}: array 'y' has inf: expected finite values or NaN for unrecorded")
     if np.all(np.isnan(y)):
         raise DataError(f"{path}: array 'y' is all NaN: expected some recorded activity")
-    return ActivityData(x, y, w0, meta if isinstance(meta, dict) else {"meta": meta}, str(path))
+    return ActivityData(x, y, w0, meta, str(path))
 
 
 def save_activity(path: str | Path, data: ActivityData) -> None:

@@ -203,6 +203,18 @@ def r_squared(predicted: np.ndarray, true: np.ndarray) -> float:
     return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else float("nan")
 
 
+def _true_rule(task: Task, text: str | None, out: dict):
+    """The data's ground-truth rule parsed against the task's grammar; None (and the reason in
+    ``out``) when the data name none or one the grammar cannot express."""
+    if not text:
+        return None
+    try:
+        return parse_rule(text, task.grammar)
+    except GrammarError as exc:
+        out["true_rule_error"] = str(exc)
+        return None
+
+
 def heldout_scores(test: Task, packed, true_rule_text: str | None) -> dict:
     """Scores of one fitted rule (``packed``: one program) on held-out trials.
 
@@ -216,12 +228,8 @@ def heldout_scores(test: Task, packed, true_rule_text: str | None) -> dict:
     loss = float(test.evaluate_packed(packed).losses[0])
     out = {"trials": int(test.x.shape[0]), "loss": loss,
            "activity_r2_data": r_squared(fitted.y[0], test.target)}
-    if true_rule_text:
-        try:
-            true_rule = parse_rule(true_rule_text, test.grammar)
-        except GrammarError as exc:
-            out["true_rule_error"] = str(exc)
-            return out
+    true_rule = _true_rule(test, true_rule_text, out)
+    if true_rule is not None:
         truth = test.simulate([true_rule], record=True)
         out.update(true_rule=true_rule.text(),
                    weight_r2=r_squared(fitted.w[0].reshape(*fitted.w.shape[1:3], -1),
@@ -242,12 +250,8 @@ def choice_heldout_scores(test: Task, packed, true_rule_text: str | None) -> dic
            "decisions": int(fitted.count.sum()), "loss": float(nll.sum() / max(fitted.count.sum(), 1)),
            "deviance_explained": float(1 - nll.sum() / nll0.sum()),
            "deviance_explained_per_animal": [float(1 - a / b) for a, b in zip(nll, nll0)]}
-    if true_rule_text:
-        try:
-            true_rule = parse_rule(true_rule_text, test.grammar)
-        except GrammarError as exc:
-            out["true_rule_error"] = str(exc)
-            return out
+    true_rule = _true_rule(test, true_rule_text, out)
+    if true_rule is not None:
         truth = test.simulate([true_rule], record=True)
         ch = test.choices
         # weights before each completed trial of each animal (padding beyond n_trials excluded)

@@ -11,6 +11,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

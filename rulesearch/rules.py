@@ -18,8 +18,17 @@ import sympy
 
 from .errors import GrammarError
 from .grammar import Grammar
-from .primitives import (LOAD_OPCODES, OP_ADD, OP_AXPB, OP_CONST, OP_MUL, OP_MUL_CONST, OP_MUL_VAR, PRIMITIVES,
-                         VARIABLES)
+from .primitives import (
+    LOAD_OPCODES,
+    OP_ADD,
+    OP_AXPB,
+    OP_CONST,
+    OP_MUL,
+    OP_MUL_CONST,
+    OP_MUL_VAR,
+    PRIMITIVES,
+    VARIABLES,
+)
 
 Node = tuple  # ("op", name) | ("var", name) | ("const", value)
 Expr = tuple  # prefix sequence of nodes

@@ -19,9 +19,30 @@ from typing import Sequence
 import numpy as np
 from numba import njit, prange
 
-from .primitives import (DIV_EPS, EXP_MAX, OP_ABS, OP_ADD, OP_AXPB, OP_CONST, OP_CUBE, OP_EXP,
-                         OP_LOAD_POST, OP_LOAD_PRE, OP_LOAD_SYN, OP_LOAD_TRIAL, OP_MUL, OP_MUL_CONST,
-                         OP_MUL_VAR, OP_NEG, OP_SQUARE, OP_SUB, OP_TANH, POST, PRE, SYN)
+from .primitives import (
+    DIV_EPS,
+    EXP_MAX,
+    OP_ABS,
+    OP_ADD,
+    OP_AXPB,
+    OP_CONST,
+    OP_CUBE,
+    OP_EXP,
+    OP_LOAD_POST,
+    OP_LOAD_PRE,
+    OP_LOAD_SYN,
+    OP_LOAD_TRIAL,
+    OP_MUL,
+    OP_MUL_CONST,
+    OP_MUL_VAR,
+    OP_NEG,
+    OP_SQUARE,
+    OP_SUB,
+    OP_TANH,
+    POST,
+    PRE,
+    SYN,
+)
 from .rules import Program
 
 # Reassociation lets LLVM vectorise the loops; NaN and inf keep their IEEE meaning

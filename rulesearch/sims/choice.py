@@ -101,6 +101,20 @@ def _expected_logit(w, base, x, n_out, n_in, readout, h, noise_var):
     return logit / np.sqrt(1.0 + np.pi * noise_var * s2 / 8.0)
 
 
+@njit(cache=True, nogil=True)
+def _vm_buffers(w0, depth):
+    """VM variables for A animals (the batch): stack, dw, pre (x), post (y), syn (w from w0), trial (r, rbar)."""
+    A, n_out, n_in = w0.shape
+    m = n_out * n_in
+    syn = np.empty((1, A * m))
+    for b in range(A):
+        for i in range(n_out):
+            for j in range(n_in):
+                syn[0, b * m + i * n_in + j] = w0[b, i, j]
+    return (np.empty((depth, A * m)), np.empty(A * m), np.zeros((1, A, n_in)), np.zeros((1, A, n_out)), syn,
+            np.zeros((2, A)))
+
+
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _apply_update(w, dw, eta, updated, m):
     """w += eta * dw for the animals that updated; returns False if a weight left the bound."""
@@ -124,16 +138,7 @@ def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, tri
     n_out = w0.shape[1]
     m = n_out * n_in
     T = trial_end.shape[1]
-    stack = np.empty((depth, A * m))
-    dw = np.empty(A * m)
-    pre = np.zeros((1, A, n_in))
-    post = np.zeros((1, A, n_out))
-    syn = np.empty((1, A * m))
-    trial = np.zeros((2, A))
-    for b in range(A):
-        for i in range(n_out):
-            for j in range(n_in):
-                syn[0, b * m + i * n_in + j] = w0[b, i, j]
+    stack, dw, pre, post, syn, trial = _vm_buffers(w0, depth)
     w = syn[0]
     nll = np.zeros(A)
     e_next = np.zeros(A, np.int64)
@@ -240,16 +245,7 @@ def _sample_animals(code, arg, consts, depth, w0, patterns, noise_std, block_pro
     A, n_out, n_in = w0.shape
     m = n_out * n_in
     cap = odour_out.shape[1]
-    stack = np.empty((depth, A * m))
-    dw = np.empty(A * m)
-    pre = np.zeros((1, A, n_in))
-    post = np.zeros((1, A, n_out))
-    syn = np.empty((1, A * m))
-    trial = np.zeros((2, A))
-    for b in range(A):
-        for i in range(n_out):
-            for j in range(n_in):
-                syn[0, b * m + i * n_in + j] = w0[b, i, j]
+    stack, dw, pre, post, syn, trial = _vm_buffers(w0, depth)
     w = syn[0]
     n_enc = np.zeros(A, np.int64)
     available = np.zeros((A, 2))

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from ..primitives import PRE, POST, SYN, TRIAL
+from ..primitives import POST, PRE, SYN, TRIAL
 from ..vm import FASTMATH, PackedPrograms, run_program
 
 ACTIVATIONS = {"linear": 0, "sigmoid": 1, "tanh": 2}
