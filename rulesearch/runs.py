@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
@@ -56,6 +56,9 @@ def _start(spec: RunSpec, out, resume: bool, kind: str) -> tuple[RunSpec, Path |
     if not resume:
         if out is not None and (Path(out) / CHECKPOINT_FILE).exists():
             raise TaskError(f"{out}: already holds a run; pass --resume {out} to continue it, or another --out")
+        # absolute paths, so that resume, distill and compare work from any directory
+        spec = replace(spec, task=str(Path(spec.task).resolve()),
+                       data=None if spec.data is None else str(Path(spec.data).resolve()))
         return spec, None if out is None else Path(out)
     out = Path(out)
     if not (out / CHECKPOINT_FILE).is_file() or not (out / RUN_FILE).is_file():
