@@ -184,10 +184,12 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
     evaluator = LocalEvaluator(train, spec.workers)
     fitter = FamilyFit(train, family, evaluator, task.seed, spec.generations)
     s = task.fit
+    if task.choices is not None:  # every k-th trial of every animal is held out
+        split = {"animals": task.choice_data.n_animals, "heldout_every": task.protocol.heldout_every}
+    else:
+        split = {"fitted_trials": int(train.x.shape[0]), "heldout_trials": 0 if test is None else int(test.x.shape[0])}
     info = _run_info(spec, task, "fit", started, argv, family=family.spec(), generations=fitter.generations,
-                     popsize=s.popsize, sigma0=s.sigma0, l1=s.l1, workers=evaluator.workers,
-                     fitted_trials=int(train.x.shape[0]),
-                     heldout_trials=0 if test is None else int(test.x.shape[0]))
+                     popsize=s.popsize, sigma0=s.sigma0, l1=s.l1, workers=evaluator.workers, **split)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / RUN_FILE, info)
     state = fit_state_from_json(read_json(out / CHECKPOINT_FILE)) if resume else None
