@@ -34,6 +34,7 @@ EXPLORE_TOP = 4  # population rules (best loss first) whose neighbourhood is exp
 EXPLORE_MAX_SIZE = 15  # ... if they have at most this many nodes (cost grows with size)
 EXPLORE_PAIRS_MAX_SIZE = 5  # rules this small also have each leaf replaced by a pair of terminals
 ENUMERATE_MAX_SIZE = 5  # every constant-free rule this small is evaluated at the start
+EXPLORE_TERM_MAX_SIZE = 7  # rules this small also get an added term +-0.1 * terminal
 IMMIGRANTS = 0.05  # fraction of offspring replaced by new random rules (against premature convergence)
 PROBE_SHAPE = (8, 8)  # (n_out, n_in) synapses on which semantics are compared
 PROBE_TRIALS = 3  # values of the per-trial variables (reward, expected reward) probed
@@ -374,7 +375,8 @@ class Search:
                         replacements += [(("op", "mul"),) + expr[start:end] + (leaf,) for leaf in leaves[:-2]]
                         if self.grammar.constant_range is not None:  # or by a factor for L-BFGS to tune
                             replacements.append((("op", "mul"),) + expr[start:end] + (("const", 0.9),))
-                            if start == 0 and "add" in self.grammar.operators:  # or the rule gets a small
+                            if start == 0 and len(expr) <= EXPLORE_TERM_MAX_SIZE and "add" in self.grammar.operators:
+                                # a small rule gets a small
                                 # extra term: x*(r - rbar) -> x*(r - rbar) - 0.1*w
                                 replacements += [(("op", "add"),) + expr + (("op", "mul"), ("const", c), leaf)
                                                  for leaf in terms for c in (0.1, -0.1)]
@@ -417,9 +419,10 @@ class Search:
             state = _State([self._new_individual() for _ in range(self.mu)], {}, {}, [])
             # Every constant-free rule of up to ENUMERATE_MAX_SIZE nodes is evaluated once: small
             # rules whose parts are poor on their own (x*(r - rbar)) need not be found by chance.
+            # They enter the archive (and so the explored front), not the population, whose
+            # diversity they would crowd out.
             tiny = [self.lang.individual(Rule((e,), self.grammar)) for e in small_exprs(self.grammar)]
             self._evaluate(state.population + tiny, state)
-            state.population = self._select(state.population + tiny)
             self._optimise_constants(state.population, state)
             self._record(state, start, checkpoint, progress)
         elapsed_before = state.elapsed
