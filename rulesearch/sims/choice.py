@@ -19,10 +19,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numba import njit, prange
 
-from ..primitives import POST, PRE, SYN, TRIAL
 from ..vm import FASTMATH, PackedPrograms, run_program
 
-PROVIDES = {PRE: 1, POST: 1, SYN: 1, TRIAL: 2}
 PROVIDED_NAMES = ("x", "y", "w", "r", "rbar")
 MAX_ENCOUNTERS_PER_TRIAL = 1000  # a sampled animal that rejects this often in a row stops (its data end there)
 
@@ -49,7 +47,6 @@ class ChoiceResult:
     count: np.ndarray  # (A,) scored decisions
     blown: np.ndarray  # bool (n_ind,)
     w: np.ndarray | None = None  # (n_ind, A, T + 1, n_out, n_in): weights before each trial's update
-    p_accept: np.ndarray | None = None  # (n_ind, A, E) model P(accept) at each encounter
 
 
 def scored_decisions(arrays: ChoiceArrays) -> np.ndarray:
@@ -132,7 +129,7 @@ def _apply_update(w, dw, eta, updated, m):
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, trial_end, n_trials, r, rbar,
-                 score, w0, readout, noise_var, eta, bound, record, w_rec, p_rec):
+                 score, w0, readout, noise_var, eta, bound, record, w_rec):
     A = odour.shape[0]
     n_odours, n_in = patterns.shape
     n_out = w0.shape[1]
@@ -169,8 +166,6 @@ def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, tri
                 z = -logit if decision[b, e] == 1 else logit  # -log P(decision) = softplus(z)
                 if score[b, k] > 0:
                     nll[b] += max(z, 0.0) + np.log1p(np.exp(-abs(z)))
-                if record:
-                    p_rec[b, e] = 1.0 / (1.0 + np.exp(-logit))
             e_next[b] = last + 1
             if k < n_trials[b]:  # the accepted encounter's input and hidden activity
                 o = odour[b, last]
@@ -193,8 +188,7 @@ def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, tri
 
 @njit(cache=True, parallel=True)
 def _simulate_population(code, arg, consts, code_start, const_start, depth, odour, patterns, decision, n_enc,
-                         trial_end, n_trials, r, rbar, score, w0, readout, noise_var, eta, bound, record, w_rec,
-                         p_rec):
+                         trial_end, n_trials, r, rbar, score, w0, readout, noise_var, eta, bound, record, w_rec):
     n_ind = code_start.shape[0] - 1
     A = odour.shape[0]
     nll = np.zeros((n_ind, A))
@@ -205,7 +199,7 @@ def _simulate_population(code, arg, consts, code_start, const_start, depth, odou
         q = np.int64(ind) if record else np.int64(0)
         s, bl = _run_animals(code[c0:c1], arg[c0:c1], consts[k0:k1], depth, odour, patterns, decision, n_enc,
                                 trial_end, n_trials, r, rbar, score, w0, readout, noise_var, eta, bound,
-                                record, w_rec[q], p_rec[q])
+                                record, w_rec[q])
         nll[ind] = s
         blown[ind] = bl
     return nll, blown
@@ -219,7 +213,7 @@ def simulate(packed: PackedPrograms, arrays: ChoiceArrays, w0: np.ndarray, reado
     noise_var: variance of the unrecorded input noise, averaged out of P(accept).
     """
     a = arrays
-    A, E = a.odour.shape
+    A = a.odour.shape[0]
     n_in = a.patterns.shape[1]
     n_out = w0.shape[1]
     T = a.trial_end.shape[1]
@@ -227,15 +221,13 @@ def simulate(packed: PackedPrograms, arrays: ChoiceArrays, w0: np.ndarray, reado
     if w0.shape != (A, n_out, n_in) or readout.shape != (n_out,):
         raise ValueError(f"w0 {w0.shape} must be (animals, n_out, n_in) = {(A, n_out, n_in)}, readout (n_out,)")
     w_rec = np.zeros((n_ind, A, T + 1, n_out * n_in) if record else (1, 0, 0, 0))
-    p_rec = np.zeros((n_ind, A, E) if record else (1, 0, 0))
     nll, blown = _simulate_population(
         packed.code, packed.arg, packed.consts, packed.code_start, packed.const_start, packed.depth,
         a.odour, a.patterns, a.decision, a.n_enc, a.trial_end, a.n_trials, a.r, a.rbar, a.score,
         np.ascontiguousarray(w0, np.float64), np.ascontiguousarray(readout, np.float64), float(noise_var),
-        float(eta), float(weight_bound), record, w_rec, p_rec)
+        float(eta), float(weight_bound), record, w_rec)
     return ChoiceResult(nll, scored_decisions(arrays), blown,
-                        w_rec.reshape(n_ind, A, T + 1, n_out, n_in) if record else None,
-                        p_rec if record else None)
+                        w_rec.reshape(n_ind, A, T + 1, n_out, n_in) if record else None)
 
 
 @njit(cache=True, fastmath=FASTMATH)

@@ -11,12 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from ..primitives import POST, PRE, SYN, TRIAL
 from ..vm import FASTMATH, PackedPrograms, run_program
 
 ACTIVATIONS = {"linear": 0, "sigmoid": 1, "tanh": 2}
-# Variables this simulator fills, by kind: number of slots it provides.
-PROVIDES = {PRE: 1, POST: 1, SYN: 1, TRIAL: 0}
 PROVIDED_NAMES = ("x", "y", "w")
 
 
