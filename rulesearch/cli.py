@@ -309,26 +309,26 @@ def build_parser() -> argparse.ArgumentParser:
         if seed:
             p.add_argument("--seed", type=int, default=None, help="random seed (default: the task's)")
 
+    def run_options(p, example: str, generations: str, out: str):
+        """Options shared by the commands that write a resumable run folder (evolve, fit)."""
+        p.add_argument("task", help=f"task file, e.g. {example}")
+        p.add_argument("--data", help="data for data-fitting objectives: activity .npz, or choice data "
+                                      "(.npz, a per-fly .mat file or a folder of them)")
+        common(p)
+        p.add_argument("--generations", type=int, help=generations)
+        p.add_argument("--workers", type=int, help="threads for evaluation (default: all cores)")
+        p.add_argument("--out", help=f"run folder (default: {out})")
+        p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
+
     p = sub.add_parser("evolve", help="search rules by genetic programming")
-    p.add_argument("task", help="task file, e.g. tasks/oja.toml")
-    p.add_argument("--data", help="activity data (.npz) for data-fitting objectives")
-    common(p)
+    run_options(p, "tasks/oja.toml", "number of generations (default: the task's)", "results/<task>-<time>")
     p.add_argument("--population", type=int, help="population size (default: the task's)")
-    p.add_argument("--generations", type=int, help="number of generations (default: the task's)")
-    p.add_argument("--workers", type=int, help="threads for evaluation (default: all cores)")
-    p.add_argument("--out", help="run folder (default: results/<task>-<time>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
     p.set_defaults(func=cmd_evolve)
 
     p = sub.add_parser("fit", help="fit a parametric rule family (Taylor or MLP) by CMA-ES")
-    p.add_argument("task", help="task file, e.g. tasks/fit-activity.toml")
+    run_options(p, "tasks/fit-activity.toml", "CMA-ES generations (default: the task's fit.generations)",
+                "results/<task>-fit-<time>")
     p.add_argument("--family", choices=("taylor", "mlp"), help="rule family (default: the task's fit.family)")
-    p.add_argument("--data", help="activity data (.npz) for data-fitting objectives")
-    common(p)
-    p.add_argument("--generations", type=int, help="CMA-ES generations (default: the task's fit.generations)")
-    p.add_argument("--workers", type=int, help="threads for evaluation (default: all cores)")
-    p.add_argument("--out", help="run folder (default: results/<task>-fit-<time>)")
-    p.add_argument("--resume", metavar="DIR", help="continue the fit saved in DIR")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("distill", help="explain a fitted MLP (or Taylor) rule by formulas")
