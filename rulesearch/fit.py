@@ -241,9 +241,10 @@ def heldout_scores(test: Task, packed, true_rule_text: str | None) -> dict:
 def choice_heldout_scores(test: Task, packed, true_rule_text: str | None) -> dict:
     """Held-out trials of a choice task: mean cross-entropy, deviance explained against the
     model without plasticity (pooled and per animal), and, when the true rule is known, R^2 of
-    the weight trajectories (all trials, teacher-forced) between the fitted and the true rule."""
+    the weight trajectories (all trials, teacher-forced, not filtered: the rules' own dynamics
+    under the animal's odours and rewards) between the fitted and the true rule."""
     null = parse_rule("0", test.grammar)
-    fitted = test.simulate(packed, record=True)
+    fitted = test.simulate(packed)
     base = test.simulate([null])
     nll, nll0 = fitted.nll[0], base.nll[0]
     out = {"trials": "every %d-th trial of %d animals" % (test.protocol.heldout_every, len(nll)),
@@ -252,12 +253,14 @@ def choice_heldout_scores(test: Task, packed, true_rule_text: str | None) -> dic
            "deviance_explained_per_animal": [float(1 - a / b) for a, b in zip(nll, nll0)]}
     true_rule = _true_rule(test, true_rule_text, out)
     if true_rule is not None:
-        truth = test.simulate([true_rule], record=True)
+        truth = test.simulate([true_rule])
+        fitted_w = test.simulate(packed, record=True, filtered=False).w[0]
+        truth_w = test.simulate([true_rule], record=True, filtered=False).w[0]
         ch = test.choices
         # weights before each completed trial of each animal (padding beyond n_trials excluded)
         keep = np.arange(ch.trial_end.shape[1] + 1)[None, :] <= ch.n_trials[:, None]
-        wf = fitted.w[0][keep].reshape(-1, np.prod(fitted.w.shape[3:]))
-        wt = truth.w[0][keep].reshape(-1, np.prod(truth.w.shape[3:]))
+        wf = fitted_w[keep].reshape(-1, np.prod(fitted_w.shape[2:]))
+        wt = truth_w[keep].reshape(-1, np.prod(truth_w.shape[2:]))
         out.update(true_rule=true_rule.text(), weight_r2=r_squared(wf, wt),
                    true_rule_loss=float(truth.nll[0].sum() / max(truth.count.sum(), 1)))
     return out

@@ -62,6 +62,7 @@ class Protocol:
     readout: float = 1.0  # fixed readout weight of every plastic unit onto the logit
     animals: int = 18  # synthetic animals written by 'rulesearch simulate'
     heldout_every: int = 4  # every 4th trial of every animal is held out from fitting (0: none)
+    weight_filter: bool = True  # track each animal's weights from its decisions (see choice.simulate)
 
 
 @dataclass(frozen=True)
@@ -134,15 +135,20 @@ class Task:
     def parse(self, text: str | Sequence[str]) -> Rule:
         return parse_rule(text, self.grammar)
 
-    def simulate(self, rules: Sequence[Rule] | PackedPrograms, record: bool = False):
-        """Run the network under each rule on the task's trials (rate) or animals (choice)."""
+    def simulate(self, rules: Sequence[Rule] | PackedPrograms, record: bool = False, filtered: bool | None = None):
+        """Run the network under each rule on the task's trials (rate) or animals (choice).
+
+        filtered (choice only): weights tracked from the animal's decisions (default: the
+        protocol's ``weight_filter``); False gives the deterministic teacher-forced trajectory."""
         packed = rules if isinstance(rules, PackedPrograms) else pack_rules(rules)
         n = self.network
         if n.simulator == "choice":
             if self.choices is None:
                 raise TaskError(f"{self.source}: the choice model needs recorded choices: pass --data")
+            p = self.protocol
             return choice.simulate(packed, self.choices, self.w0, self.readout, n.eta, n.weight_bound, record,
-                                   self.protocol.odour_variance)
+                                   p.odour_variance, p.weight_filter if filtered is None else filtered,
+                                   self.inputs.init_std ** 2)
         steps = self.x.shape[1]
         return rate.simulate(packed, self.x, self.w0, n.eta, n.activation, n.weight_bound,
                              self.target, record, steps - max(1, round(self.average_fraction * steps)))
@@ -408,7 +414,8 @@ def _load_protocol(pf: Fields, path: Path) -> Protocol:
         reward_window=pf.get("reward_window", int, d.reward_window, low=1),
         readout=pf.get("readout", float, d.readout),
         animals=pf.get("animals", int, d.animals, low=1),
-        heldout_every=pf.get("heldout_every", int, d.heldout_every, low=0))
+        heldout_every=pf.get("heldout_every", int, d.heldout_every, low=0),
+        weight_filter=pf.get("weight_filter", bool, d.weight_filter))
     pf.finish()
     if protocol.heldout_every == 1:
         pf.fail("heldout_every", "is 1: that would hold out every trial (use 0 for none, or >= 2)")

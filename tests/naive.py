@@ -89,3 +89,82 @@ def choice_nll_numpy(rule: Rule, odour, decision, reward, patterns, w0, readout,
             rbar = float(np.mean(history[-window:]))
             weights.append(W.copy())
     return nll, np.array(weights)
+
+
+def choice_nll_filtered_numpy(rule: Rule, odour, decision, reward, patterns, w0, readout, eta, window, noise_var,
+                              prior_var, condition_trial=lambda k: True, score_trial=lambda k: True):
+    """The choice model with the weight filter, for one animal, in dense NumPy matrices.
+
+    State z = (vec W, eps): eps is the encounter's input noise ~ N(0, noise_var I). Each
+    encounter: logit linearised in z, P(decision) = sigmoid(mean / sqrt(1 + pi var / 8)); on
+    conditioned trials the state takes the probit posterior's mean and covariance (moment
+    matching); an accepted encounter's update W + eta f(x + eps, y, W) is linearised in z with
+    the rule's exact derivatives (sympy). Returns (summed -log P(decision) over scored trials,
+    mean weights before each trial).
+    """
+    from scipy.stats import norm
+    expr = rule.to_sympy()[0]
+    names = rule.grammar.names
+    syms = [symbol(n) for n in names]
+
+    def lam(e):
+        return sympy.lambdify(syms, e, modules="numpy")
+    f = lam(expr)
+    df = {v: lam(sympy.diff(expr, symbol(v))) for v in ("x", "y", "w")}
+    n_out, n_in = np.shape(w0)
+    m, nz = n_out * n_in, n_out * n_in + n_in
+    lam2 = np.pi / 8
+    mean = np.concatenate([np.ravel(w0), np.zeros(n_in)])
+    P = prior_var * np.eye(m)
+    history = [0.0] * window
+    nll, trial, rbar, weights = 0.0, 0, 0.0, [np.reshape(w0, (n_out, n_in)).copy()]
+    for o, d, rew in zip(odour, decision, reward):
+        S = np.zeros((nz, nz))
+        S[:m, :m] = P
+        S[m:, m:] = noise_var * np.eye(n_in)
+        mean[m:] = 0.0
+        W = mean[:m].reshape(n_out, n_in)
+        x = patterns[o]
+        h = np.tanh(W @ x)
+        a0 = readout @ h
+        g = readout * (1 - h**2)
+        J = np.concatenate([np.outer(g, x).ravel(), g @ W])
+        v = J @ S @ J
+        p = 1 / (1 + np.exp(-a0 / np.sqrt(1 + lam2 * v)))
+        if score_trial(trial):
+            nll -= np.log(p if d == 1 else 1 - p)
+        if condition_trial(trial):
+            s = 1.0 if d == 1 else -1.0
+            u = s * np.sqrt(lam2) * a0 / np.sqrt(1 + lam2 * v)
+            ratio = norm.pdf(u) / norm.cdf(u)
+            post_mean = a0 + s * v * np.sqrt(lam2) * ratio / np.sqrt(1 + lam2 * v)
+            post_var = v - v**2 * lam2 * ratio * (u + ratio) / (1 + lam2 * v)
+            cov_za = S @ J
+            mean = mean + cov_za * (post_mean - a0) / v
+            S = S + np.outer(cov_za, cov_za) * (post_var - v) / v**2
+        P = S[:m, :m]
+        if d == 1:
+            W = mean[:m].reshape(n_out, n_in)
+            xe = x + mean[m:]
+            y = np.tanh(W @ xe)
+            env = {"x": np.broadcast_to(xe[None, :], W.shape), "y": np.broadcast_to(y[:, None], W.shape),
+                   "w": W, "r": rew, "rbar": rbar}
+            args = [env[n] for n in names]
+            fx, fy, fw = (np.broadcast_to(df[v](*args), W.shape) for v in ("x", "y", "w"))
+            A = np.zeros((m, nz))  # d W' / d (vec W, eps)
+            for i in range(n_out):
+                for j in range(n_in):
+                    q = i * n_in + j
+                    dy = fy[i, j] * (1 - y[i] ** 2)  # dy_i/dW_ik = (1 - y_i^2) x_k, dy_i/deps_k = (1 - y_i^2) W_ik
+                    A[q, i * n_in:(i + 1) * n_in] = eta * dy * xe
+                    A[q, m:] = eta * dy * W[i]
+                    A[q, q] += 1 + eta * fw[i, j]
+                    A[q, m + j] += eta * fx[i, j]
+            W = W + eta * np.broadcast_to(f(*args), W.shape)
+            P = A @ S @ A.T
+            mean = np.concatenate([W.ravel(), np.zeros(n_in)])
+            history.append(rew)
+            trial += 1
+            rbar = float(np.mean(history[-window:]))
+            weights.append(W.copy())
+    return nll, np.array(weights)

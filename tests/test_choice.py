@@ -6,7 +6,7 @@ import pytest
 from scipy.io import savemat
 
 from conftest import ROOT
-from naive import choice_nll_numpy
+from naive import choice_nll_filtered_numpy, choice_nll_numpy
 from rulesearch.choices import ChoiceData, load_choices, save_choices_npz
 from rulesearch.cli import main
 from rulesearch.errors import DataError
@@ -63,30 +63,69 @@ def test_rewards_follow_block_probabilities():
     assert 0.2 < p0 < 0.5 and 0.8 < p1 < 1.0
 
 
-def test_likelihood_matches_numpy_reference():
-    task = load_task(FLY, SHORT, require_data=False, seed=2)
+RULES = ("0", "x*(r - rbar)", "x*(r - rbar) - 0.05*w", "0.5*y*w*r - x*rbar", "(x + y**2)*(r - rbar)")
+
+
+def _reference_case(filtered: bool):
+    task = load_task(FLY, SHORT + (f"protocol.weight_filter={str(filtered).lower()}",), require_data=False, seed=2)
     data = simulate_choices(task, task.parse("x*(r - rbar)"), seed=2)
     task = with_data(task, data)
-    rules = [task.parse(t) for t in ("0", "x*(r - rbar)", "x*(r - rbar) - 0.05*w", "0.5*y*w*r - x*rbar")]
-    sim = task.simulate(rules, record=True)
+    rules = [task.parse(t) for t in RULES]
+    return task, data, rules, task.simulate(rules, record=True)
+
+
+def _check_against(task, data, rules, sim, reference, rel, atol=1e-12):
     p = task.protocol
+    fitted = lambda t: t % p.heldout_every != p.heldout_every - 1  # noqa: E731
     for k, rule in enumerate(rules):
         total = 0.0
         for a in range(data.n_animals):
             o, d, r = data.per_animal(a)
-            ref, weights = choice_nll_numpy(rule, o, d, r, task.x, task.w0[a], task.readout, task.network.eta,
-                                            p.reward_window, p.odour_variance,
-                                            lambda t: t % p.heldout_every != p.heldout_every - 1)
-            assert sim.nll[k, a] == pytest.approx(ref, rel=1e-9)
+            ref, weights = reference(rule, a, o, d, r, fitted)
+            assert sim.nll[k, a] == pytest.approx(ref, rel=rel)
             n = len(weights)
-            np.testing.assert_allclose(sim.w[k, a, :n], weights, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(sim.w[k, a, :n], weights, rtol=rel, atol=atol)
             total += ref
-        assert task.evaluate([rule])[0] == pytest.approx(total / sim.count.sum(), rel=1e-9)
+        assert task.evaluate([rule])[0] == pytest.approx(total / sim.count.sum(), rel=rel)
+
+
+def test_likelihood_matches_numpy_reference():
+    task, data, rules, sim = _reference_case(filtered=False)
+    p, n = task.protocol, task.network
+
+    def reference(rule, a, o, d, r, fitted):
+        return choice_nll_numpy(rule, o, d, r, task.x, task.w0[a], task.readout, n.eta, p.reward_window,
+                                p.odour_variance, fitted)
+    _check_against(task, data, rules, sim, reference, rel=1e-9)
+
+
+def test_filtered_likelihood_matches_numpy_reference():
+    """The weight filter against dense matrices and the rule's exact (sympy) derivatives: the
+    kernel's forward differences of the rule leave ~1e-6 relative error (weights ~1e-8 absolute)."""
+    task, data, rules, sim = _reference_case(filtered=True)
+    p, n = task.protocol, task.network
+
+    def reference(rule, a, o, d, r, fitted):
+        return choice_nll_filtered_numpy(rule, o, d, r, task.x, task.w0[a], task.readout, n.eta, p.reward_window,
+                                         p.odour_variance, task.inputs.init_std ** 2, fitted, fitted)
+    _check_against(task, data, rules, sim, reference, rel=1e-5, atol=1e-7)
+
+
+def test_filter_without_noise_is_the_deterministic_model():
+    """No input noise and known initial weights: nothing to track, so the filter changes nothing."""
+    over = SHORT + ("protocol.odour_variance=0.0", "inputs.init_std=0.0")
+    task = load_task(FLY, over + ("inputs.seed=5",), require_data=False, seed=2)
+    data = simulate_choices(task, task.parse("x*(r - rbar)"), seed=2)
+    task = with_data(task, data)
+    rules = [task.parse(t) for t in RULES]
+    a, b = task.simulate(rules, filtered=True), task.simulate(rules, filtered=False)
+    np.testing.assert_allclose(a.nll, b.nll, rtol=1e-12)
 
 
 def test_cross_entropy_and_deviance_by_hand():
     """One animal, three encounters, no plasticity: P(accept) is fixed, so the loss is countable."""
-    task = load_task(FLY, ("protocol.heldout_every=0", "protocol.odour_variance=0.0"), require_data=False)
+    task = load_task(FLY, ("protocol.heldout_every=0", "protocol.odour_variance=0.0", "protocol.weight_filter=false"),
+                     require_data=False)
     data = ChoiceData(np.zeros(3, np.int64), np.array([0, 1, 0]), np.array([0, 1, 1]), np.array([0.0, 1.0, 0.0]),
                       ("a",))
     task = with_data(task, data)
@@ -96,7 +135,8 @@ def test_cross_entropy_and_deviance_by_hand():
     assert task.evaluate([task.parse("0")])[0] == pytest.approx(nll / 3, rel=1e-12)
     # deviance explained of the null model against itself is 0
     from rulesearch.fit import choice_heldout_scores
-    task = with_data(load_task(FLY, ("protocol.odour_variance=0.0",), require_data=False), data)
+    task = with_data(load_task(FLY, ("protocol.odour_variance=0.0", "protocol.weight_filter=false"),
+                               require_data=False), data)
     scores = choice_heldout_scores(task, pack_rules([task.parse("0")]), None)
     assert scores["deviance_explained"] == 0.0
 

@@ -14,6 +14,7 @@ Animals are the VM's batch: one VM call per trial updates every animal.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -98,6 +99,126 @@ def _expected_logit(w, base, x, n_out, n_in, readout, h, noise_var):
     return logit / np.sqrt(1.0 + np.pi * noise_var * s2 / 8.0)
 
 
+SQRT_LAMBDA = np.sqrt(np.pi / 8.0)  # probit approximation: sigmoid(a) ~ Phi(SQRT_LAMBDA * a)
+FD_STEP = 1e-6  # forward differences of the rule for the filter's Jacobians
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _inverse_mills(u):
+    """phi(u) / Phi(u), also where Phi(u) underflows (u -> -inf: ~ -u)."""
+    if u > -30.0:
+        return np.exp(-0.5 * u * u) / (np.sqrt(2.0 * np.pi) * 0.5 * math.erfc(-u / np.sqrt(2.0)))
+    return -u / (1.0 - 1.0 / (u * u) + 3.0 / (u * u * u * u))
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _predict(w, base, x, n_out, n_in, readout, h, S, noise_var, J, c, eps):
+    """Logit mean and variance of one encounter under weights ~ N(w, S[:m, :m]) and fresh input
+    noise eps ~ N(0, noise_var I) (the last n_in entries of the filter's state, reset here).
+    Leaves dlogit/dstate in J and S @ J in c."""
+    m = n_out * n_in
+    nz = m + n_in
+    for p in range(nz):
+        for k in range(m, nz):
+            S[p, k] = 0.0
+            S[k, p] = 0.0
+    for k in range(n_in):
+        S[m + k, m + k] = noise_var
+        eps[k] = 0.0
+        J[m + k] = 0.0
+    logit = _forward(w, base, x, n_out, n_in, readout, h)
+    for i in range(n_out):
+        g = readout[i] * (1.0 - h[i] * h[i])
+        for j in range(n_in):
+            J[i * n_in + j] = g * x[j]
+            J[m + j] += g * w[base + i * n_in + j]
+    v = 0.0
+    for p in range(nz):
+        s = 0.0
+        for q in range(nz):
+            s += S[p, q] * J[q]
+        c[p] = s
+        v += J[p] * s
+    return logit, max(v, 0.0)
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _condition(w, base, m, n_in, S, c, eps, logit, v, accepted):
+    """Assumed-density update of the state (weights and this encounter's input noise) on the
+    decision: the logit's posterior mean and variance under a probit likelihood, carried to the
+    state through their covariance c = S J (Gaussian moment matching)."""
+    s = 1.0 if accepted else -1.0
+    den2 = 1.0 + SQRT_LAMBDA * SQRT_LAMBDA * v
+    den = np.sqrt(den2)
+    u = s * SQRT_LAMBDA * logit / den
+    beta = _inverse_mills(u)
+    gain_mean = s * SQRT_LAMBDA * beta / den  # (E[a | d] - a) / v
+    gain_var = -SQRT_LAMBDA * SQRT_LAMBDA * beta * (u + beta) / den2  # (Var[a | d] - v) / v^2
+    nz = m + n_in
+    for p in range(m):
+        w[base + p] += c[p] * gain_mean
+    for k in range(n_in):
+        eps[k] += c[m + k] * gain_mean
+    for p in range(nz):
+        cp = c[p] * gain_var
+        for q in range(nz):
+            S[p, q] += cp * c[q]
+
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _rule_derivative(code, arg, consts, pre, post, syn, trial, stack, values, saved, f, out):
+    """d rule / d values into out by a forward difference from f (the rule's values); values is a
+    flat view of one VM input (pre, post or the weights), restored from ``saved``. The rule is
+    local (synapse (i, j) reads only x_j, y_i, w_ij), so perturbing all values at once gives every
+    synapse's derivative."""
+    for q in range(values.shape[0]):
+        values[q] = saved[q] + FD_STEP
+    run_program(code, arg, consts, pre, post, syn, trial, stack, out)
+    for q in range(values.shape[0]):
+        values[q] = saved[q]
+    for q in range(out.shape[0]):
+        out[q] = (out[q] - f[q]) / FD_STEP
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _propagate(S, b, w, m, n_out, n_in, x, y, eta, fx, fy, fw, a_w, a_eps, C, CT):
+    """State covariance through one update w' = w + eta f(x + eps, y, w, r, rbar), linearised at the
+    posterior mean (x: the accepted input incl. its noise estimate, y its hidden activity):
+    S[:m, :m] <- A S A^T with A = d w' / d (w, eps); each row of A has 2 n_in nonzeros."""
+    base = b * m
+    nz = m + n_in
+    for i in range(n_out):
+        gy = 1.0 - y[i] * y[i]
+        for j in range(n_in):
+            q = i * n_in + j
+            for k in range(n_in):
+                a_w[q, k] = eta * fy[base + q] * gy * x[k]
+                a_eps[q, k] = eta * fy[base + q] * gy * w[base + i * n_in + k]
+            a_w[q, j] += 1.0 + eta * fw[base + q]
+            a_eps[q, j] += eta * fx[base + q]
+    # C = A S, then S' = A C^T (= A S A^T; S is symmetric), both as row axpys that vectorise
+    for q in range(m):
+        i0 = (q // n_in) * n_in
+        for p in range(nz):
+            C[q, p] = 0.0
+        for k in range(n_in):
+            aw, ae = a_w[q, k], a_eps[q, k]
+            for p in range(nz):
+                C[q, p] += aw * S[i0 + k, p] + ae * S[m + k, p]
+    for p in range(nz):
+        for q in range(m):
+            CT[p, q] = C[q, p]
+    for q in range(m):
+        i0 = (q // n_in) * n_in
+        for p in range(m):
+            S[q, p] = 0.0
+        for k in range(n_in):
+            aw, ae = a_w[q, k], a_eps[q, k]
+            for p in range(m):
+                S[q, p] += aw * CT[i0 + k, p] + ae * CT[m + k, p]
+
+
 @njit(cache=True, nogil=True)
 def _vm_buffers(w0, depth):
     """VM variables for A animals (the batch): stack, dw, pre (x), post (y), syn (w from w0), trial (r, rbar)."""
@@ -129,7 +250,7 @@ def _apply_update(w, dw, eta, updated, m):
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, trial_end, n_trials, r, rbar,
-                 score, w0, readout, noise_var, eta, bound, record, w_rec):
+                 score, heldout, w0, readout, noise_var, prior_var, filtered, eta, bound, record, w_rec):
     A = odour.shape[0]
     n_odours, n_in = patterns.shape
     n_out = w0.shape[1]
@@ -143,8 +264,22 @@ def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, tri
     h = np.empty((n_odours, n_out))
     logits = np.empty(n_odours)
     fresh = np.zeros(n_odours, np.bool_)
+    # filter state per animal: weights (mean in w) and the current encounter's input noise
+    nz = m + n_in if filtered else 0
+    S = np.zeros((A, nz, nz))
+    for b in range(A):
+        for q in range(m if filtered else 0):
+            S[b, q, q] = prior_var
+    eps = np.zeros(n_in)
+    J = np.empty(nz)
+    c = np.empty(nz)
+    x = np.empty(n_in)
+    d_pre, d_post, d_syn = pre.reshape(pre.size), post.reshape(post.size), syn.reshape(syn.size)
+    fx, fy, fw = np.empty(A * m), np.empty(A * m), np.empty(A * m)
+    a_w, a_eps, C, CT = np.empty((m, n_in)), np.empty((m, n_in)), np.empty((m, nz)), np.empty((nz, m))
     blown = False
     for k in range(T + 1):
+        condition = filtered and not heldout[k]
         for b in range(A):
             updated[b] = False
             if k > n_trials[b]:
@@ -153,24 +288,34 @@ def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, tri
             if record:
                 for q in range(m):
                     w_rec[b, k, q] = w[b * m + q]
-            # weights are fixed within a trial and inputs are the odours' patterns: one forward
-            # pass per odour presented serves every encounter of that odour in the trial
+            # without the filter weights are fixed within a trial and inputs are the odours'
+            # patterns: one forward pass per odour presented serves every encounter of that odour
             for o in range(n_odours):
                 fresh[o] = False
             for e in range(e_next[b], last + 1):
                 o = odour[b, e]
-                if not fresh[o]:
-                    logits[o] = _expected_logit(w, b * m, patterns[o], n_out, n_in, readout, h[o], noise_var)
-                    fresh[o] = True
-                logit = logits[o]
-                z = -logit if decision[b, e] == 1 else logit  # -log P(decision) = softplus(z)
+                if filtered:
+                    logit, v = _predict(w, b * m, patterns[o], n_out, n_in, readout, h[o], S[b], noise_var, J, c,
+                                        eps)
+                    z = logit / np.sqrt(1.0 + np.pi * v / 8.0)
+                    if condition:
+                        _condition(w, b * m, m, n_in, S[b], c, eps, logit, v, decision[b, e] == 1)
+                else:
+                    if not fresh[o]:
+                        logits[o] = _expected_logit(w, b * m, patterns[o], n_out, n_in, readout, h[o], noise_var)
+                        fresh[o] = True
+                    z = logits[o]
+                z = -z if decision[b, e] == 1 else z  # -log P(decision) = softplus(z)
                 if score[b, k] > 0:
                     nll[b] += max(z, 0.0) + np.log1p(np.exp(-abs(z)))
             e_next[b] = last + 1
             if k < n_trials[b]:  # the accepted encounter's input and hidden activity
                 o = odour[b, last]
                 for j in range(n_in):
-                    pre[0, b, j] = patterns[o, j]
+                    x[j] = patterns[o, j] + (eps[j] if filtered else 0.0)
+                    pre[0, b, j] = x[j]
+                if filtered:  # at the posterior mean of the weights and of the input noise
+                    _forward(w, b * m, x, n_out, n_in, readout, h[o])
                 for i in range(n_out):
                     post[0, b, i] = h[o, i]
                 trial[0, b] = r[b, k]
@@ -179,6 +324,14 @@ def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, tri
         if k == T:
             break
         run_program(code, arg, consts, pre, post, syn, trial, stack, dw)
+        if filtered:
+            _rule_derivative(code, arg, consts, pre, post, syn, trial, stack, d_pre, d_pre.copy(), dw, fx)
+            _rule_derivative(code, arg, consts, pre, post, syn, trial, stack, d_post, d_post.copy(), dw, fy)
+            _rule_derivative(code, arg, consts, pre, post, syn, trial, stack, d_syn, d_syn.copy(), dw, fw)
+            for b in range(A):
+                if updated[b]:
+                    _propagate(S[b], b, w, m, n_out, n_in, pre[0, b], post[0, b], eta, fx, fy, fw, a_w, a_eps, C,
+                               CT)
         largest, poison = _apply_update(w, dw, eta, updated, m)
         if not (largest <= bound and poison == 0.0):
             blown = True
@@ -188,7 +341,8 @@ def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, tri
 
 @njit(cache=True, parallel=True)
 def _simulate_population(code, arg, consts, code_start, const_start, depth, odour, patterns, decision, n_enc,
-                         trial_end, n_trials, r, rbar, score, w0, readout, noise_var, eta, bound, record, w_rec):
+                         trial_end, n_trials, r, rbar, score, heldout, w0, readout, noise_var, prior_var, filtered,
+                         eta, bound, record, w_rec):
     n_ind = code_start.shape[0] - 1
     A = odour.shape[0]
     nll = np.zeros((n_ind, A))
@@ -198,19 +352,26 @@ def _simulate_population(code, arg, consts, code_start, const_start, depth, odou
         k0, k1 = const_start[ind], const_start[ind + 1]
         q = np.int64(ind) if record else np.int64(0)
         s, bl = _run_animals(code[c0:c1], arg[c0:c1], consts[k0:k1], depth, odour, patterns, decision, n_enc,
-                                trial_end, n_trials, r, rbar, score, w0, readout, noise_var, eta, bound,
-                                record, w_rec[q])
+                                trial_end, n_trials, r, rbar, score, heldout, w0, readout, noise_var, prior_var,
+                                filtered, eta, bound, record, w_rec[q])
         nll[ind] = s
         blown[ind] = bl
     return nll, blown
 
 
 def simulate(packed: PackedPrograms, arrays: ChoiceArrays, w0: np.ndarray, readout: np.ndarray, eta: float,
-             weight_bound: float = 1e3, record: bool = False, noise_var: float = 0.0) -> ChoiceResult:
+             weight_bound: float = 1e3, record: bool = False, noise_var: float = 0.0, filtered: bool = False,
+             prior_var: float = 0.0) -> ChoiceResult:
     """Teacher-forced run of every packed rule on every animal: likelihood of the recorded decisions.
 
     w0: (A, n_out, n_in) initial weights; readout: (n_out,) fixed readout weights;
     noise_var: variance of the unrecorded input noise, averaged out of P(accept).
+    filtered: carry a Gaussian belief over each animal's weights (prior variance ``prior_var``
+    around w0) and update it on every decision of a fitted (not held-out) trial (assumed-density
+    filter). The input noise also enters each update, so the animal's weights drift from the
+    noise-free trajectory; the filter tracks that drift from its decisions. Each decision's
+    probability is its one-step-ahead prediction. Without the filter the weights follow the
+    deterministic trajectory of the mean inputs.
     """
     a = arrays
     A = a.odour.shape[0]
@@ -223,9 +384,9 @@ def simulate(packed: PackedPrograms, arrays: ChoiceArrays, w0: np.ndarray, reado
     w_rec = np.zeros((n_ind, A, T + 1, n_out * n_in) if record else (1, 0, 0, 0))
     nll, blown = _simulate_population(
         packed.code, packed.arg, packed.consts, packed.code_start, packed.const_start, packed.depth,
-        a.odour, a.patterns, a.decision, a.n_enc, a.trial_end, a.n_trials, a.r, a.rbar, a.score,
+        a.odour, a.patterns, a.decision, a.n_enc, a.trial_end, a.n_trials, a.r, a.rbar, a.score, a.heldout,
         np.ascontiguousarray(w0, np.float64), np.ascontiguousarray(readout, np.float64), float(noise_var),
-        float(eta), float(weight_bound), record, w_rec)
+        float(prior_var), bool(filtered), float(eta), float(weight_bound), record, w_rec)
     return ChoiceResult(nll, scored_decisions(arrays), blown,
                         w_rec.reshape(n_ind, A, T + 1, n_out, n_in) if record else None)
 
