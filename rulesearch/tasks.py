@@ -443,9 +443,10 @@ def with_choices(task: Task, data: ChoiceData) -> Task:
     per = [data.per_animal(a) for a in range(data.n_animals)]
     patterns, w0 = choice_inputs(task.network, task.inputs, p, data.n_animals, task.seed)
     # Recorded behaviour does not contain the Kenyon-cell activity of each encounter: the model
-    # sees each odour's mean pattern and averages P(accept) over the input noise. Drawing fresh
-    # noise instead would not match the noise the animal saw and biases the fitted learning rate
-    # down (errors in variables: c = 0.75-0.8 instead of 1 for x*(r - rbar) on 18 synthetic flies).
+    # sees each odour's mean pattern and treats the noise as unknown (averaged over, and tracked
+    # by the weight filter). Drawing fresh noise instead would not match the noise the animal saw
+    # and biases the fitted learning rate down (errors in variables: c = 0.75-0.8 instead of 1 for
+    # x*(r - rbar) on 18 synthetic flies).
     arrays = choice.arrays_from_choices([q[0] for q in per], [q[1] for q in per], [q[2] for q in per], patterns,
                                         p.reward_window, p.heldout_every)
     return replace(task, x=patterns, w0=w0, choices=arrays, choice_data=data, data_source=data.source,

@@ -8,9 +8,11 @@ reward and rbar the mean of the last ``window`` rewards at the trial's start.
 
 Two kernels: ``simulate`` drives the model with an animal's recorded odours,
 decisions and rewards (teacher forcing) and returns the negative log-likelihood
-of its decisions; ``sample`` runs the protocol (baited rewards, blocks of reward
-probabilities) and samples decisions from the model, to make synthetic animals.
-Animals are the VM's batch: one VM call per trial updates every animal.
+of its decisions, optionally tracking each animal's weights from its decisions (an
+assumed-density filter: ``_predict``, ``_condition``, ``_propagate``); ``sample`` runs the
+protocol (baited rewards, blocks of reward probabilities) and samples decisions from the
+model, to make synthetic animals. Animals are the VM's batch: one VM call per trial
+updates every animal (four with the filter: the rule and its derivatives in x, y, w).
 """
 from __future__ import annotations
 
