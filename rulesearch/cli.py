@@ -155,12 +155,12 @@ def cmd_compare(args) -> int:
     c = compare_runs(args.runs)
     summary = c.summary()
     table = Table(title=f"held-out choices ({summary[0]['decisions']} decisions; null model: no plasticity)")
-    for col in ("model", "rule", "k", "NLL", "deviance expl.", "AIC", "BIC", "dAIC"):
+    for col in ("model", "rule", "k", "NLL", "deviance expl.", "AIC", "BIC", "dAIC", "dNLL ± SE"):
         table.add_column(col, justify="left" if col in ("model", "rule") else "right")
     for r in summary:
         table.add_row(r["model"], r["rule"], str(r["parameters"]), f"{r['nll']:.2f}",
                       f"{100 * r['deviance_explained']:.1f} %", f"{r['aic']:.2f}", f"{r['bic']:.2f}",
-                      f"{r['delta_aic']:.2f}")
+                      f"{r['delta_aic']:.2f}", f"{r['delta_nll']:.1f} ± {r['delta_nll_se']:.1f}")
     _console().print(table)
     per = Table(title="per animal: held-out NLL (deviance explained)")
     per.add_column("animal")
@@ -177,6 +177,9 @@ def cmd_compare(args) -> int:
     best = min(summary, key=lambda r: r["aic"])
     print(f"best by AIC: {best['model']} ({best['rule']}); by held-out NLL: "
           f"{min(summary, key=lambda r: r['nll'])['model']}")
+    close = [r["model"] for r in summary if r is not best and r["delta_nll"] < 2 * r["delta_nll_se"]]
+    if close:
+        print(f"within 2 standard errors of it in held-out NLL (paired over animals): {', '.join(close)}")
     out = Path(args.out) if args.out else default_out("compare")
     write_csv(out / "comparison.csv", ["animal", "decisions", "null_nll"] + [f"nll_{m.name}" for m in c.models], rows)
     write_csv(out / "summary.csv", list(summary[0]), [list(r.values()) for r in summary])

@@ -67,9 +67,14 @@ class Comparison:
                         "decisions": int(n), "nll": total,
                         "deviance_explained": 1 - total / float(self.null_nll.sum()),
                         "aic": 2 * m.n_params + 2 * total, "bic": m.n_params * np.log(n) + 2 * total})
-        best_aic = min(r["aic"] for r in out)
-        for r in out:
-            r["delta_aic"] = r["aic"] - best_aic
+        best = int(np.argmin([r["aic"] for r in out]))
+        for k, r in enumerate(out):
+            r["delta_aic"] = r["aic"] - out[best]["aic"]
+            # held-out NLL against the best model by AIC, with its standard error from the spread of
+            # the per-animal differences (animals are the independent units)
+            d = self.nll[k] - self.nll[best]
+            r["delta_nll"] = float(d.sum())
+            r["delta_nll_se"] = float(np.sqrt(len(d)) * d.std(ddof=1)) if len(d) > 1 else float("nan")
         return out
 
 

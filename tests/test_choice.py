@@ -1,4 +1,5 @@
 """The fly choice task: protocol, data files, likelihood against NumPy, comparison, recovery."""
+import csv
 import json
 
 import numpy as np
@@ -209,6 +210,14 @@ def test_cli_simulate_evolve_fit_compare(tmp_path, capsys):
     assert "deviance" in printed and "best by AIC" in printed
     rows = (out / "comparison.csv").read_text().splitlines()
     assert rows[0] == "animal,decisions,null_nll,nll_full,nll_nofor,nll_taylor" and len(rows) == 1 + 6 + 1
+    # dNLL against the best model by AIC, and its standard error paired over the 6 animals
+    per_animal = np.array([[float(v) for v in row.split(",")[3:]] for row in rows[1:-1]])  # (animals, models)
+    summary = list(csv.DictReader((out / "summary.csv").open()))
+    best = next(k for k, s in enumerate(summary) if float(s["delta_aic"]) == 0)
+    for k, s in enumerate(summary):
+        d = per_animal[:, k] - per_animal[:, best]
+        assert float(s["delta_nll"]) == pytest.approx(d.sum(), abs=1e-9)
+        assert float(s["delta_nll_se"]) == pytest.approx(np.sqrt(6) * d.std(ddof=1), abs=1e-9)
     assert (out / "acceptance.png").stat().st_size > 1000
     # an MLP rule fitted to choices distills over the terminals it reads (x, y, w, r, rbar)
     assert main(["fit", FLY, "--family", "mlp", "--out", str(tmp_path / "mlp"), "--generations", "2"] + common) == 0
