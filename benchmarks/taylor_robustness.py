@@ -90,7 +90,7 @@ def main() -> None:
                     rows.append(row)
                     write_csv(table, COLUMNS, [[r[c] for c in COLUMNS] for r in rows])
     plot(rows, Path(args.figure) if args.figure else out / "robustness.png")
-    print(f"\n| noise | " + " | ".join(f"{o:.0%} recorded" for o in OBSERVED) + " |")
+    print("\n| noise | " + " | ".join(f"{o:.0%} recorded" for o in OBSERVED) + " |")
     print("|---|" + "---|" * len(OBSERVED))
     for n in NOISE:
         cells = []

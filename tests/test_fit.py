@@ -10,7 +10,7 @@ from naive import mlp_numpy
 from rulesearch.cli import main
 from rulesearch.data import save_activity
 from rulesearch.families import MLPFamily, TaylorFamily
-from rulesearch.fit import FamilyFit, r_squared, split_trials, state_from_json, state_to_json
+from rulesearch.fit import FamilyFit, r_squared, split_trials, state_from_json
 from rulesearch.runs import simulate_activity
 from rulesearch.tasks import load_task
 from rulesearch.vm import evaluate, pack
