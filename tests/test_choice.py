@@ -1,6 +1,7 @@
 """The fly choice task: protocol, data files, likelihood against NumPy, comparison, recovery."""
 import csv
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -121,6 +122,18 @@ def test_filter_without_noise_is_the_deterministic_model():
     rules = [task.parse(t) for t in RULES]
     a, b = task.simulate(rules, filtered=True), task.simulate(rules, filtered=False)
     np.testing.assert_allclose(a.nll, b.nll, rtol=1e-12)
+
+
+def test_filter_predicts_held_out_choices_better():
+    """18 synthetic flies whose input noise also drives their updates: tracking each fly's weights
+    from its decisions predicts its held-out decisions better than the noise-free trajectory
+    (measured 792 against 833 nats for this seed; seeds 2 and 3: 16 and 17 nats better)."""
+    task = load_task(FLY, require_data=False, seed=1)
+    task = with_data(task, simulate_choices(task, task.parse("x*(r - rbar)"), seed=1))
+    test = replace(task, choices=choice.with_score(task.choices, "test"))
+    rule = [task.parse("x*(r - rbar)")]
+    filtered, deterministic = (test.simulate(rule, filtered=f).nll.sum() for f in (True, False))
+    assert filtered < deterministic - 20
 
 
 def test_cross_entropy_and_deviance_by_hand():
