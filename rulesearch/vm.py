@@ -202,6 +202,141 @@ def run_program(code, arg, consts, pre, post, syn, trial, stack, out):
         out[k] = stack[0, k]
 
 
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _broadcast_variable(kind, slot, pre, post, syn, trial, row):
+    """One variable laid out per synapse (b, i, j) into row."""
+    n_batch, n_in, n_out = pre.shape[1], pre.shape[2], post.shape[2]
+    m = n_out * n_in
+    if kind == SYN:
+        for k in range(n_batch * m):
+            row[k] = syn[slot, k]
+        return
+    k = 0
+    for b in range(n_batch):
+        for i in range(n_out):
+            for j in range(n_in):
+                if kind == PRE:
+                    row[k] = pre[slot, b, j]
+                elif kind == POST:
+                    row[k] = post[slot, b, i]
+                else:
+                    row[k] = trial[slot, b]
+                k += 1
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def run_program_tangents(code, arg, consts, pre, post, syn, trial, stack, tangent, var, out, grad):
+    """``run_program`` in forward-mode differentiation: the rule's value into ``out`` and its
+    derivatives with respect to x (pre slot 0), y (post slot 0) and w (syn slot 0) into grad
+    (3, n), exactly (no finite differences). tangent: scratch (3, depth, n); var: scratch (n,).
+    Where the VM clips (protected division, exp's argument) the derivative is that of the
+    clipped function (0)."""
+    n_batch = pre.shape[1]
+    n_in = pre.shape[2]
+    n_out = post.shape[2]
+    n = n_batch * n_out * n_in
+    sp = 0
+    for pc in range(code.shape[0]):
+        op = code[pc]
+        a = arg[pc]
+        if op <= OP_CONST:  # push a variable or a constant; its tangent is 1 along itself
+            if op == OP_CONST:
+                for k in range(n):
+                    stack[sp, k] = consts[a]
+            else:
+                _broadcast_variable(op - OP_LOAD_PRE, a, pre, post, syn, trial, stack[sp])
+            for d in range(3):
+                t = 1.0 if (a == 0 and op == OP_LOAD_PRE + d) else 0.0
+                for k in range(n):
+                    tangent[d, sp, k] = t
+            sp += 1
+        elif op >= OP_MUL_VAR:  # top = c + v * top
+            res = stack[sp - 1]
+            if op == OP_MUL_CONST:
+                v = consts[a]
+                for k in range(n):
+                    res[k] *= v
+                for d in range(3):
+                    for k in range(n):
+                        tangent[d, sp - 1, k] *= v
+            else:
+                c = consts[a >> 6] if op == OP_AXPB else 0.0
+                kind = (a >> 4) & 3
+                slot = a & 15
+                _broadcast_variable(kind, slot, pre, post, syn, trial, var)
+                for d in range(3):
+                    own = slot == 0 and kind == d  # d/dv (v * top) = top along v's own direction
+                    t = tangent[d, sp - 1]
+                    for k in range(n):
+                        t[k] = var[k] * t[k] + (res[k] if own else 0.0)
+                for k in range(n):
+                    res[k] = c + var[k] * res[k]
+        elif op < 20:  # binary: first operand on top
+            sp -= 1
+            top = stack[sp]
+            res = stack[sp - 1]
+            for d in range(3):
+                tt = tangent[d, sp]
+                tr = tangent[d, sp - 1]
+                if op == OP_ADD:
+                    for k in range(n):
+                        tr[k] = tt[k] + tr[k]
+                elif op == OP_SUB:
+                    for k in range(n):
+                        tr[k] = tt[k] - tr[k]
+                elif op == OP_MUL:
+                    for k in range(n):
+                        tr[k] = tt[k] * res[k] + top[k] * tr[k]
+                else:  # protected division top / res
+                    for k in range(n):
+                        q = res[k]
+                        tr[k] = (tt[k] * q - top[k] * tr[k]) / (q * q) if abs(q) > DIV_EPS else 0.0
+            if op == OP_ADD:
+                for k in range(n):
+                    res[k] = top[k] + res[k]
+            elif op == OP_SUB:
+                for k in range(n):
+                    res[k] = top[k] - res[k]
+            elif op == OP_MUL:
+                for k in range(n):
+                    res[k] = top[k] * res[k]
+            else:
+                for k in range(n):
+                    q = res[k]
+                    res[k] = top[k] / q if abs(q) > DIV_EPS else 0.0
+        else:  # unary: derivative factor into var, then value
+            res = stack[sp - 1]
+            for k in range(n):
+                v = res[k]
+                if op == OP_NEG:
+                    var[k] = -1.0
+                    res[k] = -v
+                elif op == OP_SQUARE:
+                    var[k] = 2.0 * v
+                    res[k] = v * v
+                elif op == OP_CUBE:
+                    var[k] = 3.0 * v * v
+                    res[k] = v * v * v
+                elif op == OP_TANH:
+                    t = np.tanh(v)
+                    var[k] = 1.0 - t * t
+                    res[k] = t
+                elif op == OP_EXP:
+                    e = np.exp(min(v, EXP_MAX))
+                    var[k] = e if v < EXP_MAX else 0.0
+                    res[k] = e
+                else:  # OP_ABS
+                    var[k] = 1.0 if v > 0 else (-1.0 if v < 0 else 0.0)
+                    res[k] = abs(v)
+            for d in range(3):
+                for k in range(n):
+                    tangent[d, sp - 1, k] *= var[k]
+    for k in range(n):
+        out[k] = stack[0, k]
+        for d in range(3):
+            grad[d, k] = tangent[d, 0, k]
+
+
 @njit(cache=True, parallel=True)
 def _run_packed(code, arg, consts, code_start, const_start, depth, pre, post, syn, trial):
     n_prog = code_start.shape[0] - 1
@@ -230,3 +365,20 @@ def evaluate(packed: PackedPrograms, pre: np.ndarray, post: np.ndarray, syn: np.
                          f"trial {trial.shape}")
     return _run_packed(packed.code, packed.arg, packed.consts, packed.code_start,
                        packed.const_start, packed.depth, pre, post, syn, trial)
+
+
+def evaluate_tangents(packed: PackedPrograms, pre: np.ndarray, post: np.ndarray, syn: np.ndarray,
+                      trial: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every packed program's value (n_programs, n) and its derivatives in x, y, w (pre, post and
+    syn slot 0) as (n_programs, 3, n), n = B * n_out * n_in; arrays as for ``evaluate``."""
+    pre, post, syn, trial = (np.ascontiguousarray(a, dtype=np.float64) for a in (pre, post, syn, trial))
+    n = pre.shape[1] * post.shape[2] * pre.shape[2]
+    values = np.empty((packed.n_programs, n))
+    grads = np.empty((packed.n_programs, 3, n))
+    stack, tangent, var = np.empty((packed.depth, n)), np.empty((3, packed.depth, n)), np.empty(n)
+    for p in range(packed.n_programs):
+        c0, c1 = packed.code_start[p], packed.code_start[p + 1]
+        k0, k1 = packed.const_start[p], packed.const_start[p + 1]
+        run_program_tangents(packed.code[c0:c1], packed.arg[c0:c1], packed.consts[k0:k1], pre, post, syn, trial,
+                             stack, tangent, var, values[p], grads[p])
+    return values, grads

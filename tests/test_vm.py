@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from rulesearch.primitives import PRIMITIVES
 from rulesearch.rules import Rule, parse_rule, symbol
-from rulesearch.vm import evaluate, pack
+from rulesearch.vm import evaluate, evaluate_tangents, pack
 
 OPS = ["add", "sub", "mul", "div", "neg", "square", "cube", "tanh", "exp", "abs"]
 
@@ -65,6 +65,33 @@ def test_vm_matches_lambdify(tree, seed):
     ok = np.isfinite(want) & (np.abs(want) < 1e8)
     ok &= ~_near_guard(tree, env)
     np.testing.assert_allclose(got[ok], want[ok], rtol=1e-6, atol=1e-8)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(prefix_trees(), st.integers(0, 2**31))
+def test_vm_derivatives_match_sympy(tree, seed):
+    """Forward-mode derivatives in x, y, w (used by the choice model's weight filter) against
+    sympy.diff of the same tree; the value against ``run_program``'s."""
+    from conftest import ROOT
+    from rulesearch.grammar import load_grammar
+    g = _grammar(load_grammar(ROOT / "grammars" / "hebbian-full.toml"))
+    rule = Rule((tuple(tree),), g)
+    expr = rule.to_sympy()[0]
+    if expr.has(sympy.zoo, sympy.nan, sympy.oo):
+        return
+    rng = np.random.default_rng(seed)
+    pre, post, syn, trial = _inputs(rng)
+    packed = pack(rule.programs())
+    value, grad = evaluate_tangents(packed, pre, post, syn, trial)
+    np.testing.assert_array_equal(value[0], evaluate(packed, pre, post, syn, trial)[0])
+    env = _broadcast(pre, post, syn)
+    ok = ~_near_guard(tree, env)
+    for d, name in enumerate("xyw"):
+        f = sympy.lambdify([symbol(n) for n in "xyw"], sympy.diff(expr, symbol(name)), modules="numpy")
+        with np.errstate(all="ignore"):
+            want = np.broadcast_to(np.asarray(f(env["x"], env["y"], env["w"]), float), value[0].shape)
+        keep = ok & np.isfinite(want) & (np.abs(want) < 1e8)
+        np.testing.assert_allclose(grad[0, d][keep], want[keep], rtol=1e-6, atol=1e-8, err_msg=name)
 
 
 def _near_guard(tree, env):
