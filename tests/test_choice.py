@@ -102,15 +102,14 @@ def test_likelihood_matches_numpy_reference():
 
 
 def test_filtered_likelihood_matches_numpy_reference():
-    """The weight filter against dense matrices and the rule's exact (sympy) derivatives: the
-    kernel's forward differences of the rule leave ~1e-6 relative error (weights ~1e-8 absolute)."""
+    """The weight filter against dense matrices and the rule's derivatives by sympy."""
     task, data, rules, sim = _reference_case(filtered=True)
     p, n = task.protocol, task.network
 
     def reference(rule, a, o, d, r, fitted):
         return choice_nll_filtered_numpy(rule, o, d, r, task.x, task.w0[a], task.readout, n.eta, p.reward_window,
                                          p.odour_variance, task.inputs.init_std ** 2, fitted, fitted)
-    _check_against(task, data, rules, sim, reference, rel=1e-5, atol=1e-7)
+    _check_against(task, data, rules, sim, reference, rel=1e-9, atol=1e-12)
 
 
 def test_filter_without_noise_is_the_deterministic_model():

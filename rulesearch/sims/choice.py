@@ -12,7 +12,7 @@ of its decisions, optionally tracking each animal's weights from its decisions (
 assumed-density filter: ``_predict``, ``_condition``, ``_propagate``); ``sample`` runs the
 protocol (baited rewards, blocks of reward probabilities) and samples decisions from the
 model, to make synthetic animals. Animals are the VM's batch: one VM call per trial
-updates every animal (four with the filter: the rule and its derivatives in x, y, w).
+updates every animal (with the filter, in forward-mode: the rule and its derivatives in x, y, w).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numba import njit, prange
 
-from ..vm import FASTMATH, PackedPrograms, run_program
+from ..vm import FASTMATH, PackedPrograms, run_program, run_program_tangents
 
 PROVIDED_NAMES = ("x", "y", "w", "r", "rbar")
 MAX_ENCOUNTERS_PER_TRIAL = 1000  # a sampled animal that rejects this often in a row stops (its data end there)
@@ -102,7 +102,6 @@ def _expected_logit(w, base, x, n_out, n_in, readout, h, noise_var):
 
 
 SQRT_LAMBDA = np.sqrt(np.pi / 8.0)  # probit approximation: sigmoid(a) ~ Phi(SQRT_LAMBDA * a)
-FD_STEP = 1e-6  # forward differences of the rule for the filter's Jacobians
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
@@ -166,21 +165,6 @@ def _condition(w, base, m, n_in, S, c, eps, logit, v, accepted):
         for q in range(nz):
             S[p, q] += cp * c[q]
 
-
-
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _rule_derivative(code, arg, consts, pre, post, syn, trial, stack, values, saved, f, out):
-    """d rule / d values into out by a forward difference from f (the rule's values); values is a
-    flat view of one VM input (pre, post or the weights), restored from ``saved``. The rule is
-    local (synapse (i, j) reads only x_j, y_i, w_ij), so perturbing all values at once gives every
-    synapse's derivative."""
-    for q in range(values.shape[0]):
-        values[q] = saved[q] + FD_STEP
-    run_program(code, arg, consts, pre, post, syn, trial, stack, out)
-    for q in range(values.shape[0]):
-        values[q] = saved[q]
-    for q in range(out.shape[0]):
-        out[q] = (out[q] - f[q]) / FD_STEP
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
@@ -276,8 +260,9 @@ def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, tri
     J = np.empty(nz)
     c = np.empty(nz)
     x = np.empty(n_in)
-    d_pre, d_post, d_syn = pre.reshape(pre.size), post.reshape(post.size), syn.reshape(syn.size)
-    fx, fy, fw = np.empty(A * m), np.empty(A * m), np.empty(A * m)
+    grad = np.empty((3, A * m if filtered else 0))  # the rule's derivatives in x, y, w
+    tangent = np.empty((3, depth if filtered else 0, A * m))
+    scratch = np.empty(A * m)
     a_w, a_eps, C, CT = np.empty((m, n_in)), np.empty((m, n_in)), np.empty((m, nz)), np.empty((nz, m))
     blown = False
     for k in range(T + 1):
@@ -325,15 +310,14 @@ def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, tri
                 updated[b] = True
         if k == T:
             break
-        run_program(code, arg, consts, pre, post, syn, trial, stack, dw)
         if filtered:
-            _rule_derivative(code, arg, consts, pre, post, syn, trial, stack, d_pre, d_pre.copy(), dw, fx)
-            _rule_derivative(code, arg, consts, pre, post, syn, trial, stack, d_post, d_post.copy(), dw, fy)
-            _rule_derivative(code, arg, consts, pre, post, syn, trial, stack, d_syn, d_syn.copy(), dw, fw)
+            run_program_tangents(code, arg, consts, pre, post, syn, trial, stack, tangent, scratch, dw, grad)
             for b in range(A):
                 if updated[b]:
-                    _propagate(S[b], b, w, m, n_out, n_in, pre[0, b], post[0, b], eta, fx, fy, fw, a_w, a_eps, C,
-                               CT)
+                    _propagate(S[b], b, w, m, n_out, n_in, pre[0, b], post[0, b], eta, grad[0], grad[1], grad[2],
+                               a_w, a_eps, C, CT)
+        else:
+            run_program(code, arg, consts, pre, post, syn, trial, stack, dw)
         largest, poison = _apply_update(w, dw, eta, updated, m)
         if not (largest <= bound and poison == 0.0):
             blown = True
