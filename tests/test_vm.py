@@ -44,26 +44,36 @@ def _broadcast(pre, post, syn):
     return {"x": xs, "y": ys, "w": syn[0]}
 
 
+def _case(tree, seed):
+    """The tree as a rule over the full grammar, its sympy meaning, random inputs and the inputs
+    per synapse; None when sympy's meaning is not finite."""
+    from conftest import ROOT
+    from rulesearch.grammar import load_grammar
+    rule = Rule((tuple(tree),), _grammar(load_grammar(ROOT / "grammars" / "hebbian-full.toml")))
+    expr = rule.to_sympy()[0]
+    if expr.has(sympy.zoo, sympy.nan, sympy.oo):
+        return None
+    pre, post, syn, trial = _inputs(np.random.default_rng(seed))
+    return rule, expr, (pre, post, syn, trial), _broadcast(pre, post, syn)
+
+
+def _exact(expr, env, shape):
+    f = sympy.lambdify([symbol(n) for n in "xyw"], expr, modules="numpy")
+    with np.errstate(all="ignore"):
+        want = np.broadcast_to(np.asarray(f(env["x"], env["y"], env["w"]), float), shape)
+    return want, np.isfinite(want) & (np.abs(want) < 1e8)
+
+
 @settings(max_examples=150, deadline=None, derandomize=True)  # same examples in every CI run
 @given(prefix_trees(), st.integers(0, 2**31))
 def test_vm_matches_lambdify(tree, seed):
-    from rulesearch.grammar import load_grammar
-    from conftest import ROOT
-    g = _grammar(load_grammar(ROOT / "grammars" / "hebbian-full.toml"))
-    rule = Rule((tuple(tree),), g)
-    expr = rule.to_sympy()[0]
-    if expr.has(sympy.zoo, sympy.nan, sympy.oo):
+    case = _case(tree, seed)
+    if case is None:
         return
-    rng = np.random.default_rng(seed)
-    pre, post, syn, trial = _inputs(rng)
-    got = evaluate(pack(rule.programs()), pre, post, syn, trial)[0]
-    f = sympy.lambdify([symbol(n) for n in "xyw"], expr, modules="numpy")
-    env = _broadcast(pre, post, syn)
-    with np.errstate(all="ignore"):
-        want = np.broadcast_to(np.asarray(f(env["x"], env["y"], env["w"]), float), got.shape)
-    # Protected operators differ from the exact meaning only near their guards.
-    ok = np.isfinite(want) & (np.abs(want) < 1e8)
-    ok &= ~_near_guard(tree, env)
+    rule, expr, inputs, env = case
+    got = evaluate(pack(rule.programs()), *inputs)[0]
+    want, ok = _exact(expr, env, got.shape)
+    ok &= ~_near_guard(tree, env)  # protected operators differ from the exact meaning only near their guards
     np.testing.assert_allclose(got[ok], want[ok], rtol=1e-6, atol=1e-8)
 
 
@@ -72,26 +82,17 @@ def test_vm_matches_lambdify(tree, seed):
 def test_vm_derivatives_match_sympy(tree, seed):
     """Forward-mode derivatives in x, y, w (used by the choice model's weight filter) against
     sympy.diff of the same tree; the value against ``run_program``'s."""
-    from conftest import ROOT
-    from rulesearch.grammar import load_grammar
-    g = _grammar(load_grammar(ROOT / "grammars" / "hebbian-full.toml"))
-    rule = Rule((tuple(tree),), g)
-    expr = rule.to_sympy()[0]
-    if expr.has(sympy.zoo, sympy.nan, sympy.oo):
+    case = _case(tree, seed)
+    if case is None:
         return
-    rng = np.random.default_rng(seed)
-    pre, post, syn, trial = _inputs(rng)
+    rule, expr, inputs, env = case
     packed = pack(rule.programs())
-    value, grad = evaluate_tangents(packed, pre, post, syn, trial)
-    np.testing.assert_array_equal(value[0], evaluate(packed, pre, post, syn, trial)[0])
-    env = _broadcast(pre, post, syn)
-    ok = ~_near_guard(tree, env)
+    value, grad = evaluate_tangents(packed, *inputs)
+    np.testing.assert_array_equal(value[0], evaluate(packed, *inputs)[0])
     for d, name in enumerate("xyw"):
-        f = sympy.lambdify([symbol(n) for n in "xyw"], sympy.diff(expr, symbol(name)), modules="numpy")
-        with np.errstate(all="ignore"):
-            want = np.broadcast_to(np.asarray(f(env["x"], env["y"], env["w"]), float), value[0].shape)
-        keep = ok & np.isfinite(want) & (np.abs(want) < 1e8)
-        np.testing.assert_allclose(grad[0, d][keep], want[keep], rtol=1e-6, atol=1e-8, err_msg=name)
+        want, ok = _exact(sympy.diff(expr, symbol(name)), env, value[0].shape)
+        ok &= ~_near_guard(tree, env)
+        np.testing.assert_allclose(grad[0, d][ok], want[ok], rtol=1e-6, atol=1e-8, err_msg=name)
 
 
 def _near_guard(tree, env):

@@ -183,26 +183,27 @@ def _propagate(S, b, w, m, n_out, n_in, x, y, eta, fx, fy, fw, a_w, a_eps, C, CT
                 a_eps[q, k] = eta * fy[base + q] * gy * w[base + i * n_in + k]
             a_w[q, j] += 1.0 + eta * fw[base + q]
             a_eps[q, j] += eta * fx[base + q]
-    # C = A S, then S' = A C^T (= A S A^T; S is symmetric), both as row axpys that vectorise
-    for q in range(m):
-        i0 = (q // n_in) * n_in
-        for p in range(nz):
-            C[q, p] = 0.0
-        for k in range(n_in):
-            aw, ae = a_w[q, k], a_eps[q, k]
-            for p in range(nz):
-                C[q, p] += aw * S[i0 + k, p] + ae * S[m + k, p]
+    # C = A S, then S' = A C^T (= A S A^T; S is symmetric)
+    _times_update_jacobian(a_w, a_eps, S, C, m, n_in, nz)
     for p in range(nz):
         for q in range(m):
             CT[p, q] = C[q, p]
+    _times_update_jacobian(a_w, a_eps, CT, S, m, n_in, m)
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _times_update_jacobian(a_w, a_eps, M, out, m, n_in, width):
+    """out[:m, :width] = A M[:, :width] for the update's Jacobian A (row q = (i, j) has nonzeros
+    a_w[q] in the columns of unit i's weights and a_eps[q] in the input-noise columns), as row
+    axpys that vectorise."""
     for q in range(m):
         i0 = (q // n_in) * n_in
-        for p in range(m):
-            S[q, p] = 0.0
+        for p in range(width):
+            out[q, p] = 0.0
         for k in range(n_in):
             aw, ae = a_w[q, k], a_eps[q, k]
-            for p in range(m):
-                S[q, p] += aw * CT[i0 + k, p] + ae * CT[m + k, p]
+            for p in range(width):
+                out[q, p] += aw * M[i0 + k, p] + ae * M[m + k, p]
 
 
 @njit(cache=True, nogil=True)
