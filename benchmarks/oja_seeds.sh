@@ -4,7 +4,7 @@
 set -euo pipefail
 out=${1:-results/oja-seeds}
 mkdir -p "$out"
-for seed in 1 2 3 4 5 6 7 8 9 10; do
+for seed in 0 1 2 3 4 5 6 7 8 9 10; do
   start=$(date +%s.%N)
   rulesearch evolve tasks/oja.toml --seed "$seed" --out "$out/seed$seed" > "$out/seed$seed.log" 2>&1
   end=$(date +%s.%N)
