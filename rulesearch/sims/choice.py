@@ -166,7 +166,6 @@ def _condition(w, base, m, n_in, S, c, eps, logit, v, accepted):
             S[p, q] += cp * c[q]
 
 
-
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _propagate(S, b, w, m, n_out, n_in, x, y, eta, fx, fy, fw, a_w, a_eps, C, CT):
     """State covariance through one update w' = w + eta f(x + eps, y, w, r, rbar), linearised at the
