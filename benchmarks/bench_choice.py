@@ -18,7 +18,7 @@ import numpy as np
 
 from rulesearch.families import TaylorFamily
 from rulesearch.fit import make_family
-from rulesearch.runs import simulate_choices
+from rulesearch.sims.choice import simulate_choices
 from rulesearch.tasks import load_task, pack_rules, with_data
 
 TASK = str(Path(__file__).resolve().parent.parent / "tasks" / "fly-choice.toml")

@@ -100,7 +100,7 @@ def main() -> None:
     for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
         numba.set_num_threads(threads)
         times[threads] = best_time(lambda: task.evaluate_packed(population), max(3, args.repeats // 2), 1)
-    pop_updates = 400 * task.inputs.trials * task.inputs.steps * task.network.n_in
+    pop_updates = 400 * task.config.trials * task.config.steps * task.config.n_in
 
     figures = {
         "vm_updates_per_s": updates / t_vm,

@@ -16,7 +16,8 @@ import sympy
 from rulesearch.data import save_activity
 from rulesearch.results import write_csv
 from rulesearch.rules import symbol
-from rulesearch.runs import RunSpec, evolve_run, simulate_activity
+from rulesearch.runs import RunSpec, evolve_run
+from rulesearch.sims.rate import simulate_activity
 from rulesearch.tasks import load_task
 
 TASK = Path(__file__).resolve().parent.parent / "tasks" / "fit-activity.toml"

@@ -18,7 +18,8 @@ import sympy
 from rulesearch.data import save_activity
 from rulesearch.results import read_csv, write_csv
 from rulesearch.rules import symbol
-from rulesearch.runs import RunSpec, distill_run, fit_run, simulate_activity
+from rulesearch.runs import RunSpec, distill_run, fit_run
+from rulesearch.sims.rate import simulate_activity
 from rulesearch.tasks import load_task
 
 TASK = Path(__file__).resolve().parent.parent / "tasks" / "fit-activity.toml"

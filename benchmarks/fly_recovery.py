@@ -23,7 +23,8 @@ from rulesearch.compare import compare_runs
 from rulesearch.results import write_csv
 from rulesearch.rules import parse_rule, symbol
 from rulesearch.fit import choice_heldout_scores
-from rulesearch.runs import RunSpec, evolve_run, fit_run, read_fit, simulate_choices
+from rulesearch.runs import RunSpec, evolve_run, fit_run, read_fit
+from rulesearch.sims.choice import simulate_choices
 from rulesearch.tasks import load_task, with_data
 
 TASK = str(Path(__file__).resolve().parent.parent / "tasks" / "fly-choice.toml")

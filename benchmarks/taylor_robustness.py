@@ -20,7 +20,8 @@ import numpy as np
 from rulesearch.data import save_activity
 from rulesearch.plots import plt
 from rulesearch.results import atomic_file, read_csv, write_csv
-from rulesearch.runs import RunSpec, fit_run, simulate_activity
+from rulesearch.runs import RunSpec, fit_run
+from rulesearch.sims.rate import simulate_activity
 from rulesearch.tasks import load_task
 
 TASK = Path(__file__).resolve().parent.parent / "tasks" / "fit-activity.toml"

@@ -186,47 +186,17 @@ def cmd_compare(args) -> int:
     if not 0 <= args.animal < len(c.animals):
         raise ValueError(f"--animal {args.animal}: expected 0..{len(c.animals) - 1}")
     plot_acceptance(out / "acceptance.png", acceptance_curves(c, args.animal),
-                    [f"{m.name}: {m.description}" for m in c.models], c.task.protocol.trials_per_block,
+                    [f"{m.name}: {m.description}" for m in c.models], c.task.config.protocol.trials_per_block,
                     f"{c.animals[args.animal]}: model P(accept) and the animal's choices")
     print(f"written: {out}")
     return 0
 
 
 def cmd_simulate(args) -> int:
-    from .data import save_activity
-    from .runs import simulate_activity
     from .tasks import load_task
     task = load_task(args.task, args.set, seed=args.seed, require_data=False)
     rule = task.parse(args.rule)
-    if task.network.simulator == "choice":
-        return _simulate_choices(task, rule, args)
-    if args.animals is not None:
-        raise ValueError("--animals is for choice tasks (network.simulator = \"choice\")")
-    data = simulate_activity(task, rule, args.noise, args.observed, task.seed)
-    save_activity(args.out, data)
-    trials, steps, n_in = data.x.shape
-    print(f"wrote {args.out}: {trials} trials x {steps} steps, {n_in} inputs, {data.y.shape[2]} outputs "
-          f"({len(data.meta['recorded_neurons'])} recorded), rule {rule.text()}, noise {args.noise:g}")
-    return 0
-
-
-def _simulate_choices(task, rule, args) -> int:
-    from .choices import save_choices_mat, save_choices_npz
-    from .runs import simulate_choices
-    if args.noise or args.observed != 1.0:
-        raise ValueError("--noise and --observed are for activity data; choice tasks sample decisions")
-    out = Path(args.out)
-    if out.suffix == ".npz":
-        raise ValueError(f"--out {out}: choice tasks write a folder (per-fly .mat files and choices.npz)")
-    data = simulate_choices(task, rule, args.animals, task.seed)
-    files = save_choices_mat(out, data)
-    save_choices_npz(out / "choices.npz", data)
-    accepted = int(data.decision.sum())
-    print(f"wrote {out}: {data.n_animals} flies ({len(files)} .mat files + choices.npz), {len(data.animal)} "
-          f"encounters, {accepted} acceptances, {int(data.reward.sum())} rewards, rule {rule.text()}")
-    stopped = sum(data.meta["stopped_early"])
-    if stopped:
-        print(f"note: {stopped} flies stopped accepting before the protocol's end")
+    print(task.sim.synthesize(task, rule, Path(args.out), args.noise, args.observed, args.animals))
     return 0
 
 
@@ -246,12 +216,20 @@ def cmd_latex(args) -> int:
     from .results import PARAMS_FILE
     if (Path(args.run) / PARAMS_FILE).is_file():
         return _latex_fit(args)
+    from .results import RUN_FILE, read_json
     from .runs import read_front
     rows = read_front(args.run)
+    info = read_json(Path(args.run) / RUN_FILE) if (Path(args.run) / RUN_FILE).is_file() else {}
+    pathways = info.get("pathways")
     if args.table:
-        print(latex_table(rows))
+        print(latex_table(rows, pathways))
     else:
-        print(latex_equation(next(r for r in rows if str(r["selected"]) == "1")["latex"]))
+        selected = next(r for r in rows if str(r["selected"]) == "1")
+        if pathways:  # one line per pathway: \Delta W_{ij} = ...
+            for name, p in pathways.items():
+                print(f"{p['symbol']} = {selected['latex_' + name]}")
+        else:
+            print(latex_equation(selected["latex"]))
     return 0
 
 
@@ -266,13 +244,18 @@ def _latex_fit(args) -> int:
         raise ValueError(f"{args.run}: an MLP fit has no readable equation; distill it first: "
                          f"rulesearch distill {args.run}")
     if args.table:
-        rows = [{"term": n, "value": v,
-                 "latex": to_latex(sympy.Mul(*[symbol(v) ** p for v, p in zip(family.variables, e)]),
-                                   family.grammar)}
-                for n, e, v in zip(family.names, family.terms, params) if abs(v) > args.threshold * abs(params).max()]
+        cut = args.threshold * abs(params).max()
+        rows = [{"term": r["term"], "value": r["value"],
+                 "latex": to_latex(sympy.Mul(*[symbol(v) ** p for v, p in zip(r["family"].variables, r["exponents"])]),
+                                   r["family"].grammar)}
+                for r in family.coefficient_rows(params) if abs(r["value"]) > cut]
         print(latex_coefficient_table(sorted(rows, key=lambda r: -abs(r["value"]))))
     else:
-        print(latex_equation(family.rule(params, args.threshold).canonical().latex(lhs=False)))
+        rule = family.rule(params, args.threshold).canonical()
+        if rule.space.multi:
+            print("\n".join(f"{p.symbol} = {t}" for p, t in zip(rule.space.pathways, rule.latex_parts())))
+        else:
+            print(latex_equation(rule.latex(lhs=False)))
     return 0
 
 

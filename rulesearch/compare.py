@@ -98,7 +98,7 @@ def compare_runs(run_dirs: list[str | Path]) -> Comparison:
             raise TaskError(f"{d}: fitted to {info['data']}, but {run_dirs[0]} to {first['data']}: "
                             "models must be compared on the same data")
     task = load_task(first["task"], first["overrides"], first["data"], first["seed"])
-    if task.choices is None:
+    if task.objective != "fit_choices":
         raise TaskError(f"{run_dirs[0]}: compare scores choice tasks (objective fit_choices); "
                         f"this run's objective is '{task.objective}'")
     _, test = split_trials(task, 0.0)
@@ -107,7 +107,7 @@ def compare_runs(run_dirs: list[str | Path]) -> Comparison:
     models = [load_model(d, test) for d in run_dirs]
     sims = [test.simulate(m.packed, record=True) for m in models]
     null = test.simulate([test.parse("0")])
-    return Comparison(models, task.choice_data.names, sims[0].count, np.stack([s.nll[0] for s in sims]),
+    return Comparison(models, task.state.data.names, sims[0].count, np.stack([s.nll[0] for s in sims]),
                       null.nll[0], test, np.stack([s.w[0] for s in sims]))
 
 
@@ -115,13 +115,14 @@ def acceptance_curves(comparison: Comparison, animal: int) -> dict:
     """P(accept) of each odour before each trial under each model, and the animal's running
     acceptance rate per odour (window of 10 encounters of that odour), for one animal."""
     t = comparison.task
-    ch = t.choices
+    ch = t.state.choices
     n_trials = int(ch.n_trials[animal])
     probs = []
     for w in comparison.weights:  # (A, T + 1, n_out, n_in)
         W = w[animal, :n_trials + 1]  # (trials, n_out, n_in)
-        probs.append(choice.acceptance_probability(W, t.x, t.readout, t.protocol.odour_variance))
-    odour, decision, _ = t.choice_data.per_animal(animal)
+        probs.append(choice.acceptance_probability(W, t.state.patterns, t.config.readout,
+                                                   t.config.protocol.odour_variance))
+    odour, decision, _ = t.state.data.per_animal(animal)
     trial_of = np.concatenate([[0], np.cumsum(decision)[:-1]])  # trial index of each encounter
     running = []
     for o in (0, 1):

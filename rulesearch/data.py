@@ -5,6 +5,8 @@ Schema::
     x     float (trials, steps, n_in)   presynaptic rates
     y     float (trials, steps, n_out)  recorded postsynaptic activity, NaN = not recorded
     w0    float (trials, n_out, n_in)   initial weights
+    m0    float (trials, n_out, n_out)  optional: initial lateral weights (networks with a
+                                        lateral pathway; zero diagonal); absent: all 0
     meta  str (optional)                JSON, informational only
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ class ActivityData:
     w0: np.ndarray  # (trials, n_out, n_in)
     meta: dict
     source: str = "<memory>"
+    m0: np.ndarray | None = None  # (trials, n_out, n_out) initial lateral weights, or None
 
 
 def _array(npz, name: str, ndim: int, shape_text: str, path: Path) -> np.ndarray:
@@ -76,6 +79,7 @@ def load_activity(path: str | Path) -> ActivityData:
         x = _array(npz, "x", 3, "(trials, steps, n_in)", path)
         y = _array(npz, "y", 3, "(trials, steps, n_out)", path)
         w0 = _array(npz, "w0", 3, "(trials, n_out, n_in)", path)
+        m0 = _array(npz, "m0", 3, "(trials, n_out, n_out)", path) if "m0" in npz.files else None
         meta = read_meta(npz, path)
     trials, steps, n_in = x.shape
     if y.shape[:2] != (trials, steps):
@@ -85,6 +89,12 @@ def load_activity(path: str | Path) -> ActivityData:
     if w0.shape != (trials, n_out, n_in):
         raise DataError(f"{path}: array 'w0' has shape {w0.shape}: expected (trials, n_out, n_in) "
                         f"= {(trials, n_out, n_in)}")
+    if m0 is not None:
+        if m0.shape != (trials, n_out, n_out):
+            raise DataError(f"{path}: array 'm0' has shape {m0.shape}: expected (trials, n_out, n_out) "
+                            f"= {(trials, n_out, n_out)}")
+        if not np.all(np.isfinite(m0)):
+            raise DataError(f"{path}: array 'm0' has NaN or inf: expected finite weights")
     if min(trials, steps, n_in, n_out) == 0:
         raise DataError(f"{path}: an array is empty (x {x.shape}, y {y.shape})")
     if not np.all(np.isfinite(x)):
@@ -95,9 +105,10 @@ def load_activity(path: str | Path) -> ActivityData:
         raise DataError(f"{path}: array 'y' has inf: expected finite values or NaN for unrecorded")
     if np.all(np.isnan(y)):
         raise DataError(f"{path}: array 'y' is all NaN: expected some recorded activity")
-    return ActivityData(x, y, w0, meta, str(path))
+    return ActivityData(x, y, w0, meta, str(path), m0)
 
 
 def save_activity(path: str | Path, data: ActivityData) -> None:
     """Write ``data`` in the schema, atomically."""
-    savez_atomic(path, x=data.x, y=data.y, w0=data.w0, meta=np.array(json.dumps(data.meta)))
+    lateral = {} if data.m0 is None else {"m0": data.m0}
+    savez_atomic(path, x=data.x, y=data.y, w0=data.w0, meta=np.array(json.dumps(data.meta)), **lateral)

@@ -10,6 +10,10 @@
 A backend is one function ``(problem: Problem) -> list[Rule]``; ``BACKENDS`` maps
 names to them (operon: pyoperon, offline, the default; pysr: needs Julia; gp:
 rulesearch's own GP with a regression objective).
+
+Rules of several pathways are distilled pathway by pathway (each pathway's formulas scored
+with the other pathways kept at the fitted family), then joined: every formula of one
+pathway's front with the selected formulas of the others.
 """
 from __future__ import annotations
 
@@ -25,10 +29,10 @@ from .errors import GrammarError
 from .families import variable_tokens
 from .gp import FrontEntry, Search, pareto_front, readable, select_rule
 from .grammar import Grammar
-from .primitives import POST, PRE, SYN, TRIAL, VARIABLES
-from .rules import Rule, parse_rule
+from .primitives import POST, PRE, SYN, TRIAL
+from .rules import Pathway, Rule, RuleSpace, parse_rule
 from .tasks import WORST_LOSS, Evaluation, Task, pack_rules
-from .vm import PackedPrograms, evaluate
+from .vm import PackedPrograms, evaluate, interleave
 
 
 class BackendUnavailable(ValueError):
@@ -45,18 +49,23 @@ class Problem:
     grammar: Grammar
     max_size: int
     seed: int
-    task: Task  # for the gp backend's search settings
+    task: Task  # a one-pathway view of the task (the pathway distilled), for the gp backend's settings
+
+    @property
+    def pathway(self) -> Pathway:
+        return self.task.space.pathways[0]
 
 
-def _vm_variables(X: np.ndarray, names) -> tuple:
+def _vm_variables(X: np.ndarray, names, pathway: Pathway | None = None) -> tuple:
     """Samples as VM variables: each sample is one synapse (batch = samples, 1 pre, 1 post)."""
     n = X.shape[0]
-    slots = {kind: 1 + max([VARIABLES[v].slot for v in names if VARIABLES[v].kind == kind], default=-1)
+    pathway = pathway or Pathway("w", None)
+    variables = [pathway.variable(v) for v in names]
+    slots = {kind: 1 + max([v.slot for v in variables if v.kind == kind], default=-1)
              for kind in (PRE, POST, SYN, TRIAL)}
     pre, post = np.zeros((slots[PRE], n, 1)), np.zeros((slots[POST], n, 1))
     syn, trial = np.zeros((slots[SYN], n)), np.zeros((slots[TRIAL], n))
-    for col, name in enumerate(names):
-        var = VARIABLES[name]
+    for col, var in enumerate(variables):
         if var.kind == PRE:
             pre[var.slot, :, 0] = X[:, col]
         elif var.kind == POST:
@@ -68,16 +77,16 @@ def _vm_variables(X: np.ndarray, names) -> tuple:
     return pre, post, syn, trial
 
 
-def rule_outputs(packed: PackedPrograms, X: np.ndarray, names) -> np.ndarray:
-    """Every packed rule on every sample -> (n_rules, n_samples)."""
-    return evaluate(packed, *_vm_variables(X, names))
+def rule_outputs(packed: PackedPrograms, X: np.ndarray, names, pathway: Pathway | None = None) -> np.ndarray:
+    """Every packed program on every sample -> (n_programs, n_samples)."""
+    return evaluate(packed, *_vm_variables(X, names, pathway))
 
 
 class RegressionLoss:
     """Evaluator seam for regression: mean squared error of each rule on the samples."""
 
     def __init__(self, problem: Problem):
-        self.variables = _vm_variables(problem.X, problem.names)
+        self.variables = _vm_variables(problem.X, problem.names, problem.pathway)
         self.target = problem.target
 
     def __call__(self, packed: PackedPrograms) -> Evaluation:
@@ -184,60 +193,61 @@ class DistillResult:
 
 
 def sample_visited_states(task: Task, packed: PackedPrograms, names, n_samples: int,
-                          rng: np.random.Generator) -> np.ndarray:
-    """Inputs (n_samples, len(names)) of synapses drawn from the task run under the rule: every
-    step of every trial (rate), or every update of every animal (choice)."""
-    sim = task.simulate(packed, record=True)
-    if task.choices is not None:
-        ch = task.choices
-        A, n_out, n_in = sim.w.shape[1], sim.w.shape[3], sim.w.shape[4]
-        b = rng.integers(0, A, n_samples)
-        k = (rng.random(n_samples) * ch.n_trials[b]).astype(np.int64)  # a completed trial of animal b
-        i = rng.integers(0, n_out, n_samples)
-        j = rng.integers(0, n_in, n_samples)
-        W = sim.w[0][b, k]  # (n, n_out, n_in) before the update
-        x = task.x[_accepted_odour(task, b, k)]  # (n, n_in) odour patterns
-        y = np.tanh(np.einsum("nij,nj->ni", W, x))
-        columns = {"x": x[np.arange(n_samples), j], "y": y[np.arange(n_samples), i],
-                   "w": W[np.arange(n_samples), i, j], "r": ch.r[b, k], "rbar": ch.rbar[b, k]}
-    else:
-        y, w = sim.y[0], sim.w[0]  # (trials, steps, n_out), (trials, steps, n_out, n_in)
-        trials, steps, n_out, n_in = w.shape
-        b = rng.integers(0, trials, n_samples)
-        t = rng.integers(0, steps, n_samples)
-        i = rng.integers(0, n_out, n_samples)
-        j = rng.integers(0, n_in, n_samples)
-        columns = {"x": task.x[b, t, j], "y": y[b, t, i], "w": w[b, t, i, j]}
-    missing = [v for v in names if v not in columns]
-    if missing:
-        raise ValueError(f"distill samples {', '.join(columns)}; this rule also uses {', '.join(missing)}")
-    return np.stack([columns[v] for v in names], axis=1)
+                          rng: np.random.Generator, pathway: int = 0) -> np.ndarray:
+    """Inputs (n_samples, len(names)) of synapses of ``pathway`` drawn from the task run under the
+    rule (the simulator chooses how: every step of every trial, every update of every animal)."""
+    return task.sim.visited_states(task, packed, pathway, names, n_samples, rng)
 
 
-def _accepted_odour(task: Task, b: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Odour of the encounter that ended trial k of animal b."""
-    ch = task.choices
-    return ch.odour[b, ch.trial_end[b, k]]
+def _pathway_families(family, task: Task) -> list:
+    return list(family.families) if task.space.multi else [family]
 
 
-def distill(task: Task, family, params: np.ndarray, backend: str = "operon", max_size: int = 25,
-            n_samples: int = 2000, seed: int = 0) -> DistillResult:
-    """Explain ``family``'s rule at ``params`` by formulas; ``task`` is the task it was fitted on."""
-    check_backend(backend)
-    rng = np.random.default_rng(seed)
-    packed = family.pack(params[None])
+def _pathway_params(family, params: np.ndarray) -> list[np.ndarray]:
+    if not hasattr(family, "families"):
+        return [params]
+    return [p for _, p in family._slices(params)]
+
+
+def _with_pathway(blackbox: PackedPrograms, p: int, rules: list[Rule]) -> PackedPrograms:
+    """Each rule (one pathway's formula) in pathway ``p``, the other pathways' black-box programs
+    kept: one individual per rule."""
+    n = len(rules)
+    parts = []
+    for q in range(blackbox.parts):
+        if q == p:
+            parts.append(pack_rules(rules))
+        else:
+            c0, c1 = blackbox.code_start[q], blackbox.code_start[q + 1]
+            k0, k1 = blackbox.const_start[q], blackbox.const_start[q + 1]
+            lc, lk = c1 - c0, k1 - k0
+            parts.append(PackedPrograms(np.tile(blackbox.code[c0:c1], n), np.tile(blackbox.arg[c0:c1], n),
+                                        np.tile(blackbox.consts[k0:k1], n), np.arange(n + 1, dtype=np.int64) * lc,
+                                        np.arange(n + 1, dtype=np.int64) * lk, blackbox.depth))
+    return interleave(parts)
+
+
+def _distill_pathway(task: Task, blackbox: PackedPrograms, p: int, family, params, backend, max_size,
+                     n_samples, rng, seed) -> tuple[list[Rule], dict, np.ndarray]:
+    """Formulas for pathway ``p``: (rules of one pathway, rule text -> regression MSE, task losses
+    with the other pathways kept at the black box)."""
+    pathway = task.space.pathways[p]
     # the terminals the family reads (an input may be an expression such as r - rbar)
-    used = {v for var in family.variables for kind, v in variable_tokens(var, task.grammar) if kind == "var"}
-    names = tuple(n for n in task.grammar.names if n in used)
-    X = sample_visited_states(task, packed, names, n_samples, rng)
-    target = rule_outputs(packed, X, names)[0]
-    grammar = replace(task.grammar, max_size=max(max_size, task.grammar.max_size))
-    problem = Problem(X, target, names, grammar, max_size, seed, replace(task, grammar=grammar))
-    candidates = BACKENDS[backend](problem)
+    used = {v for var in family.variables for kind, v in variable_tokens(var, pathway.grammar) if kind == "var"}
+    names = tuple(n for n in pathway.grammar.names if n in used)
+    X = sample_visited_states(task, blackbox, names, n_samples, rng, p)
+    target = rule_outputs(family.pack(params[None]), X, names, pathway)[0]
+    grammar = replace(pathway.grammar, max_size=max(max_size, pathway.grammar.max_size))
+    one = RuleSpace((replace(pathway, grammar=grammar),))
+    problem = Problem(X, target, names, grammar, max_size, seed,
+                      replace(task, space=one, etas=(task.etas[p],)))
+    candidates = [Rule(r.exprs, one) for r in BACKENDS[backend](problem)]
     if not candidates:
-        raise ValueError(f"backend {backend!r} returned no formula within the grammar")
+        raise ValueError(f"backend {backend!r} returned no formula within the grammar"
+                         + (f" (pathway '{pathway.name}')" if task.space.multi else ""))
 
-    task_loss = lambda rules: task.evaluate(rules)  # noqa: E731
+    def task_loss(rules):
+        return task.evaluate_packed(_with_pathway(blackbox, p, rules)).losses
     rules = {}
     for rule in candidates:
         try:
@@ -246,14 +256,39 @@ def distill(task: Task, family, params: np.ndarray, backend: str = "operon", max
             pass
         rules.setdefault(rule.text(), rule)
     rules = list(rules.values())
-    losses = task.evaluate(rules)
     mse = RegressionLoss(problem).rules(rules)
-    entries = pareto_front([(float(l), r.complexity, (r, float(m))) for l, r, m in zip(losses, rules, mse)
-                            if l < WORST_LOSS])
+    return rules, {r.text(): float(m) for r, m in zip(rules, mse)}, task_loss(rules)
+
+
+def distill(task: Task, family, params: np.ndarray, backend: str = "operon", max_size: int = 25,
+            n_samples: int = 2000, seed: int = 0) -> DistillResult:
+    """Explain ``family``'s rule at ``params`` by formulas; ``task`` is the task it was fitted on."""
+    check_backend(backend)
+    rng = np.random.default_rng(seed)
+    packed = family.pack(params[None])
+    per_pathway = []
+    for p, (fam, par) in enumerate(zip(_pathway_families(family, task), _pathway_params(family, params))):
+        per_pathway.append(_distill_pathway(task, packed, p, fam, par, backend, max_size, n_samples, rng, seed))
+    if not task.space.multi:
+        rules, mse, losses = per_pathway[0]  # one pathway: the same texts in the task's space
+        rules = [Rule(r.exprs, task.space) for r in rules]
+    else:  # every formula of one pathway with the others' best (by task loss) formulas
+        best = [rs[int(np.argmin(ls))] for rs, _, ls in per_pathway]
+        joined = {}
+        for p, (rs, m, _) in enumerate(per_pathway):
+            for r in rs:
+                parts = [r if q == p else best[q] for q in range(len(best))]
+                rule = Rule(tuple(x.exprs[0] for x in parts), task.space)
+                joined.setdefault(rule.text(), (rule, float(np.mean(
+                    [per_pathway[q][1][x.text()] for q, x in enumerate(parts)]))))
+        rules = [r for r, _ in joined.values()]
+        mse = {t: m for t, (_, m) in joined.items()}
+        losses = task.evaluate(rules)
+    entries = pareto_front([(float(l), r.complexity, r) for l, r in zip(losses, rules) if l < WORST_LOSS])
     if not entries:
         raise ValueError(f"every formula from backend {backend!r} blows up on task '{task.name}'")
-    front = [FrontEntry(r, l, c) for l, c, (r, _) in entries]
+    front = [FrontEntry(r, l, c) for l, c, r in entries]
     chosen = select_rule(front, task.search.selection_rel_tol, task.search.selection_abs_tol)
     front = [FrontEntry(e.rule, e.loss, e.complexity, i == chosen) for i, e in enumerate(front)]
-    return DistillResult(front, {r.text(): m for _, _, (r, m) in entries},
+    return DistillResult(front, {e.rule.text(): mse[e.rule.text()] for e in front},
                          float(task.evaluate_packed(packed).losses[0]), n_samples, backend)

@@ -13,13 +13,17 @@ def latex_equation(latex_rhs: str) -> str:
     return rf"\Delta w_{{ij}} = {latex_rhs}"
 
 
-def latex_table(rows: Sequence[dict]) -> str:
-    """A LaTeX tabular of a front: complexity, loss and the rule, the selected row marked."""
-    lines = [r"\begin{tabular}{rrl}", r"\hline",
-             r"complexity & loss & $\Delta w_{ij}$ \\", r"\hline"]
+def latex_table(rows: Sequence[dict], pathways: dict | None = None) -> str:
+    """A LaTeX tabular of a front: complexity, loss and the rule (one column per pathway when
+    ``pathways`` maps names to {"symbol": ...}), the selected row marked."""
+    names = list(pathways or {})
+    heads = [f"${pathways[n]['symbol']}$" for n in names] if names else [r"$\Delta w_{ij}$"]
+    lines = [r"\begin{tabular}{rr" + "l" * len(heads) + "}", r"\hline",
+             "complexity & loss & " + " & ".join(heads) + r" \\", r"\hline"]
     for row in rows:
         mark = r" $\star$" if str(row["selected"]) == "1" else ""
-        lines.append(rf"{row['complexity']} & {_float(float(row['loss']))} & ${row['latex']}${mark} \\")
+        cells = [f"${row['latex_' + n]}$" for n in names] if names else [f"${row['latex']}$"]
+        lines.append(rf"{row['complexity']} & {_float(float(row['loss']))} & " + " & ".join(cells) + rf"{mark} \\")
     lines += [r"\hline", r"\end{tabular}"]
     return "\n".join(lines)
 

@@ -10,6 +10,8 @@ compilation), so a CMA-ES generation is one population evaluation.
   powers 0..max_power per variable (27 terms for x, y, w at power 2), evaluated
   in nested Horner form.
 - ``MLPFamily``: dw/eta = MLP(chosen terminals), hidden layers of tanh/sigmoid/linear units.
+- ``PathwayFamilies``: one family per plastic pathway, parameters concatenated in pathway
+  order and named ``ff.theta_x1_y1_w0``.
 """
 from __future__ import annotations
 
@@ -21,8 +23,8 @@ import numpy as np
 
 from .errors import GrammarError
 from .grammar import Grammar
-from .rules import Rule, compile_expr, integer_power, parse_rule
-from .vm import PackedPrograms
+from .rules import Rule, RuleSpace, compile_expr, integer_power, parse_rule
+from .vm import PackedPrograms, interleave
 
 ADD, MUL, TANH = ("op", "add"), ("op", "mul"), ("op", "tanh")
 
@@ -185,6 +187,11 @@ class TaylorFamily:
     def initial(self, rng: np.random.Generator) -> np.ndarray:
         return np.zeros(self.n_params)
 
+    def coefficient_rows(self, params: Sequence[float]) -> list[dict]:
+        """One row per term: name, monomial text, exponents (in ``variables`` order), value."""
+        return [{"term": n, "monomial": self.monomial_text(e), "exponents": e, "value": float(v),
+                 "family": self} for n, e, v in zip(self.names, self.terms, params)]
+
     def spec(self) -> dict:
         return {"family": "taylor", "variables": list(self.variables),
                 "max_power": self.max_power if isinstance(self.max_power, int) else list(self.max_power),
@@ -287,11 +294,67 @@ class MLPFamily:
                 "activation": self.activation, "names": self.names}
 
 
+@dataclass(frozen=True, eq=False)
+class PathwayFamilies:
+    """One family per plastic pathway of ``space``; parameters concatenated in pathway order."""
+
+    families: tuple
+    space: RuleSpace
+
+    @property
+    def kind(self) -> str:
+        return self.families[0].kind
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{p}.{n}" for p, f in zip(self.space.names, self.families) for n in f.names]
+
+    @property
+    def n_params(self) -> int:
+        return sum(f.n_params for f in self.families)
+
+    def _slices(self, params: np.ndarray):
+        k = 0
+        for f in self.families:
+            yield f, params[..., k:k + f.n_params]
+            k += f.n_params
+
+    def pack(self, params: np.ndarray) -> PackedPrograms:
+        params = np.atleast_2d(np.asarray(params, float))
+        if params.shape[1] != self.n_params:
+            raise ValueError(f"expected {self.n_params} parameters per candidate, got {params.shape[1]}")
+        return interleave([f.pack(p) for f, p in self._slices(params)])
+
+    def rule(self, params: Sequence[float], threshold: float = 0.0) -> Rule:
+        params = np.asarray(params, float)
+        return Rule(tuple(f.rule(p, threshold).exprs[0] for f, p in self._slices(params)), self.space)
+
+    def initial(self, rng: np.random.Generator) -> np.ndarray:
+        return np.concatenate([f.initial(rng) for f in self.families])
+
+    def coefficient_rows(self, params: Sequence[float]) -> list[dict]:
+        rows = []
+        for name, (f, p) in zip(self.space.names, self._slices(np.asarray(params, float))):
+            rows += [{**r, "term": f"{name}.{r['term']}", "pathway": name} for r in f.coefficient_rows(p)]
+        return rows
+
+    def spec(self) -> dict:
+        return {"family": self.kind, "pathways": {n: f.spec() for n, f in zip(self.space.names, self.families)},
+                "names": self.names}
+
+
 FAMILIES = ("taylor", "mlp")
 
 
-def family_from_spec(spec: dict, grammar: Grammar):
-    """Rebuild a family from ``spec()`` (as stored in a fit folder)."""
+def family_from_spec(spec: dict, space: Grammar | RuleSpace):
+    """Rebuild a family from ``spec()`` (as stored in a fit folder) over a grammar or, for fits of
+    several pathways, the task's rule space."""
+    if "pathways" in spec:
+        if not isinstance(space, RuleSpace) or list(spec["pathways"]) != list(space.names):
+            raise ValueError(f"the fit's pathways {list(spec['pathways'])} are not the task's")
+        return PathwayFamilies(tuple(family_from_spec(spec["pathways"][n], p.grammar)
+                                     for n, p in zip(space.names, space.pathways)), space)
+    grammar = space.grammar(0) if isinstance(space, RuleSpace) else space
     if spec.get("family") == "taylor":
         power = spec["max_power"]
         power = int(power) if isinstance(power, (int, float)) else tuple(int(p) for p in power)

@@ -17,22 +17,28 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .errors import GrammarError, TaskError
-from .families import MLPFamily, TaylorFamily
+from .families import MLPFamily, PathwayFamilies, TaylorFamily
 from .gp import GracefulInterrupt
 from .rules import parse_rule
-from .sims import choice
 from .tasks import WORST_LOSS, Task
 
 
 def make_family(task: Task):
-    """The family the task's ``[fit]`` section describes; ``TaskError`` naming the field if invalid."""
+    """The family the task's ``[fit]`` section describes, one per pathway (parameters of several
+    pathways prefixed ``ff.``, ``lat.``); ``TaskError`` naming the field if invalid."""
     f = task.fit
-    try:
-        if f.family == "taylor":
-            return TaylorFamily(task.grammar, f.variables, f.max_power, f.exclude)
-        return MLPFamily(task.grammar, f.variables, f.hidden, f.activation)
-    except ValueError as exc:
-        raise TaskError(f"{task.source}: section [fit]: {exc}") from None
+    families = []
+    for p in task.space.pathways:
+        variables = f.variables or p.grammar.names
+        try:
+            if f.family == "taylor":
+                families.append(TaylorFamily(p.grammar, variables, f.max_power, f.exclude))
+            else:
+                families.append(MLPFamily(p.grammar, variables, f.hidden, f.activation))
+        except ValueError as exc:
+            where = f" (pathway '{p.name}')" if task.space.multi else ""
+            raise TaskError(f"{task.source}: section [fit]{where}: {exc}") from None
+    return families[0] if not task.space.multi else PathwayFamilies(tuple(families), task.space)
 
 
 # The checkpoint holds every generation's losses, so writing it costs O(generations):
@@ -167,26 +173,9 @@ def state_from_json(obj: dict) -> FitState:
 # ---------------------------------------------------------------- held-out trials
 
 def split_trials(task: Task, holdout: float) -> tuple[Task, Task | None]:
-    """(fitting task, held-out task): the last round(holdout * trials) trials are held out.
-
-    Only data tasks are split (generated inputs have no recording to predict); at
-    least one trial is held out when holdout > 0 and at least one is kept for fitting.
-    Choice tasks always score only their fitted trials; their held-out view scores
-    every ``protocol.heldout_every``-th trial of every animal instead.
-    """
-    if task.choices is not None:  # choice tasks hold out every k-th trial of every animal
-        if not task.protocol.heldout_every:
-            return task, None
-        return task, replace(task, choices=choice.with_score(task.choices, "test"))
-    n = task.x.shape[0]
-    if task.target is None or holdout <= 0 or n < 2:
-        return task, None
-    h = min(max(1, round(holdout * n)), n - 1)
-
-    def subset(sl):
-        return replace(task, x=task.x[sl], w0=task.w0[sl], target=task.target[sl],
-                       inputs=replace(task.inputs, trials=len(range(n)[sl])))
-    return subset(slice(0, n - h)), subset(slice(n - h, n))
+    """(fitting task, held-out task or None), as the task's simulator splits its data: recorded
+    trials (the last ``holdout`` fraction), or every k-th trial of every animal (choices)."""
+    return task.split(holdout)
 
 
 def r_squared(predicted: np.ndarray, true: np.ndarray) -> float:
@@ -208,64 +197,21 @@ def r_squared(predicted: np.ndarray, true: np.ndarray) -> float:
     return float(1.0 - ss_res / ss_tot) if ss_tot > 0 else float("nan")
 
 
-def _true_rule(task: Task, text: str | None, out: dict):
-    """The data's ground-truth rule parsed against the task's grammar; None (and the reason in
+def true_rule(task: Task, text: str | None, out: dict):
+    """The data's ground-truth rule parsed against the task's pathways; None (and the reason in
     ``out``) when the data name none or one the grammar cannot express."""
     if not text:
         return None
     try:
-        return parse_rule(text, task.grammar)
+        return parse_rule(text, task.space)
     except GrammarError as exc:
         out["true_rule_error"] = str(exc)
         return None
 
 
 def heldout_scores(test: Task, packed, true_rule_text: str | None) -> dict:
-    """Scores of one fitted rule (``packed``: one program) on held-out trials.
-
-    Always: the task loss and activity R^2 against the recording. When the data
-    names its ground-truth rule: R^2 of weight trajectories and of activity between
-    the fitted and the true rule (both simulated without noise).
-    """
-    if test.choices is not None:
-        return choice_heldout_scores(test, packed, true_rule_text)
-    fitted = test.simulate(packed, record=True)
-    loss = float(test.evaluate_packed(packed).losses[0])
-    out = {"trials": int(test.x.shape[0]), "loss": loss,
-           "activity_r2_data": r_squared(fitted.y[0], test.target)}
-    true_rule = _true_rule(test, true_rule_text, out)
-    if true_rule is not None:
-        truth = test.simulate([true_rule], record=True)
-        out.update(true_rule=true_rule.text(),
-                   weight_r2=r_squared(fitted.w[0].reshape(*fitted.w.shape[1:3], -1),
-                                       truth.w[0].reshape(*truth.w.shape[1:3], -1)),
-                   activity_r2=r_squared(fitted.y[0], truth.y[0]))
-    return out
-
-
-def choice_heldout_scores(test: Task, packed, true_rule_text: str | None) -> dict:
-    """Held-out trials of a choice task: mean cross-entropy, deviance explained against the
-    model without plasticity (pooled and per animal), and, when the true rule is known, R^2 of
-    the weight trajectories (all trials, teacher-forced, not filtered: the rules' own dynamics
-    under the animal's odours and rewards) between the fitted and the true rule."""
-    null = parse_rule("0", test.grammar)
-    fitted = test.simulate(packed)
-    base = test.simulate([null])
-    nll, nll0 = fitted.nll[0], base.nll[0]
-    out = {"trials": "every %d-th trial of %d animals" % (test.protocol.heldout_every, len(nll)),
-           "decisions": int(fitted.count.sum()), "loss": float(nll.sum() / max(fitted.count.sum(), 1)),
-           "deviance_explained": float(1 - nll.sum() / nll0.sum()),
-           "deviance_explained_per_animal": [float(1 - a / b) for a, b in zip(nll, nll0)]}
-    true_rule = _true_rule(test, true_rule_text, out)
-    if true_rule is not None:
-        truth = test.simulate([true_rule])
-        fitted_w = test.simulate(packed, record=True, filtered=False).w[0]
-        truth_w = test.simulate([true_rule], record=True, filtered=False).w[0]
-        ch = test.choices
-        # weights before each completed trial of each animal (padding beyond n_trials excluded)
-        keep = np.arange(ch.trial_end.shape[1] + 1)[None, :] <= ch.n_trials[:, None]
-        wf = fitted_w[keep].reshape(-1, np.prod(fitted_w.shape[2:]))
-        wt = truth_w[keep].reshape(-1, np.prod(truth_w.shape[2:]))
-        out.update(true_rule=true_rule.text(), weight_r2=r_squared(wf, wt),
-                   true_rule_loss=float(truth.nll[0].sum() / max(truth.count.sum(), 1)))
-    return out
+    """Scores of one fitted rule (``packed``: one individual) on the held-out view: the task loss
+    and the simulator's own scores; against the data's true rule when it names one."""
+    out: dict = {}
+    truth = true_rule(test, true_rule_text, out)
+    return {**test.sim.heldout_scores(test, packed, truth), **out}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import random
 import signal
 import threading
@@ -23,7 +24,7 @@ from scipy.optimize import minimize
 from . import vm
 from .grammar import Grammar
 from .primitives import PRIMITIVES, VARIABLES
-from .rules import Rule, rule_from_sympy, simplify_identities, snap_constants
+from .rules import Rule, RuleSpace, rule_from_sympy, simplify_identities, snap_constants
 from .tasks import WORST_LOSS, Task, pack_rules
 
 PROBE_SEED = 20240611
@@ -34,6 +35,7 @@ EXPLORE_TOP = 4  # population rules (best loss first) whose neighbourhood is exp
 EXPLORE_MAX_SIZE = 15  # ... if they have at most this many nodes (cost grows with size)
 EXPLORE_PAIRS_MAX_SIZE = 5  # rules this small also have each leaf replaced by a pair of terminals
 ENUMERATE_MAX_SIZE = 5  # every constant-free rule this small is evaluated at the start
+ENUMERATE_PATHWAY_MAX_SIZE = 3  # several pathways: every tuple of expressions this small per pathway
 EXPLORE_TERM_MAX_SIZE = 7  # rules this small also get an added term +-0.1 * terminal
 IMMIGRANTS = 0.05  # fraction of offspring replaced by new random rules (against premature convergence)
 PROBE_SHAPE = (8, 8)  # (n_out, n_in) synapses on which semantics are compared
@@ -110,11 +112,23 @@ class Language:
                 nodes.append(self.pset.mapping[value])
         return gp.PrimitiveTree(nodes)
 
+
+@dataclass(frozen=True)
+class Languages:
+    """One ``Language`` per pathway of a rule space: individuals <-> rules."""
+
+    space: RuleSpace
+    langs: tuple[Language, ...]
+
+    @classmethod
+    def from_space(cls, space: RuleSpace) -> "Languages":
+        return cls(space, tuple(Language.from_grammar(p.grammar) for p in space.pathways))
+
     def rule(self, ind: Individual) -> Rule:
-        return Rule(tuple(self.to_tokens(t) for t in ind), self.grammar)
+        return Rule(tuple(lang.to_tokens(t) for lang, t in zip(self.langs, ind)), self.space)
 
     def individual(self, rule: Rule) -> Individual:
-        return Individual(self.to_tree(e) for e in rule.exprs)
+        return Individual(lang.to_tree(e) for lang, e in zip(self.langs, rule.exprs))
 
 
 # ---------------------------------------------------------------- semantics
@@ -222,19 +236,20 @@ class Search:
     def __init__(self, task: Task, evaluate: Callable | None = None, seed: int = 0,
                  population: int | None = None, generations: int | None = None):
         self.task = task
-        self.grammar = task.grammar
-        self.lang = Language.from_grammar(task.grammar)
-        self.n_path = 1
+        self.space = task.space
+        self.lang = Languages.from_space(task.space)
+        self.n_path = len(task.space)
         self.seed = seed
         self.mu = population or task.search.population
         self.explore_top = EXPLORE_TOP
         self.generations = task.search.generations if generations is None else generations
         self._evaluate_packed = evaluate or task.evaluate_packed
-        self.toolbox = self._toolbox()
+        self.toolboxes = [self._toolbox(lang) for lang in self.lang.langs]
 
     # -- operators
-    def _toolbox(self) -> base.Toolbox:
-        g, pset = self.grammar, self.lang.pset
+    def _toolbox(self, lang: Language) -> base.Toolbox:
+        """Tree generation, crossover and mutations of one pathway's grammar."""
+        g, pset = lang.grammar, lang.pset
         tb = base.Toolbox()
         tb.register("expr", gp.genHalfAndHalf, pset=pset, min_=1, max_=3)
         tb.register("expr_mut", gp.genFull, min_=0, max_=2)
@@ -249,14 +264,17 @@ class Search:
         for limit in limits:
             mutations = [limit(m) for m in mutations]
         tb.register("mate_tree", functools.reduce(lambda f, lim: lim(f), limits, gp.cxOnePoint))
-        self._mutations = mutations
+        tb.mutations = mutations
         return tb
 
-    def _new_individual(self) -> Individual:
+    def _new_tree(self, p: int) -> gp.PrimitiveTree:
         while True:
-            tree = gp.PrimitiveTree(self.toolbox.expr())
-            if len(tree) <= self.grammar.max_size:
-                return Individual([tree for _ in range(self.n_path)])
+            tree = gp.PrimitiveTree(self.toolboxes[p].expr())
+            if len(tree) <= self.space.grammar(p).max_size:
+                return tree
+
+    def _new_individual(self) -> Individual:
+        return Individual([self._new_tree(p) for p in range(self.n_path)])
 
     def _vary(self, population: list) -> list:
         sp = self.task.search
@@ -265,13 +283,13 @@ class Search:
             r = random.random()
             if r < sp.p_crossover:
                 a, b = (self._clone(i) for i in random.sample(population, 2))
-                p = random.randrange(self.n_path)
-                a[p], b[p] = self.toolbox.mate_tree(a[p], b[p])
+                p = random.randrange(self.n_path)  # crossover within the same pathway
+                a[p], b[p] = self.toolboxes[p].mate_tree(a[p], b[p])
                 child = a
             elif r < sp.p_crossover + sp.p_mutation:
                 child = self._clone(random.choice(population))
-                p = random.randrange(self.n_path)
-                child[p], = random.choice(self._mutations)(child[p])
+                p = random.randrange(self.n_path)  # mutation of one pathway at a time
+                child[p], = random.choice(self.toolboxes[p].mutations)(child[p])
             else:  # reproduction
                 child = self._clone(random.choice(population))
             child.fitness = RuleFitness()
@@ -357,25 +375,26 @@ class Search:
                 if len(fresh) >= self.explore_top:
                     break
             front = front + [(None, None, e) for e in fresh]
-        leaves = [("var", n) for n in self.grammar.names] + [("const", 0.0), ("const", 1.0)]
-        terms = leaves[:-2]
-        pairs = [(("op", op), a, b) for op in ("add", "sub", "mul") if op in self.grammar.operators
-                 for i, a in enumerate(terms) for j, b in enumerate(terms)
-                 if (op == "sub" and i != j) or (op == "add" and i < j) or (op == "mul" and i <= j)]
         variants = []
         for _, _, exprs in front:
             if exprs in state.pruned:
                 continue
             state.pruned.add(exprs)
             for p, expr in enumerate(exprs):
+                grammar = self.space.grammar(p)
+                leaves = [("var", n) for n in grammar.names] + [("const", 0.0), ("const", 1.0)]
+                terms = leaves[:-2]
+                pairs = [(("op", op), a, b) for op in ("add", "sub", "mul") if op in grammar.operators
+                         for i, a in enumerate(terms) for j, b in enumerate(terms)
+                         if (op == "sub" and i != j) or (op == "add" and i < j) or (op == "mul" and i <= j)]
                 for start in range(len(expr)):
                     end = subtree_end(expr, start)
                     replacements = [(leaf,) for leaf in leaves if not (end - start == 1 and expr[start] == leaf)]
-                    if "mul" in self.grammar.operators:  # grow: multiply the subtree by a variable
+                    if "mul" in grammar.operators:  # grow: multiply the subtree by a variable
                         replacements += [(("op", "mul"),) + expr[start:end] + (leaf,) for leaf in leaves[:-2]]
-                        if self.grammar.constant_range is not None:  # or by a factor for L-BFGS to tune
+                        if grammar.constant_range is not None:  # or by a factor for L-BFGS to tune
                             replacements.append((("op", "mul"),) + expr[start:end] + (("const", 0.9),))
-                            if start == 0 and len(expr) <= EXPLORE_TERM_MAX_SIZE and "add" in self.grammar.operators:
+                            if start == 0 and len(expr) <= EXPLORE_TERM_MAX_SIZE and "add" in grammar.operators:
                                 # a small rule gets a small
                                 # extra term: x*(r - rbar) -> x*(r - rbar) - 0.1*w
                                 replacements += [(("op", "add"),) + expr + (("op", "mul"), ("const", c), leaf)
@@ -386,7 +405,7 @@ class Search:
                         replacements += pairs
                     for rep in replacements:
                         new = simplify_identities(expr[:start] + rep + expr[end:])
-                        variants.append(Rule(exprs[:p] + (new,) + exprs[p + 1:], self.grammar))
+                        variants.append(Rule(exprs[:p] + (new,) + exprs[p + 1:], self.space))
 
         individuals = [self.lang.individual(r) for r in variants]
         if individuals:
@@ -397,7 +416,7 @@ class Search:
         unique, dupes = {}, []
         for ind in individuals:
             key = ind.key
-            if key not in unique or len(ind[0]) < len(unique[key][0]):
+            if key not in unique or sum(map(len, ind)) < sum(map(len, unique[key])):
                 if key in unique:
                     dupes.append(unique[key])
                 unique[key] = ind
@@ -421,7 +440,7 @@ class Search:
             # rules whose parts are poor on their own (x*(r - rbar)) need not be found by chance.
             # They enter the archive (and so the explored front), not the population, whose
             # diversity they would crowd out.
-            tiny = [self.lang.individual(Rule((e,), self.grammar)) for e in small_exprs(self.grammar)]
+            tiny = [self.lang.individual(Rule(e, self.space)) for e in small_rules(self.space)]
             self._evaluate(state.population + tiny, state)
             self._optimise_constants(state.population, state)
             self._record(state, start, checkpoint, progress)
@@ -439,7 +458,7 @@ class Search:
                 if restart and state.generation and state.generation % restart == 0:
                     # A fresh population keeps the archive (and the front, re-injected): the
                     # search leaves a basin it has settled in without losing what it found.
-                    elite = [self.lang.individual(Rule(exprs, self.grammar))
+                    elite = [self.lang.individual(Rule(exprs, self.space))
                              for _, _, exprs in state.archive.values()]
                     fresh = [self._new_individual() for _ in range(self.mu - len(elite))]
                     self._evaluate(elite + fresh, state)
@@ -472,8 +491,8 @@ class Search:
             state.canonical.add(key)
             loss, comp, exprs = state.archive[key]
             try:
-                rule = rule_from_sympy([sympy.expand(e) for e in Rule(exprs, self.grammar).to_sympy()],
-                                       self.grammar)
+                rule = rule_from_sympy([sympy.expand(e) for e in Rule(exprs, self.space).to_sympy()],
+                                       self.space)
             except ValueError:
                 continue
             if rule.complexity < comp:
@@ -513,7 +532,7 @@ class Search:
         for loss, comp, exprs in raw:
             if loss >= WORST_LOSS:
                 continue
-            rule = Rule(exprs, self.grammar)
+            rule = Rule(exprs, self.space)
             if rule.constants():
                 rule = optimise_constants(rule, loss_fn, loss, FINAL_CONSTANT_ITERATIONS) or rule
             rule = readable(rule, loss_fn, self.task.search.snap_tol)
@@ -524,7 +543,7 @@ class Search:
         front = [FrontEntry(r, l, c) for l, c, r in entries]
         if not front:  # every rule blew up: report the simplest one anyway
             l, c, exprs = min(state.archive.values(), key=lambda v: (v[1], v[0]))
-            front = [FrontEntry(Rule(exprs, self.grammar), l, c)]
+            front = [FrontEntry(Rule(exprs, self.space), l, c)]
         chosen = select_rule(front, self.task.search.selection_rel_tol, self.task.search.selection_abs_tol)
         front = [FrontEntry(e.rule, e.loss, e.complexity, i == chosen) for i, e in enumerate(front)]
         return EvolveResult(front, state.history, state.evaluations, state.generation,
@@ -536,7 +555,7 @@ class Search:
         return {
             "generation": state.generation, "evaluations": state.evaluations,
             "elapsed": state.elapsed, "history": state.history,
-            "population": [{"exprs": [list(map(list, self.lang.to_tokens(t))) for t in ind],
+            "population": [{"exprs": [list(map(list, e)) for e in self.lang.rule(ind).exprs],
                             "fitness": list(ind.fitness.values), "optimised": ind.optimised,
                             "key": ind.key} for ind in state.population],
             "archive": [[k, l, c, [list(map(list, e)) for e in exprs]]
@@ -552,7 +571,7 @@ class Search:
             return tuple((str(k), float(v) if k == "const" else str(v)) for k, v in expr)
         population = []
         for item in obj["population"]:
-            ind = Individual(self.lang.to_tree(tokens(e)) for e in item["exprs"])
+            ind = self.lang.individual(Rule(tuple(tokens(e) for e in item["exprs"]), self.space))
             ind.fitness.values = tuple(item["fitness"])
             ind.optimised = bool(item["optimised"])
             ind.key = str(item["key"])
@@ -624,6 +643,21 @@ def small_exprs(grammar: Grammar, max_size: int = 0, limit: int = 5000) -> list[
         if len(found) <= limit or size <= 1:
             return found
         size -= 2
+
+
+def small_rules(space: RuleSpace, limit: int = 5000) -> list[tuple]:
+    """Expression tuples evaluated at the start: every constant-free rule of up to
+    ``ENUMERATE_MAX_SIZE`` nodes for one pathway; for several, every combination of
+    expressions of up to ``ENUMERATE_PATHWAY_MAX_SIZE`` nodes per pathway (fewer nodes when the
+    combinations would exceed ``limit``)."""
+    if not space.multi:
+        return [(e,) for e in small_exprs(space.grammar(0), limit=limit)]
+    size = ENUMERATE_PATHWAY_MAX_SIZE
+    while True:
+        per = [small_exprs(p.grammar, max_size=size) for p in space.pathways]
+        if size <= 1 or np.prod([len(e) for e in per]) <= limit:
+            return list(itertools.product(*per))
+        size -= 1
 
 
 def subtree_end(expr, start: int) -> int:

@@ -19,6 +19,7 @@ EXP_MAX = 30.0  # exp argument is clipped here so that exp never overflows
 # Variable kinds: where a value lives in a network. The VM broadcasts a
 # presynaptic value along rows, a postsynaptic one along columns.
 PRE, POST, SYN, TRIAL = 0, 1, 2, 3
+KINDS = {PRE: "pre", POST: "post", SYN: "synapse", TRIAL: "trial"}
 
 # VM opcodes. Loads take their slot (or constant index) from the argument array.
 OP_LOAD_PRE, OP_LOAD_POST, OP_LOAD_SYN, OP_LOAD_TRIAL, OP_CONST = 0, 1, 2, 3, 4

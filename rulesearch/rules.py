@@ -3,7 +3,9 @@
 An expression is a prefix tuple of nodes ``(kind, value)`` with kind ``"op"``
 (an operator name from ``PRIMITIVES``), ``"var"`` (a grammar terminal) or
 ``"const"`` (a float). A ``Rule`` is a tuple of expressions, one per plastic
-pathway of the network, even when the network has one.
+pathway of the network, even when the network has one; its ``RuleSpace`` names the
+pathways, their grammars, the variables each one's synapses see and their LaTeX symbols.
+Rules of several pathways are written ``"ff: x*y - y**2*w; lat: -x*y"``.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import sympy
 from .errors import GrammarError
 from .grammar import Grammar
 from .primitives import (
+    KINDS,
     LOAD_OPCODES,
     OP_ADD,
     OP_AXPB,
@@ -28,6 +31,7 @@ from .primitives import (
     OP_MUL_VAR,
     PRIMITIVES,
     VARIABLES,
+    Variable,
 )
 
 Node = tuple  # ("op", name) | ("var", name) | ("const", value)
@@ -44,12 +48,78 @@ class Program:
     depth: int
 
 
+DEFAULT_SYMBOL = r"\Delta w_{ij}"
+
+
+@dataclass(frozen=True)
+class Pathway:
+    """A plastic pathway: its name, grammar, LaTeX left-hand side and the variables its synapses
+    see (name -> ``Variable``: kind and slot in the simulator's arrays)."""
+
+    name: str
+    grammar: Grammar
+    symbol: str = DEFAULT_SYMBOL
+    variables: tuple[Variable, ...] = ()  # empty: the catalogue's (primitives.VARIABLES)
+
+    def variable(self, name: str) -> Variable:
+        for v in self.variables:
+            if v.name == name:
+                return v
+        return VARIABLES[name]
+
+
+@dataclass(frozen=True)
+class RuleSpace:
+    """The pathways a rule has one expression for (one for single-pathway networks)."""
+
+    pathways: tuple[Pathway, ...]
+
+    @classmethod
+    def single(cls, grammar: Grammar, symbol: str = DEFAULT_SYMBOL) -> "RuleSpace":
+        return cls((Pathway("w", grammar, symbol),))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.pathways)
+
+    @property
+    def multi(self) -> bool:
+        return len(self.pathways) > 1
+
+    def __len__(self) -> int:
+        return len(self.pathways)
+
+    def grammar(self, p: int = 0) -> Grammar:
+        return self.pathways[p].grammar
+
+    def describe(self) -> str:
+        return ", ".join(self.names)
+
+
+def as_space(space: "RuleSpace | Grammar") -> RuleSpace:
+    return space if isinstance(space, RuleSpace) else RuleSpace.single(space)
+
+
 @dataclass(frozen=True)
 class Rule:
-    """A plasticity rule: one prefix expression per plastic pathway, over a grammar."""
+    """A plasticity rule: one prefix expression per plastic pathway of its ``RuleSpace``."""
 
     exprs: tuple[Expr, ...]
-    grammar: Grammar
+    space: RuleSpace
+
+    def __post_init__(self):
+        if not isinstance(self.space, RuleSpace):  # Rule(exprs, grammar) for one pathway
+            object.__setattr__(self, "space", RuleSpace.single(self.space))
+        if len(self.exprs) != len(self.space):
+            raise ValueError(f"a rule of {len(self.space)} pathway(s) ({self.space.describe()}) "
+                             f"needs {len(self.space)} expression(s), got {len(self.exprs)}")
+
+    @property
+    def grammar(self) -> Grammar:
+        """The grammar of a single-pathway rule (multi-pathway rules: ``space.grammar(p)``)."""
+        if self.space.multi:
+            raise ValueError("a rule of several pathways has one grammar per pathway: use space.grammar(p)")
+        return self.space.grammar(0)
 
     @property
     def complexity(self) -> int:
@@ -59,19 +129,31 @@ class Rule:
     def to_sympy(self) -> tuple[sympy.Expr, ...]:
         return tuple(expr_to_sympy(e) for e in self.exprs)
 
+    def parts(self) -> list[str]:
+        """Sympy-parsable text of each pathway's expression."""
+        return [sympy_text(e) for e in self.to_sympy()]
+
     def text(self) -> str:
-        """Sympy-parsable text with grammar names; pathways separated by '; '."""
-        return "; ".join(sympy_text(e) for e in self.to_sympy())
+        """Sympy-parsable text; several pathways as ``ff: ...; lat: ...`` (read back by ``parse_rule``)."""
+        parts = self.parts()
+        if not self.space.multi:
+            return parts[0]
+        return "; ".join(f"{name}: {t}" for name, t in zip(self.space.names, parts))
+
+    def latex_parts(self) -> list[str]:
+        """LaTeX right-hand side of each pathway, with its grammar's symbols."""
+        return [to_latex(e, p.grammar) for e, p in zip(self.to_sympy(), self.space.pathways)]
 
     def latex(self, lhs: bool = True) -> str:
-        """LaTeX with the grammar's symbols, e.g. ``\\Delta w_{ij} = x_j y_i - ...``."""
-        parts = [to_latex(e, self.grammar) for e in self.to_sympy()]
+        """LaTeX with the grammar's symbols, e.g. ``\\Delta w_{ij} = x_j y_i - ...``; pathways
+        separated by '; '."""
+        parts = self.latex_parts()
         if not lhs:
             return "; ".join(parts)
-        return "; ".join(rf"\Delta w_{{ij}} = {p}" for p in parts)
+        return "; ".join(f"{p.symbol} = {t}" for p, t in zip(self.space.pathways, parts))
 
     def programs(self) -> tuple[Program, ...]:
-        return tuple(compile_expr(e) for e in self.exprs)
+        return tuple(compile_expr(e, p) for e, p in zip(self.exprs, self.space.pathways))
 
     def constants(self) -> list[float]:
         return [v for e in self.exprs for k, v in e if k == "const"]
@@ -81,11 +163,15 @@ class Rule:
         it = iter(values)
         exprs = tuple(tuple(("const", float(next(it))) if k == "const" else (k, v) for k, v in e)
                       for e in self.exprs)
-        return Rule(exprs, self.grammar)
+        return Rule(exprs, self.space)
+
+    def with_expr(self, p: int, expr: Expr) -> "Rule":
+        """The rule with pathway ``p``'s expression replaced."""
+        return Rule(self.exprs[:p] + (tuple(expr),) + self.exprs[p + 1:], self.space)
 
     def canonical(self) -> "Rule":
         """The rule rebuilt from its expanded sympy form (fewer nodes, stable text)."""
-        return rule_from_sympy([canonical_sympy(e) for e in self.to_sympy()], self.grammar)
+        return rule_from_sympy([canonical_sympy(e) for e in self.to_sympy()], self.space)
 
     def __str__(self) -> str:
         return self.text()
@@ -93,24 +179,67 @@ class Rule:
 
 # ---------------------------------------------------------------- parsing
 
-def parse_rule(text: str | Sequence[str], grammar: Grammar) -> Rule:
-    """Parse rule text (``"x*y - y**2*w"``) against ``grammar`` with the ``ast`` module.
+def parse_rule(text: str | Sequence[str], space: RuleSpace | Grammar) -> Rule:
+    """Parse rule text (``"x*y - y**2*w"``) against a grammar or the pathways of a ``RuleSpace``
+    with the ``ast`` module.
 
-    Several pathways are given as a sequence of strings or separated by ';'.
-    Raises ``GrammarError`` naming the offending token and the grammar.
+    Several pathways are written ``"ff: x*y - y**2*w; lat: -x*y"`` (names required, each
+    pathway once) or given as a sequence of strings in the space's order. Raises
+    ``GrammarError`` naming the offending token, pathway and grammar.
     """
+    space = as_space(space)
     parts = text.split(";") if isinstance(text, str) else list(text)
     if not parts or any(not p.strip() for p in parts):
         raise GrammarError(f"rule {text!r}: empty expression")
-    return Rule(tuple(_parse_one(p.strip(), grammar) for p in parts), grammar)
+    names = space.names
+    if not space.multi:
+        if len(parts) > 1:
+            raise GrammarError(f"rule {text!r}: {len(parts)} expressions separated by ';', but the "
+                               "network has one plastic pathway")
+        body = parts[0].strip()
+        label, sep, rest = body.partition(":")
+        if sep and label.strip().isidentifier():
+            if label.strip() != names[0]:
+                raise GrammarError(f"rule {text!r}: unknown pathway '{label.strip()}' "
+                                   "(the network has one plastic pathway: write the expression alone)")
+            body = rest.strip()
+        return Rule((_parse_one(body, space.grammar(0)),), space)
+    if not isinstance(text, str):
+        if len(parts) != len(names):
+            raise GrammarError(f"rule {list(text)!r}: {len(parts)} expressions for the pathways "
+                               f"{', '.join(names)}: expected {len(names)}")
+        return Rule(tuple(_parse_one(p.strip(), space.grammar(k)) for k, p in enumerate(parts)), space)
+    found = {}
+    for part in parts:
+        label, sep, body = part.partition(":")
+        label = label.strip()
+        if not sep or not label.isidentifier():
+            raise GrammarError(f"rule {text!r}: '{part.strip()}' names no pathway: write each part as "
+                               f"'name: expression' with a name from {', '.join(names)}")
+        if label not in names:
+            raise GrammarError(f"rule {text!r}: unknown pathway '{label}' (pathways: {', '.join(names)})")
+        if label in found:
+            raise GrammarError(f"rule {text!r}: pathway '{label}' is given twice")
+        found[label] = body.strip()
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise GrammarError(f"rule {text!r}: no expression for pathway {', '.join(missing)} "
+                           f"(pathways: {', '.join(names)})")
+    exprs = []
+    for k, name in enumerate(names):
+        if not found[name]:
+            raise GrammarError(f"rule {text!r}: empty expression for pathway '{name}'")
+        exprs.append(_parse_one(found[name], space.grammar(k), name))
+    return Rule(tuple(exprs), space)
 
 
-def _parse_one(text: str, grammar: Grammar) -> Expr:
+def _parse_one(text: str, grammar: Grammar, pathway: str | None = None) -> Expr:
+    where = f"pathway '{pathway}': " if pathway else ""
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        raise GrammarError(f"rule {text!r}: not a valid expression ({exc.msg})") from None
-    return tuple(_Parser(text, grammar).visit(tree.body))
+        raise GrammarError(f"{where}rule {text!r}: not a valid expression ({exc.msg})") from None
+    return tuple(_Parser(text, grammar, where).visit(tree.body))
 
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
@@ -119,11 +248,11 @@ _SYMBOLS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.Pow: "*
 
 
 class _Parser:
-    def __init__(self, text: str, grammar: Grammar):
-        self.text, self.grammar = text, grammar
+    def __init__(self, text: str, grammar: Grammar, where: str = ""):
+        self.text, self.grammar, self.where = text, grammar, where
 
     def fail(self, message: str):
-        raise GrammarError(f"rule {self.text!r}: {message} ({self.grammar.describe()})")
+        raise GrammarError(f"{self.where}rule {self.text!r}: {message} ({self.grammar.describe()})")
 
     def need(self, op: str, token: str) -> None:
         if op not in self.grammar.operators:
@@ -258,9 +387,10 @@ def to_latex(e: sympy.Expr, grammar: Grammar, digits: int = 4) -> str:
     return sympy.latex(e, symbol_names=names, full_prec=False)
 
 
-def rule_from_sympy(exprs: Sequence[sympy.Expr], grammar: Grammar) -> Rule:
-    """Build a rule from sympy expressions using the grammar's operators."""
-    return Rule(tuple(tuple(_from_sympy(e, grammar)) for e in exprs), grammar)
+def rule_from_sympy(exprs: Sequence[sympy.Expr], space: RuleSpace | Grammar) -> Rule:
+    """Build a rule from sympy expressions (one per pathway) using each grammar's operators."""
+    space = as_space(space)
+    return Rule(tuple(tuple(_from_sympy(e, p.grammar)) for e, p in zip(exprs, space.pathways)), space)
 
 
 _SYMPY_FUNCS = {sympy.tanh: "tanh", sympy.exp: "exp", sympy.Abs: "abs"}
@@ -326,13 +456,18 @@ def _from_sympy(e, g: Grammar) -> list:
 
 # ---------------------------------------------------------------- programs
 
-def compile_expr(expr: Expr) -> Program:
-    """Prefix expression -> postfix VM program."""
+def compile_expr(expr: Expr, pathway: Pathway | None = None) -> Program:
+    """Prefix expression -> postfix VM program; variables are read from the slots ``pathway``
+    gives them (default: the catalogue ``primitives.VARIABLES``)."""
     code, arg, consts = [], [], []
     depth = max_depth = 0
     for kind, value in reversed(expr):  # reversed prefix = postfix of the mirrored tree
         if kind == "var":
-            var = VARIABLES[value]
+            var = pathway.variable(value) if pathway is not None else VARIABLES[value]
+            if var.kind not in KINDS or not 0 <= var.slot < 16:
+                # superinstructions encode a variable as kind * 16 + slot
+                raise ValueError(f"variable '{value}': kind {var.kind}, slot {var.slot} cannot be encoded "
+                                 "(kinds 0-3, slots 0-15)")
             code.append(LOAD_OPCODES[var.kind])
             arg.append(var.slot)
             depth += 1

@@ -10,7 +10,6 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .data import ActivityData
 from .distill import check_backend, distill
 from .errors import TaskError
 from .evaluators import LocalEvaluator
@@ -75,8 +74,10 @@ def _run_info(spec: RunSpec, task, kind: str, started: float, argv, **extra) -> 
     return {"kind": kind, "command": list(argv) if argv is not None else sys.argv,
             "task": str(spec.task), "task_name": task.name, "overrides": list(spec.overrides),
             "data": spec.data, "seed": task.seed, **extra,
-            **({"data_skipped": list(task.choice_data.skipped)} if task.choice_data is not None else {}),
-            "grammar": task.grammar.source, "objective": task.objective,
+            **task.sim.data_facts(task), "grammar": task.space.grammar(0).source,
+            **({"pathways": {p.name: {"grammar": p.grammar.source, "symbol": p.symbol, "eta": eta}
+                             for p, eta in zip(task.space.pathways, task.etas)}} if task.space.multi else {}),
+            "objective": task.objective,
             "started": datetime.fromtimestamp(started, timezone.utc).isoformat(timespec="seconds"),
             "versions": versions(), "status": "running"}
 
@@ -89,9 +90,24 @@ def default_out(task_name: str) -> Path:
 
 
 def front_rows(result) -> list[dict]:
-    """Rows of pareto.csv from anything with a ``front`` of ``FrontEntry`` (evolve, distill)."""
-    return [{"complexity": e.complexity, "loss": e.loss, "expression": e.expression,
-             "latex": e.rule.latex(lhs=False), "selected": int(e.selected)} for e in result.front]
+    """Rows of pareto.csv from anything with a ``front`` of ``FrontEntry`` (evolve, distill); rules
+    of several pathways also get an expression and a LaTeX column per pathway."""
+    rows = []
+    for e in result.front:
+        row = {"complexity": e.complexity, "loss": e.loss, "expression": e.expression,
+               "latex": e.rule.latex(lhs=False), "selected": int(e.selected)}
+        if e.rule.space.multi:
+            for name, text, tex in zip(e.rule.space.names, e.rule.parts(), e.rule.latex_parts()):
+                row[f"expression_{name}"] = text
+                row[f"latex_{name}"] = tex
+        rows.append(row)
+    return rows
+
+
+def front_columns(rows: Sequence[dict]) -> tuple[str, ...]:
+    """pareto.csv's columns: the standard ones, then any per-pathway ones."""
+    extra = [c for c in (rows[0] if rows else {}) if c not in PARETO_COLUMNS]
+    return PARETO_COLUMNS + tuple(extra)
 
 
 def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
@@ -116,7 +132,8 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     result = search.run(state, checkpoint=lambda obj: write_json(out / CHECKPOINT_FILE, obj, compact=True),
                         progress=progress)
     rows = front_rows(result)
-    write_csv(out / PARETO_FILE, PARETO_COLUMNS, [[r[c] for c in PARETO_COLUMNS] for r in rows])
+    columns = front_columns(rows)
+    write_csv(out / PARETO_FILE, columns, [[r[c] for c in columns] for r in rows])
     plot_front(out / FRONT_PLOT, rows, result.history, f"{task.name} (seed {task.seed})")
     info.update(status=result.stopped, elapsed_seconds=round(result.elapsed, 3),
                 wall_seconds=round(time.time() - started, 3), evaluations=result.evaluations,
@@ -137,36 +154,6 @@ def read_front(run_dir: str | Path) -> list[dict]:
     return rows
 
 
-def simulate_activity(task, rule, noise: float = 0.0, observed: float = 1.0, seed: int = 0):
-    """Ground-truth data in the activity schema: the task's inputs run under ``rule``.
-
-    noise: measurement noise std in units of the recorded activity's std; observed:
-    fraction of output neurons recorded (the same randomly chosen neurons in every
-    trial, at least one); the others are NaN.
-    """
-    if noise < 0:
-        raise ValueError(f"--noise {noise}: expected a non-negative number (units of activity std)")
-    if not 0 < observed <= 1:
-        raise ValueError(f"--observed {observed}: expected a fraction in (0, 1]")
-    sim = task.simulate(pack_rules([rule]), record=True)
-    if sim.blown[0]:
-        raise ValueError(f"rule '{rule.text()}' blows up on task '{task.name}' "
-                         f"(|w| > {task.network.weight_bound:g}): no data written")
-    rng = np.random.default_rng(seed)
-    y = sim.y[0].copy()
-    if noise > 0:
-        y += rng.normal(0.0, noise * y.std(), size=y.shape)
-    n_out = y.shape[2]
-    n_rec = max(1, int(round(observed * n_out)))
-    hidden = np.sort(rng.permutation(n_out)[n_rec:])
-    y[:, :, hidden] = np.nan
-    meta = {"rule": rule.text(), "task": task.source, "seed": task.seed, "noise": noise,
-            "observed": observed, "recorded_neurons": sorted(set(range(n_out)) - set(hidden.tolist())),
-            "eta": task.network.eta, "activation": task.network.activation,
-            "overrides": list(task.overrides), "versions": versions()}
-    return ActivityData(task.x.copy(), y, task.w0.copy(), meta)
-
-
 def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
             progress: Callable[[int, int, float, int], None] | None = None,
             argv: Sequence[str] | None = None) -> tuple[FitResult, dict, Path]:
@@ -184,10 +171,7 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
     evaluator = LocalEvaluator(train, spec.workers)
     fitter = FamilyFit(train, family, evaluator, task.seed, spec.generations)
     s = task.fit
-    if task.choices is not None:  # every k-th trial of every animal is held out
-        split = {"animals": task.choice_data.n_animals, "heldout_every": task.protocol.heldout_every}
-    else:
-        split = {"fitted_trials": int(train.x.shape[0]), "heldout_trials": 0 if test is None else int(test.x.shape[0])}
+    split = task.sim.split_info(train, test)
     info = _run_info(spec, task, "fit", started, argv, family=family.spec(), generations=fitter.generations,
                      popsize=s.popsize, sigma0=s.sigma0, l1=s.l1, workers=evaluator.workers, **split)
     out.mkdir(parents=True, exist_ok=True)
@@ -202,17 +186,13 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
                                    "rule": None if readable is None else readable.text()})
     rows = []
     if family.kind == "taylor":
-        rows = [{"term": n, "monomial": family.monomial_text(e), "value": float(v)}
-                for n, e, v in zip(family.names, family.terms, params)]
+        rows = family.coefficient_rows(params)
         write_csv(out / COEFFICIENTS_FILE, ("term", "monomial", "value"),
                   [[r["term"], r["monomial"], repr(r["value"])] for r in rows])
     heldout = None
     if test is not None:
         heldout = heldout_scores(test, packed, (task.data_meta or {}).get("rule"))
-    example = None
-    if test is not None and test.target is not None:
-        sim = test.simulate(packed, record=True)
-        example = {"recorded": test.target[0], "fitted": sim.y[0, 0]}
+    example = None if test is None else task.sim.example_trace(test, packed)
     plot_fit(out / FIT_PLOT, result.history, rows, example, f"{task.name}: {family.kind} fit (seed {task.seed})")
     info.update(status=result.stopped, elapsed_seconds=round(result.elapsed, 3),
                 wall_seconds=round(time.time() - started, 3), evaluations=result.evaluations,
@@ -233,7 +213,11 @@ def read_fit(run_dir: str | Path):
         raise TaskError(f"{run_dir}: no {PARAMS_FILE} and {RUN_FILE} (not a finished fit folder)")
     info, stored = read_json(run_dir / RUN_FILE), read_json(run_dir / PARAMS_FILE)
     try:
-        family = family_from_spec(stored, load_grammar(info["grammar"]))
+        if "pathways" in stored:  # a fit of several pathways: its task's rule space
+            space = load_task(info["task"], info["overrides"], info["data"], info["seed"]).space
+        else:
+            space = load_grammar(info["grammar"])
+        family = family_from_spec(stored, space)
         params = np.array([float(v) for v in stored["params"]])
     except (KeyError, TypeError, ValueError) as exc:
         raise TaskError(f"{run_dir / PARAMS_FILE}: not a valid fit ({exc})") from None
@@ -257,8 +241,8 @@ def distill_run(fit_dir: str | Path, backend: str = "operon", max_size: int = 25
     out = Path(out) if out is not None else fit_dir / f"distill-{backend}"
     rows = [{**row, "regression_mse": result.regression_mse[row["expression"]]}
             for row in front_rows(result)]
-    write_csv(out / PARETO_FILE, PARETO_COLUMNS + ("regression_mse",),
-              [[r[c] for c in PARETO_COLUMNS + ("regression_mse",)] for r in rows])
+    columns = front_columns(rows)
+    write_csv(out / PARETO_FILE, columns, [[r[c] for c in columns] for r in rows])
     plot_front(out / FRONT_PLOT, rows, None, f"{task.name}: {family.kind} rule distilled by {backend}",
                reference=(f"{family.kind} rule (task loss)", result.blackbox_loss))
     sel = result.selected
@@ -271,22 +255,3 @@ def distill_run(fit_dir: str | Path, backend: str = "operon", max_size: int = 25
                loss_ratio=sel.loss / result.blackbox_loss if result.blackbox_loss > 0 else None)
     write_json(out / RUN_FILE, run)
     return result, run, out
-
-
-def simulate_choices(task, rule, animals: int | None = None, seed: int = 0):
-    """Synthetic animals in the choice schema: the protocol run under ``rule``, decisions sampled."""
-    from .choices import ChoiceData
-    from .sims import choice
-    from .tasks import choice_inputs
-    p = task.protocol
-    animals = animals or p.animals
-    patterns, w0 = choice_inputs(task.network, task.inputs, p, animals, seed)
-    odour, decision, reward, stopped = choice.sample(
-        pack_rules([rule]), w0, patterns, float(np.sqrt(p.odour_variance)), np.array(p.blocks),
-        p.trials_per_block, p.reward_window, task.readout, task.network.eta, task.network.weight_bound, seed)
-    meta = {"rule": rule.text(), "task": task.source, "seed": seed, "animals": animals, "eta": task.network.eta,
-            "overrides": list(task.overrides), "stopped_early": [int(s) for s in stopped],
-            "versions": versions()}
-    animal = np.concatenate([np.full(len(o), a, np.int64) for a, o in enumerate(odour)])
-    return ChoiceData(animal, np.concatenate(odour), np.concatenate(decision), np.concatenate(reward),
-                      tuple(f"fly{a + 1:02d}" for a in range(animals)), meta)

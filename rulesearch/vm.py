@@ -60,16 +60,24 @@ class PackedPrograms:
     code_start: np.ndarray  # int64 (n_programs + 1,)
     const_start: np.ndarray  # int64 (n_programs + 1,)
     depth: int
+    parts: int = 1  # programs per individual (its pathways, in the rule space's order)
 
     @property
     def n_programs(self) -> int:
         return len(self.code_start) - 1
 
+    @property
+    def n_individuals(self) -> int:
+        return self.n_programs // self.parts
 
-def pack(programs: Sequence[Program]) -> PackedPrograms:
-    """Concatenate programs (for a population: individual-major, pathway-minor)."""
+
+def pack(programs: Sequence[Program], parts: int = 1) -> PackedPrograms:
+    """Concatenate programs (for a population: individual-major, pathway-minor; ``parts``
+    programs per individual)."""
     if not programs:
         raise ValueError("pack() needs at least one program")
+    if len(programs) % parts:
+        raise ValueError(f"{len(programs)} programs do not split into individuals of {parts} pathways")
     code_start = np.zeros(len(programs) + 1, np.int64)
     const_start = np.zeros(len(programs) + 1, np.int64)
     code_start[1:] = np.cumsum([len(p.code) for p in programs])
@@ -78,7 +86,31 @@ def pack(programs: Sequence[Program]) -> PackedPrograms:
     return PackedPrograms(np.concatenate([p.code for p in programs]),
                           np.concatenate([p.arg for p in programs]),
                           np.concatenate(consts) if const_start[-1] else np.zeros(0),
-                          code_start, const_start, max(p.depth for p in programs))
+                          code_start, const_start, max(p.depth for p in programs), parts)
+
+
+def interleave(packs: Sequence[PackedPrograms]) -> PackedPrograms:
+    """Join populations of single programs, one per pathway, into one population of
+    individuals: program p of individual k comes from ``packs[p]``'s program k."""
+    if len(packs) == 1:
+        return packs[0]
+    n = packs[0].n_programs
+    if any(pk.n_programs != n or pk.parts != 1 for pk in packs):
+        raise ValueError("interleave() needs populations of the same size, one program per individual")
+    code, arg, consts, code_len, const_len = [], [], [], [], []
+    for k in range(n):
+        for pk in packs:
+            c0, c1 = pk.code_start[k], pk.code_start[k + 1]
+            k0, k1 = pk.const_start[k], pk.const_start[k + 1]
+            code.append(pk.code[c0:c1])
+            arg.append(pk.arg[c0:c1])
+            consts.append(pk.consts[k0:k1])
+            code_len.append(c1 - c0)
+            const_len.append(k1 - k0)
+    return PackedPrograms(np.concatenate(code), np.concatenate(arg), np.concatenate(consts),
+                          np.concatenate([[0], np.cumsum(code_len)]).astype(np.int64),
+                          np.concatenate([[0], np.cumsum(const_len)]).astype(np.int64),
+                          max(pk.depth for pk in packs), len(packs))
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)

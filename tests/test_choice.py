@@ -12,7 +12,7 @@ from naive import choice_nll_filtered_numpy, choice_nll_numpy
 from rulesearch.choices import ChoiceData, load_choices, save_choices_npz
 from rulesearch.cli import main
 from rulesearch.errors import DataError
-from rulesearch.runs import simulate_choices
+from rulesearch.sims.choice import simulate_choices
 from rulesearch.sims import choice
 from rulesearch.tasks import load_task, pack_rules, with_data
 
@@ -30,7 +30,7 @@ def test_expected_reward_is_the_mean_of_the_last_rewards():
 def _always_accept(task):
     """A rule that does nothing and weights so large that every encounter is accepted."""
     rule = task.parse("0")
-    w0 = np.full((2, task.network.n_out, task.network.n_in), 5.0)
+    w0 = np.full((2, task.config.n_out, task.config.n_in), 5.0)
     return pack_rules([rule]), w0
 
 
@@ -38,7 +38,7 @@ def test_baiting_and_block_switch():
     task = load_task(FLY, require_data=False)
     packed, w0 = _always_accept(task)
     odour, decision, reward, stopped = choice.sample(
-        packed, w0, task.x, 0.0, np.array([[1.0, 0.0], [0.0, 1.0]]), 50, 10, task.readout, 0.1, 100.0, seed=3)
+        packed, w0, task.state.patterns, 0.0, np.array([[1.0, 0.0], [0.0, 1.0]]), 50, 10, task.config.readout, 0.1, 100.0, seed=3)
     for o, d, r in zip(odour, decision, reward):
         assert d.all() and len(d) == 100  # every encounter accepted: one per trial
         block1, block2 = slice(0, 50), slice(50, 100)
@@ -56,9 +56,9 @@ def test_baiting_and_block_switch():
 def test_rewards_follow_block_probabilities():
     task = load_task(FLY, require_data=False)
     packed, w0 = _always_accept(task)
-    w0 = np.full((40, task.network.n_out, task.network.n_in), 5.0)
-    odour, decision, reward, _ = choice.sample(packed, w0, task.x, 0.0, np.array([[0.2, 0.8]]), 200, 10,
-                                               task.readout, 0.1, 100.0, seed=4)
+    w0 = np.full((40, task.config.n_out, task.config.n_in), 5.0)
+    odour, decision, reward, _ = choice.sample(packed, w0, task.state.patterns, 0.0, np.array([[0.2, 0.8]]), 200, 10,
+                                               task.config.readout, 0.1, 100.0, seed=4)
     o, r = np.concatenate(odour), np.concatenate(reward)
     # with baiting, the reward rate of an odour chosen at random half the time exceeds its probability
     p0, p1 = r[o == 0].mean(), r[o == 1].mean()
@@ -77,7 +77,7 @@ def _reference_case(filtered: bool):
 
 
 def _check_against(task, data, rules, sim, reference, rel, atol=1e-12):
-    p = task.protocol
+    p = task.config.protocol
     fitted = lambda t: t % p.heldout_every != p.heldout_every - 1  # noqa: E731
     for k, rule in enumerate(rules):
         total = 0.0
@@ -93,10 +93,10 @@ def _check_against(task, data, rules, sim, reference, rel, atol=1e-12):
 
 def test_likelihood_matches_numpy_reference():
     task, data, rules, sim = _reference_case(filtered=False)
-    p, n = task.protocol, task.network
+    p = task.config.protocol
 
     def reference(rule, a, o, d, r, fitted):
-        return choice_nll_numpy(rule, o, d, r, task.x, task.w0[a], task.readout, n.eta, p.reward_window,
+        return choice_nll_numpy(rule, o, d, r, task.state.patterns, task.state.w0[a], task.config.readout, task.etas[0], p.reward_window,
                                 p.odour_variance, fitted)
     _check_against(task, data, rules, sim, reference, rel=1e-9)
 
@@ -104,11 +104,11 @@ def test_likelihood_matches_numpy_reference():
 def test_filtered_likelihood_matches_numpy_reference():
     """The weight filter against dense matrices and the rule's derivatives by sympy."""
     task, data, rules, sim = _reference_case(filtered=True)
-    p, n = task.protocol, task.network
+    p = task.config.protocol
 
     def reference(rule, a, o, d, r, fitted):
-        return choice_nll_filtered_numpy(rule, o, d, r, task.x, task.w0[a], task.readout, n.eta, p.reward_window,
-                                         p.odour_variance, task.inputs.init_std ** 2, fitted, fitted)
+        return choice_nll_filtered_numpy(rule, o, d, r, task.state.patterns, task.state.w0[a], task.config.readout, task.etas[0], p.reward_window,
+                                         p.odour_variance, task.config.init_std ** 2, fitted, fitted)
     _check_against(task, data, rules, sim, reference, rel=1e-9, atol=1e-12)
 
 
@@ -129,7 +129,7 @@ def test_filter_predicts_held_out_choices_better():
     (measured 792 against 833 nats for this seed; seeds 2 and 3: 16 and 17 nats better)."""
     task = load_task(FLY, require_data=False, seed=1)
     task = with_data(task, simulate_choices(task, task.parse("x*(r - rbar)"), seed=1))
-    test = replace(task, choices=choice.with_score(task.choices, "test"))
+    test = replace(task, state=replace(task.state, choices=choice.with_score(task.state.choices, "test")))
     rule = [task.parse("x*(r - rbar)")]
     filtered, deterministic = (test.simulate(rule, filtered=f).nll.sum() for f in (True, False))
     assert filtered < deterministic - 20
@@ -142,15 +142,15 @@ def test_cross_entropy_and_deviance_by_hand():
     data = ChoiceData(np.zeros(3, np.int64), np.array([0, 1, 0]), np.array([0, 1, 1]), np.array([0.0, 1.0, 0.0]),
                       ("a",))
     task = with_data(task, data)
-    W = task.w0[0]
-    p = [1 / (1 + np.exp(-task.readout @ np.tanh(W @ task.x[o]))) for o in (0, 1)]
+    W = task.state.w0[0]
+    p = [1 / (1 + np.exp(-task.config.readout @ np.tanh(W @ task.state.patterns[o]))) for o in (0, 1)]
     nll = -(np.log(1 - p[0]) + np.log(p[1]) + np.log(p[0]))
     assert task.evaluate([task.parse("0")])[0] == pytest.approx(nll / 3, rel=1e-12)
     # deviance explained of the null model against itself is 0
-    from rulesearch.fit import choice_heldout_scores
+    from rulesearch.fit import heldout_scores
     task = with_data(load_task(FLY, ("protocol.odour_variance=0.0", "protocol.weight_filter=false"),
                                require_data=False), data)
-    scores = choice_heldout_scores(task, pack_rules([task.parse("0")]), None)
+    scores = heldout_scores(task, pack_rules([task.parse("0")]), None)
     assert scores["deviance_explained"] == 0.0
 
 

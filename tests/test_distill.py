@@ -12,7 +12,7 @@ from rulesearch.data import save_activity
 from rulesearch.distill import distill, pysr_missing_reason, sample_visited_states
 from rulesearch.families import MLPFamily
 from rulesearch.fit import split_trials
-from rulesearch.runs import simulate_activity
+from rulesearch.sims.rate import simulate_activity
 from rulesearch.tasks import load_task, pack_rules
 
 FIT = str(ROOT / "tasks" / "fit-activity.toml")

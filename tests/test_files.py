@@ -19,7 +19,8 @@ def test_shipped_grammars_load(path):
 @pytest.mark.parametrize("path", TASKS, ids=lambda p: p.name)
 def test_shipped_tasks_load(path, tmp_path):
     from rulesearch.choices import save_choices_npz
-    from rulesearch.runs import simulate_activity, simulate_choices
+    from rulesearch.sims.choice import simulate_choices
+    from rulesearch.sims.rate import simulate_activity
     task = load_task(path, seed=3, require_data=False)
     rules = ["x*y - y**2*w", "x*y"]
     if task.objective == "fit_activity":  # data-fitting tasks: make data, then load with it
@@ -76,7 +77,7 @@ ORIGINAL = (ROOT / "tasks" / "oja.toml").read_text()
 
 
 @pytest.mark.parametrize("old, new, message", [
-    ('name = "pca"', 'name = "pcaa"', "field 'objective.name' is 'pcaa': expected one of pca, fit_activity"),
+    ('name = "pca"', 'name = "pcaa"', "field 'objective.name' is 'pcaa': expected one of pca, pca_subspace, fit_activity, fit_choices"),
     ("n_in = 8", "", "field 'network.n_in' is missing: expected an integer"),
     ("n_in = 8", "n_in = 'eight'", "field 'network.n_in' is 'eight': expected an integer"),
     ('activation = "linear"', 'activation = "relu"', "field 'network.activation' is 'relu'"),
@@ -95,7 +96,7 @@ def test_task_errors(tmp_path, old, new, message):
 
 def test_overrides_apply_and_are_validated():
     task = load_task(ROOT / "tasks" / "oja.toml", ["network.eta=0.01", "inputs.steps=50"])
-    assert task.network.eta == 0.01 and task.x.shape[1] == 50
+    assert task.etas[0] == 0.01 and task.state.x.shape[1] == 50
     with pytest.raises(TaskError, match="field 'network.etta' is not a known field"):
         load_task(ROOT / "tasks" / "oja.toml", ["network.etta=0.01"])
     with pytest.raises(TaskError, match="expected section.key=value"):
@@ -106,7 +107,7 @@ def test_seeded_inputs_are_reproducible():
     a = load_task(ROOT / "tasks" / "oja.toml", seed=4)
     b = load_task(ROOT / "tasks" / "oja.toml", seed=4)
     c = load_task(ROOT / "tasks" / "oja.toml", seed=5)
-    assert np.array_equal(a.x, b.x) and not np.array_equal(a.x, c.x)
+    assert np.array_equal(a.state.x, b.state.x) and not np.array_equal(a.state.x, c.state.x)
 
 
 def test_fit_activity_needs_data():

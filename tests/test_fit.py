@@ -11,7 +11,7 @@ from rulesearch.cli import main
 from rulesearch.data import save_activity
 from rulesearch.families import MLPFamily, TaylorFamily
 from rulesearch.fit import FamilyFit, r_squared, split_trials, state_from_json
-from rulesearch.runs import simulate_activity
+from rulesearch.sims.rate import simulate_activity
 from rulesearch.tasks import load_task
 from rulesearch.vm import evaluate, pack
 
@@ -94,9 +94,9 @@ def _data_task(tmp_path, rule="x*y - y**2*w", overrides=SMALL, noise=0.0):
 def test_split_trials_holds_out_the_last_trials(tmp_path):
     task, _ = _data_task(tmp_path)
     train, test = split_trials(task, 0.25)
-    assert train.x.shape[0] == 3 and test.x.shape[0] == 1
-    np.testing.assert_array_equal(test.x[0], task.x[3])
-    np.testing.assert_array_equal(test.target[0], task.target[3])
+    assert train.state.x.shape[0] == 3 and test.state.x.shape[0] == 1
+    np.testing.assert_array_equal(test.state.x[0], task.state.x[3])
+    np.testing.assert_array_equal(test.state.target[0], task.state.target[3])
     assert split_trials(task, 0.0)[1] is None
     generated = load_task(FIT, SMALL, require_data=False)
     assert split_trials(generated, 0.25)[1] is None

@@ -5,9 +5,9 @@ import pytest
 import sympy
 
 from conftest import ROOT
-from rulesearch.gp import (FrontEntry, Language, Search, evolve, pareto_front, select_rule,
+from rulesearch.gp import (FrontEntry, Languages, Search, evolve, pareto_front, select_rule,
                            semantic_keys, subtree_end)
-from rulesearch.rules import parse_rule, symbol
+from rulesearch.rules import RuleSpace, parse_rule, symbol
 from rulesearch.tasks import WORST_LOSS, load_task
 
 OJA = ROOT / "tasks" / "oja.toml"
@@ -38,7 +38,7 @@ def test_pareto_and_selection(hebbian):
 
 
 def test_language_round_trip(hebbian):
-    lang = Language.from_grammar(hebbian)
+    lang = Languages.from_space(RuleSpace.single(hebbian))
     rule = parse_rule("0.25*x*y - square(y)*w", hebbian)
     ind = lang.individual(rule)
     assert lang.rule(ind) == rule

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numba import njit, prange
 
-from ..vm import FASTMATH, PackedPrograms, run_program, run_program_tangents
+from ...vm import FASTMATH, PackedPrograms, run_program, run_program_tangents
 
 PROVIDED_NAMES = ("x", "y", "w", "r", "rbar")
 MAX_ENCOUNTERS_PER_TRIAL = 1000  # a sampled animal that rejects this often in a row stops (its data end there)

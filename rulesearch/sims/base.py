@@ -1,0 +1,132 @@
+"""The interface every simulator plug-in implements (see ``sims/__init__.py`` for how to add one)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from ..primitives import VARIABLES, Variable
+
+if TYPE_CHECKING:
+    from .._fields import Fields
+    from ..rules import Rule
+    from ..tasks import Task
+    from ..vm import PackedPrograms
+
+
+@dataclass(frozen=True)
+class PathwaySpec:
+    """A plastic pathway as a simulator declares it: the variables its synapses see, the LaTeX
+    left-hand side printed for it and its learning rate (a task may override both)."""
+
+    name: str
+    variables: tuple[Variable, ...]
+    symbol: str
+    eta: float
+    meaning: str = ""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.variables)
+
+
+def provided(*names: str, **meanings: str) -> tuple[Variable, ...]:
+    """Catalogue variables by name, with a pathway-specific meaning where one is given."""
+    out = []
+    for n in names:
+        v = VARIABLES[n]
+        out.append(Variable(v.name, v.kind, v.slot, meanings.get(n, v.meaning)))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A loss over a simulation result: ``fn(task, result) -> (n_individuals,)``."""
+
+    name: str
+    fn: Callable[["Task", Any], np.ndarray]
+    needs_data: bool = False
+    description: str = ""
+
+
+class Simulator:
+    """A simulator plug-in. Subclasses set the class attributes and implement the methods; the
+    rest of rulesearch only talks to a simulator through these.
+
+    Attributes: ``name`` (the value of ``network.simulator``), ``sections`` (the task-file
+    sections besides [network] it reads, e.g. ``("inputs", "protocol")``; a task that has any
+    other section is refused), ``objectives`` (name -> ``Objective``), ``data_help`` (what
+    ``--data`` takes, for messages).
+    """
+
+    name: str = ""
+    sections: tuple[str, ...] = ("inputs",)
+    objectives: dict[str, Objective] = {}
+    data_help: str = ""
+
+    # -- configuration
+    def configure(self, network: "Fields", sections: dict[str, "Fields"], objective: str) -> Any:
+        """Read and validate [network] and the simulator's own sections into a frozen config;
+        call ``finish()`` on each (unknown fields are refused). ``objective`` is already known to
+        be one of ``objectives``."""
+        raise NotImplementedError
+
+    def pathways(self, config) -> tuple[PathwaySpec, ...]:
+        """The plastic pathways of the configured network, in the order rules list them."""
+        raise NotImplementedError
+
+    # -- inputs and data
+    def generate(self, config, seed: int) -> Any:
+        """The inputs every candidate shares, generated from ``seed`` (a frozen state object)."""
+        raise NotImplementedError
+
+    def load_data(self, path: str | Path) -> Any:
+        """Read a data file of this simulator's schema (``DataError`` naming file and array)."""
+        raise NotImplementedError
+
+    def attach(self, task: "Task", data) -> "Task":
+        """The task driven by recorded data (``TaskError`` if the data does not fit the network)."""
+        raise NotImplementedError
+
+    def split(self, task: "Task", holdout: float) -> tuple["Task", "Task | None"]:
+        """(fitting task, held-out task or None)."""
+        return task, None
+
+    def split_info(self, train: "Task", test: "Task | None") -> dict:
+        """What run.json records about the split."""
+        return {}
+
+    # -- simulation
+    def simulate(self, task: "Task", packed: "PackedPrograms", record: bool = False, **options):
+        """Run every individual of ``packed`` (individual-major, pathway-minor); the result has a
+        boolean ``blown`` (n_individuals,) and whatever the simulator's objectives read."""
+        raise NotImplementedError
+
+    def visited_states(self, task: "Task", packed: "PackedPrograms", pathway: int, names, n_samples: int,
+                       rng: np.random.Generator) -> np.ndarray:
+        """Values (n_samples, len(names)) of ``names`` at synapses of ``pathway`` drawn from the
+        states the network visits under the (single) rule in ``packed``; for ``distill``."""
+        raise NotImplementedError
+
+    def heldout_scores(self, test: "Task", packed: "PackedPrograms", true_rule: "Rule | None") -> dict:
+        """Scores of one fitted rule on the held-out view (``true_rule``: the data's ground truth)."""
+        return {"loss": float(test.evaluate_packed(packed).losses[0])}
+
+    def example_trace(self, test: "Task", packed: "PackedPrograms") -> dict | None:
+        """A held-out recording next to the fitted rule's prediction, for fit.png (or None)."""
+        return None
+
+    def synthesize(self, task: "Task", rule: "Rule", out: Path, noise: float, observed: float,
+                   animals: int | None) -> str:
+        """Write synthetic data under ``rule`` (``rulesearch simulate``); returns a one-line summary."""
+        raise ValueError(f"'{self.name}' tasks cannot write synthetic data")
+
+    def data_facts(self, task: "Task") -> dict:
+        """Facts about the attached data recorded in run.json (e.g. files skipped)."""
+        return {}
+
+    def describe(self, config) -> dict:
+        """Facts recorded in a data file's meta and in run.json."""
+        return {}
