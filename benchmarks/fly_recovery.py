@@ -22,7 +22,7 @@ from rulesearch.choices import save_choices_mat
 from rulesearch.compare import compare_runs
 from rulesearch.results import write_csv
 from rulesearch.rules import parse_rule, symbol
-from rulesearch.fit import choice_heldout_scores
+from rulesearch.fit import heldout_scores
 from rulesearch.runs import RunSpec, evolve_run, fit_run, read_fit
 from rulesearch.sims.choice import simulate_choices
 from rulesearch.tasks import load_task, with_data
@@ -43,7 +43,7 @@ def weight_r2_on_new_flies(fit_dir: Path, rule: str, seed: int) -> float:
     task = load_task(TASK, seed=seed + 1000, require_data=False)
     new = with_data(task, simulate_choices(task, task.parse(rule), seed=seed + 1000))
     _, family, params = read_fit(fit_dir)
-    return choice_heldout_scores(new, family.pack(params[None]), rule)["weight_r2"]
+    return heldout_scores(new, family.pack(params[None]), rule)["weight_r2"]
 
 
 def timed(f, *args, **kwargs):

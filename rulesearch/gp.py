@@ -24,7 +24,8 @@ from scipy.optimize import minimize
 from . import vm
 from .grammar import Grammar
 from .primitives import PRIMITIVES, VARIABLES
-from .rules import Rule, RuleSpace, rule_from_sympy, simplify_identities, snap_constants
+from .errors import GrammarError
+from .rules import Rule, RuleSpace, negate, rule_from_sympy, simplify_identities, snap_constants
 from .tasks import WORST_LOSS, Task, pack_rules
 
 PROBE_SEED = 20240611
@@ -35,9 +36,14 @@ EXPLORE_TOP = 4  # population rules (best loss first) whose neighbourhood is exp
 EXPLORE_MAX_SIZE = 15  # ... if they have at most this many nodes (cost grows with size)
 EXPLORE_PAIRS_MAX_SIZE = 5  # rules this small also have each leaf replaced by a pair of terminals
 ENUMERATE_MAX_SIZE = 5  # every constant-free rule this small is evaluated at the start
-ENUMERATE_PATHWAY_MAX_SIZE = 3  # several pathways: every tuple of expressions this small per pathway
+SWEEP_ROUNDS = 2  # several pathways: rounds of coordinate-wise enumeration (Search._sweep_pathways)
 EXPLORE_TERM_MAX_SIZE = 7  # rules this small also get an added term +-0.1 * terminal
+# ... or, with several pathways, +-0.1 * any monomial of up to this degree (c*x*y -> c*x*y - 0.1*y*y*w):
+# a pathway's rule is then often poor until a term it lacks is added, because its partner pathway
+# already depends on it (measured on tasks/pca-network.toml: without it no seed of 1-3 found Oja's rule)
+EXPLORE_TERM_DEGREE_PATHWAYS = 3
 IMMIGRANTS = 0.05  # fraction of offspring replaced by new random rules (against premature convergence)
+CONTEXT = 0.5  # several pathways: fraction of varied children whose other pathways are the best rule's
 PROBE_SHAPE = (8, 8)  # (n_out, n_in) synapses on which semantics are compared
 PROBE_TRIALS = 3  # values of the per-trial variables (reward, expected reward) probed
 
@@ -277,21 +283,32 @@ class Search:
         return Individual([self._new_tree(p) for p in range(self.n_path)])
 
     def _vary(self, population: list) -> list:
+        """Offspring by crossover within one pathway, mutation of one pathway, or reproduction.
+
+        Several pathways: a varied pathway is often only useful next to the right partner (Oja's
+        rule on feed-forward weights scores badly without anti-Hebbian lateral weights), so
+        ``CONTEXT`` of the varied children take the other pathways from the best rule found so
+        far (the collaborators of cooperative coevolution)."""
         sp = self.task.search
         offspring = []
+        best = min((i for i in population if i.fitness.valid), key=lambda i: i.fitness.values[0], default=None)
         for _ in range(len(population)):
             r = random.random()
+            p = random.randrange(self.n_path)
             if r < sp.p_crossover:
                 a, b = (self._clone(i) for i in random.sample(population, 2))
-                p = random.randrange(self.n_path)  # crossover within the same pathway
-                a[p], b[p] = self.toolboxes[p].mate_tree(a[p], b[p])
+                a[p], b[p] = self.toolboxes[p].mate_tree(a[p], b[p])  # crossover within the same pathway
                 child = a
             elif r < sp.p_crossover + sp.p_mutation:
                 child = self._clone(random.choice(population))
-                p = random.randrange(self.n_path)  # mutation of one pathway at a time
-                child[p], = random.choice(self.toolboxes[p].mutations)(child[p])
+                child[p], = random.choice(self.toolboxes[p].mutations)(child[p])  # one pathway at a time
             else:  # reproduction
                 child = self._clone(random.choice(population))
+                p = None
+            if p is not None and self.n_path > 1 and best is not None and random.random() < CONTEXT:
+                for q in range(self.n_path):
+                    if q != p:
+                        child[q] = gp.PrimitiveTree(list(best[q]))
             child.fitness = RuleFitness()
             child.optimised = False
             offspring.append(child)
@@ -384,21 +401,25 @@ class Search:
                 grammar = self.space.grammar(p)
                 leaves = [("var", n) for n in grammar.names] + [("const", 0.0), ("const", 1.0)]
                 terms = leaves[:-2]
+                added = monomials(grammar, EXPLORE_TERM_DEGREE_PATHWAYS if self.n_path > 1 else 1)
                 pairs = [(("op", op), a, b) for op in ("add", "sub", "mul") if op in grammar.operators
                          for i, a in enumerate(terms) for j, b in enumerate(terms)
                          if (op == "sub" and i != j) or (op == "add" and i < j) or (op == "mul" and i <= j)]
                 for start in range(len(expr)):
                     end = subtree_end(expr, start)
                     replacements = [(leaf,) for leaf in leaves if not (end - start == 1 and expr[start] == leaf)]
-                    if "mul" in grammar.operators:  # grow: multiply the subtree by a variable
+                    if "mul" in grammar.operators:  # grow: multiply the subtree by a variable, or by minus one
                         replacements += [(("op", "mul"),) + expr[start:end] + (leaf,) for leaf in leaves[:-2]]
+                        if self.n_path > 1:
+                            replacements += [(("op", "mul"),) + expr[start:end] + tuple(negate([leaf], grammar))
+                                             for leaf in leaves[:-2]]
                         if grammar.constant_range is not None:  # or by a factor for L-BFGS to tune
                             replacements.append((("op", "mul"),) + expr[start:end] + (("const", 0.9),))
                             if start == 0 and len(expr) <= EXPLORE_TERM_MAX_SIZE and "add" in grammar.operators:
                                 # a small rule gets a small
                                 # extra term: x*(r - rbar) -> x*(r - rbar) - 0.1*w
-                                replacements += [(("op", "add"),) + expr + (("op", "mul"), ("const", c), leaf)
-                                                 for leaf in terms for c in (0.1, -0.1)]
+                                replacements += [(("op", "add"),) + expr + (("op", "mul"), ("const", c)) + term
+                                                 for term in added for c in (0.1, -0.1)]
                     if end - start == 1 and len(expr) <= EXPLORE_PAIRS_MAX_SIZE:
                         # in a small rule, a leaf becomes any pair of terminals (c*x -> (r - rbar)*x):
                         # building blocks that are poor on their own (r - rbar, x*r) are never kept
@@ -440,8 +461,12 @@ class Search:
             # rules whose parts are poor on their own (x*(r - rbar)) need not be found by chance.
             # They enter the archive (and so the explored front), not the population, whose
             # diversity they would crowd out.
-            tiny = [self.lang.individual(Rule(e, self.space)) for e in small_rules(self.space)]
-            self._evaluate(state.population + tiny, state)
+            if self.n_path == 1:
+                tiny = [self.lang.individual(Rule((e,), self.space)) for e in small_exprs(self.space.grammar(0))]
+                self._evaluate(state.population + tiny, state)
+            else:
+                self._evaluate(state.population, state)
+                self._sweep_pathways(state)
             self._optimise_constants(state.population, state)
             self._record(state, start, checkpoint, progress)
         elapsed_before = state.elapsed
@@ -479,6 +504,24 @@ class Search:
         if stopped != "interrupted" and self._best(state) <= self.task.search.target_loss:
             stopped = "target_loss"
         return self._finish(state, stopped)
+
+    def _sweep_pathways(self, state: _State) -> None:
+        """Several pathways: coordinate-wise enumeration. Every small constant-free expression (and
+        its negation) of one pathway is evaluated with the other pathways at their current
+        partners, which start as 0 (no plasticity); the best becomes that pathway's partner; two
+        rounds over all pathways. A joint rule whose parts are poor alone (Oja's rule on
+        feed-forward weights needs anti-Hebbian lateral weights) is then one or two steps from
+        the archive; enumerating all combinations instead grows as the product of the pathways'
+        counts. The rules enter the archive, not the population."""
+        per = [_with_negations(small_exprs(p.grammar), p.grammar) for p in self.space.pathways]
+        partner = [(("const", 0.0),) for _ in range(self.n_path)]
+        for _ in range(SWEEP_ROUNDS):
+            for p in range(self.n_path):
+                rules = [Rule(tuple(partner[:p]) + (e,) + tuple(partner[p + 1:]), self.space) for e in per[p]]
+                individuals = [self.lang.individual(r) for r in rules]
+                self._evaluate(individuals, state)
+                best = min(range(len(rules)), key=lambda k: (individuals[k].fitness.values[0], len(per[p][k])))
+                partner[p] = per[p][best]
 
     def _canonicalise(self, keys: Sequence[str], state: _State) -> bool:
         """Give new front rules their sympy-canonical tree where that is smaller (same function,
@@ -645,19 +688,25 @@ def small_exprs(grammar: Grammar, max_size: int = 0, limit: int = 5000) -> list[
         size -= 2
 
 
-def small_rules(space: RuleSpace, limit: int = 5000) -> list[tuple]:
-    """Expression tuples evaluated at the start: every constant-free rule of up to
-    ``ENUMERATE_MAX_SIZE`` nodes for one pathway; for several, every combination of
-    expressions of up to ``ENUMERATE_PATHWAY_MAX_SIZE`` nodes per pathway (fewer nodes when the
-    combinations would exceed ``limit``)."""
-    if not space.multi:
-        return [(e,) for e in small_exprs(space.grammar(0), limit=limit)]
-    size = ENUMERATE_PATHWAY_MAX_SIZE
-    while True:
-        per = [small_exprs(p.grammar, max_size=size) for p in space.pathways]
-        if size <= 1 or np.prod([len(e) for e in per]) <= limit:
-            return list(itertools.product(*per))
-        size -= 1
+def _with_negations(exprs: list[tuple], grammar: Grammar) -> list[tuple]:
+    try:
+        return exprs + [tuple(negate(list(e), grammar)) for e in exprs]
+    except GrammarError:  # no neg, and no mul with constants
+        return exprs
+
+
+def monomials(grammar: Grammar, degree: int) -> list[tuple]:
+    """Prefix tokens of every product of up to ``degree`` terminals (x, x*x, x*y, ...; degree 1:
+    the terminals); products need 'mul'."""
+    names = grammar.names
+    out = []
+    for d in range(1, (degree if "mul" in grammar.operators else 1) + 1):
+        for combo in itertools.combinations_with_replacement(names, d):
+            tokens = (("var", combo[-1]),)
+            for n in reversed(combo[:-1]):
+                tokens = (("op", "mul"), ("var", n)) + tokens
+            out.append(tokens)
+    return out
 
 
 def subtree_end(expr, start: int) -> int:

@@ -41,6 +41,7 @@ class Variable:
     kind: int
     slot: int
     meaning: str
+    latex: str = ""  # a pathway's own LaTeX symbol (e.g. y_k for a lateral input); "": the grammar's
 
 
 VARIABLES: dict[str, Variable] = {

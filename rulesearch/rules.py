@@ -61,6 +61,10 @@ class Pathway:
     symbol: str = DEFAULT_SYMBOL
     variables: tuple[Variable, ...] = ()  # empty: the catalogue's (primitives.VARIABLES)
 
+    def symbols(self) -> dict[str, str]:
+        """Variable name -> LaTeX symbol where the pathway gives its own (y_k for a lateral input)."""
+        return {v.name: v.latex for v in self.variables if v.latex}
+
     def variable(self, name: str) -> Variable:
         for v in self.variables:
             if v.name == name:
@@ -141,8 +145,8 @@ class Rule:
         return "; ".join(f"{name}: {t}" for name, t in zip(self.space.names, parts))
 
     def latex_parts(self) -> list[str]:
-        """LaTeX right-hand side of each pathway, with its grammar's symbols."""
-        return [to_latex(e, p.grammar) for e, p in zip(self.to_sympy(), self.space.pathways)]
+        """LaTeX right-hand side of each pathway, with its grammar's symbols (or the pathway's own)."""
+        return [to_latex(e, p.grammar, p.symbols()) for e, p in zip(self.to_sympy(), self.space.pathways)]
 
     def latex(self, lhs: bool = True) -> str:
         """LaTeX with the grammar's symbols, e.g. ``\\Delta w_{ij} = x_j y_i - ...``; pathways
@@ -276,7 +280,7 @@ class _Parser:
             inner = self.visit(node.operand)
             if len(inner) == 1 and inner[0][0] == "const":
                 return [("const", -inner[0][1])]
-            return _negate(inner, self.grammar)
+            return negate(inner, self.grammar)
         if isinstance(node, ast.Name):
             if node.id not in self.grammar.names:
                 self.fail(f"unknown name '{node.id}'")
@@ -319,7 +323,7 @@ class _Parser:
         return expr
 
 
-def _negate(expr: list, grammar: Grammar) -> list:
+def negate(expr: list, grammar: Grammar) -> list:
     if "neg" in grammar.operators:
         return [("op", "neg")] + expr
     if "mul" in grammar.operators:
@@ -380,10 +384,11 @@ def sympy_text(e: sympy.Expr) -> str:
     return sympy.sstr(e, full_prec=False)
 
 
-def to_latex(e: sympy.Expr, grammar: Grammar, digits: int = 4) -> str:
-    """LaTeX with grammar symbols and floats rounded to ``digits`` significant digits."""
+def to_latex(e: sympy.Expr, grammar: Grammar, own: dict | None = None, digits: int = 4) -> str:
+    """LaTeX with grammar symbols (``own``: name -> symbol overrides) and floats rounded to
+    ``digits`` significant digits."""
     e = e.xreplace({f: sympy.Float(float(f"{float(f):.{digits}g}")) for f in e.atoms(sympy.Float)})
-    names = {symbol(t.name): t.symbol for t in grammar.terminals}
+    names = {symbol(t.name): (own or {}).get(t.name, t.symbol) for t in grammar.terminals}
     return sympy.latex(e, symbol_names=names, full_prec=False)
 
 
@@ -414,18 +419,18 @@ def _from_sympy(e, g: Grammar) -> list:
             for t in positive[1:]:
                 out = [("op", "add")] + out + _from_sympy(t, g)
         else:
-            out = _negate(_from_sympy(negative[0], g), g)
+            out = negate(_from_sympy(negative[0], g), g)
             negative = negative[1:]
         for t in negative:
             if "sub" in g.operators:
                 out = [("op", "sub")] + out + _from_sympy(t, g)
             else:
-                out = [("op", "add")] + out + _negate(_from_sympy(t, g), g)
+                out = [("op", "add")] + out + negate(_from_sympy(t, g), g)
         return out
     if isinstance(e, sympy.Mul):
         coeff, rest = e.as_coeff_Mul()
         if coeff == -1:
-            return _negate(_from_sympy(rest, g), g)
+            return negate(_from_sympy(rest, g), g)
         num, den = sympy.fraction(e)
         if den != 1:
             if "div" not in g.operators:

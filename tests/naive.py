@@ -7,11 +7,43 @@ import sympy
 from rulesearch.rules import Rule, symbol
 
 
-def rule_function(rule: Rule):
-    """The rule's exact meaning as a NumPy function f(x, y, w) via sympy.lambdify."""
-    expr = rule.to_sympy()[0]
-    names = rule.grammar.names
+def rule_function(rule: Rule, pathway: int = 0):
+    """A pathway's exact meaning as a NumPy function f(x, y, w, ...) via sympy.lambdify."""
+    expr = rule.to_sympy()[pathway]
+    names = rule.space.grammar(pathway).names
     return sympy.lambdify([symbol(n) for n in names], expr, modules="numpy"), names
+
+
+def simulate_lateral(rule: Rule, x, w0, m0, eta, eta_lat, hierarchical=False, bound=1e3):
+    """Plain NumPy network with lateral weights, one rule ("ff: ...; lat: ..."): y = (I - M)^-1 W x
+    by np.linalg.solve; W += eta * f(x_j, y_i, W_ij); M_ik += eta_lat * g(y_k, y_i, M_ik) on
+    existing lateral synapses (i != k; hierarchical: i > k).
+
+    Returns (W final (trials, n_out, n_in), M final (trials, n_out, n_out), y (trials, steps, n_out), blown).
+    """
+    f, f_names = rule_function(rule, 0)
+    g, g_names = rule_function(rule, 1)
+    trials, steps, n_in = x.shape
+    n_out = w0.shape[1]
+    mask = np.tril(np.ones((n_out, n_out)), -1) if hierarchical else 1.0 - np.eye(n_out)
+    W_all, M_all = np.empty_like(w0), np.empty((trials, n_out, n_out))
+    ys = np.zeros((trials, steps, n_out))
+    blown = False
+    for b in range(trials):
+        W, M = w0[b].copy(), m0[b] * mask
+        for t in range(steps):
+            y = np.linalg.solve(np.eye(n_out) - M, W @ x[b, t])
+            ys[b, t] = y
+            env = {"x": np.broadcast_to(x[b, t][None, :], W.shape), "y": np.broadcast_to(y[:, None], W.shape), "w": W}
+            lat = {"x": np.broadcast_to(y[None, :], M.shape), "y": np.broadcast_to(y[:, None], M.shape), "w": M}
+            dW = np.broadcast_to(f(*[env[n] for n in f_names]), W.shape)
+            dM = np.broadcast_to(g(*[lat[n] for n in g_names]), M.shape)
+            W, M = W + eta * dW, M + eta_lat * dM * mask
+            if not (np.all(np.abs(W) <= bound) and np.all(np.abs(M) <= bound)):
+                blown = True
+                break
+        W_all[b], M_all[b] = W, M
+    return W_all, M_all, ys, blown
 
 
 def simulate_rate(rule: Rule, x, w0, eta, activation="linear", bound=1e3, target=None):

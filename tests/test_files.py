@@ -23,6 +23,8 @@ def test_shipped_tasks_load(path, tmp_path):
     from rulesearch.sims.rate import simulate_activity
     task = load_task(path, seed=3, require_data=False)
     rules = ["x*y - y**2*w", "x*y"]
+    if task.space.multi:  # the same rule on every pathway
+        rules = ["; ".join(f"{name}: {r}" for name in task.space.names) for r in rules]
     if task.objective == "fit_activity":  # data-fitting tasks: make data, then load with it
         save_activity(tmp_path / "d.npz", simulate_activity(task, task.parse(rules[0]), seed=3))
         task = load_task(path, data=tmp_path / "d.npz")
@@ -92,6 +94,37 @@ def test_task_errors(tmp_path, old, new, message):
     with pytest.raises(TaskError, match=message) as info:
         load_task(path)
     assert str(path) in str(info.value)
+
+
+PCA_NETWORK = (ROOT / "tasks" / "pca-network.toml").read_text()
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("[pathways.lat] ", "[pathways.rec] ", "field 'pathways.rec' is not a pathway of the 'rate' network "
+                                          r"\(pathways: ff, lat\)"),
+    ('activation = "linear"', 'activation = "tanh"', "a network with lateral weights has linear outputs"),
+    ('lateral = "symmetric"', 'lateral = "full"', "field 'network.lateral' is 'full': expected one of none, "
+                                                  "symmetric, hierarchical"),
+    ('eta = 0.009', 'eta = 0.009\ngrammar = "reward"', "grammar 'reward' uses r, rbar, which the 'rate' "
+                                                        "simulator does not provide on pathway 'lat'"),
+    ("[inputs]", "[protocol]\nanimals = 3\n[inputs]", r"section \[protocol\] is not used by the 'rate' simulator"),
+    ("eta = 0.009", "eta = 0.009\nsymbl = 'M'", "field 'pathways.lat.symbl' is not a known field"),
+])
+def test_pathway_task_errors(tmp_path, old, new, message):
+    assert old in PCA_NETWORK
+    path = _write(tmp_path, "task.toml", PCA_NETWORK.replace(old, new.replace("\\n", "\n"), 1))
+    with pytest.raises(TaskError, match=message) as info:
+        load_task(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_choice_task_refuses_fields_it_does_not_use(tmp_path):
+    text = (ROOT / "tasks" / "fly-choice.toml").read_text()
+    for old, new, message in [('activation = "tanh"', 'activation = "linear"', "expected one of tanh"),
+                              ("init_std = 0.01", "init_std = 0.01\nsteps = 10", "field 'inputs.steps' is not a known field")]:
+        path = _write(tmp_path, "fly.toml", text.replace(old, new.replace("\\n", "\n"), 1))
+        with pytest.raises(TaskError, match=message):
+            load_task(path, require_data=False)
 
 
 def test_overrides_apply_and_are_validated():

@@ -157,3 +157,47 @@ def test_simplify_identities(full, text, expected):
     from rulesearch.rules import simplify_identities
     got = simplify_identities(parse_rule(text, full).exprs[0])
     assert got == parse_rule(expected, full).exprs[0]
+
+
+# ---------------------------------------------------------------- pathways
+
+def _space(hebbian):
+    from rulesearch.rules import Pathway, RuleSpace
+    return RuleSpace((Pathway("ff", hebbian, r"\Delta W_{ij}"), Pathway("lat", hebbian, r"\Delta M_{ik}")))
+
+
+def test_pathways_parse_in_any_order_and_round_trip(hebbian):
+    space = _space(hebbian)
+    rule = parse_rule("lat: -x*y; ff: x*y - y**2*w", space)
+    assert [sympy.expand(e) for e in rule.to_sympy()] == [x * y - y**2 * w, -x * y]
+    assert rule.text() == "ff: -w*y**2 + x*y; lat: -x*y"
+    again = parse_rule(rule.text(), space)
+    assert again.space == space and [sympy.expand(e) for e in again.to_sympy()] == [x * y - y**2 * w, -x * y]
+    assert rule.latex() == r"\Delta W_{ij} = - w_{ij} y_i^{2} + x_j y_i; \Delta M_{ik} = - x_j y_i"
+    assert rule.complexity == len(rule.exprs[0]) + len(rule.exprs[1])
+
+
+@pytest.mark.parametrize("text, message", [
+    ("x*y - y**2*w; -x*y", "names no pathway"),
+    ("ff: x*y", "no expression for pathway lat"),
+    ("ff: x*y; lat: -x*y; rec: w", "unknown pathway 'rec'"),
+    ("ff: x*y; ff: w; lat: w", "pathway 'ff' is given twice"),
+    ("ff: x*y; lat: x*q", "pathway 'lat': rule 'x\\*q': unknown name 'q'"),
+    ("ff: x*y; lat: ", "empty expression"),
+])
+def test_pathway_refusals(hebbian, text, message):
+    with pytest.raises(GrammarError, match=message):
+        parse_rule(text, _space(hebbian))
+
+
+def test_one_pathway_refuses_several_expressions(hebbian):
+    with pytest.raises(GrammarError, match="one plastic pathway"):
+        parse_rule("x*y; -w", hebbian)
+
+
+def test_slot_encoding_is_checked(hebbian):
+    from rulesearch.primitives import PRE, Variable
+    from rulesearch.rules import Pathway
+    wide = Pathway("w", hebbian, variables=(Variable("x", PRE, 16, "a 17th presynaptic variable"),))
+    with pytest.raises(ValueError, match="variable 'x': kind 0, slot 16 cannot be encoded"):
+        compile_expr(parse_rule("x*y", hebbian).exprs[0], wide)

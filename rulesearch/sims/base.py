@@ -32,12 +32,13 @@ class PathwaySpec:
         return tuple(v.name for v in self.variables)
 
 
-def provided(*names: str, **meanings: str) -> tuple[Variable, ...]:
-    """Catalogue variables by name, with a pathway-specific meaning where one is given."""
+def provided(*names: str, meanings: dict | None = None, latex: dict | None = None) -> tuple[Variable, ...]:
+    """Catalogue variables by name, with a pathway-specific meaning and LaTeX symbol where given."""
+    meanings, latex = meanings or {}, latex or {}
     out = []
     for n in names:
         v = VARIABLES[n]
-        out.append(Variable(v.name, v.kind, v.slot, meanings.get(n, v.meaning)))
+        out.append(Variable(v.name, v.kind, v.slot, meanings.get(n, v.meaning), latex.get(n, "")))
     return tuple(out)
 
 

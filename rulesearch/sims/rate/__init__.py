@@ -108,8 +108,10 @@ class RateSimulator(Simulator):
         if config.lateral == "none":
             return (PathwaySpec("w", provided("x", "y", "w"), r"\Delta w_{ij}", config.eta),)
         return (PathwaySpec("ff", provided("x", "y", "w"), r"\Delta W_{ij}", config.eta, "feed-forward"),
-                PathwaySpec("lat", provided("x", "y", "w", x="activity of the other output y_k",
-                                            w="lateral weight M_ik"),
+                PathwaySpec("lat", provided("x", "y", "w",
+                                            meanings={"x": "activity of the other output y_k",
+                                                      "w": "lateral weight M_ik"},
+                                            latex={"x": "y_k", "w": "M_{ik}"}),
                             r"\Delta M_{ik}", config.eta, "lateral, among the outputs"))
 
     def generate(self, config, seed):
