@@ -101,3 +101,25 @@ def test_pysr_backend_runs(oja_mlp):
     train, family, params, _ = oja_mlp
     result = distill(train, family, params, "pysr", max_size=15, n_samples=500, seed=0)
     assert result.front
+
+
+def test_distill_explains_each_pathway_of_a_two_pathway_rule(tmp_path):
+    """A Taylor fit of the PCA network set to Oja's rule on W and anti-Hebbian M (by hand, not
+    fitted): distillation explains each pathway separately and joins them."""
+    from rulesearch.families import PathwayFamilies, TaylorFamily
+    task = load_task(ROOT / "tasks" / "pca-network.toml", ("inputs.steps=600", "inputs.trials=2"), seed=1)
+    fams = tuple(TaylorFamily(p.grammar, ("x", "y", "w"), (1, 2, 1)) for p in task.space.pathways)
+    family = PathwayFamilies(fams, task.space)
+    params = np.zeros(family.n_params)
+    params[family.names.index("ff.theta_x1_y1_w0")] = 1.0
+    params[family.names.index("ff.theta_x0_y2_w1")] = -1.0
+    params[family.names.index("lat.theta_x1_y1_w0")] = -0.5
+    result = distill(task, family, params, "operon", max_size=15, n_samples=800, seed=0)
+    sel = result.selected
+    assert sel.rule.space.names == ("ff", "lat")
+    x, y, w = (np.random.default_rng(k).normal(size=300) for k in range(3))
+    f_ff, _ = rule_function(sel.rule, 0)
+    f_lat, _ = rule_function(sel.rule, 1)
+    np.testing.assert_allclose(f_ff(x, y, w), x * y - y**2 * w, atol=1e-3)
+    np.testing.assert_allclose(f_lat(x, y, w), -0.5 * x * y, atol=1e-3)
+    assert sel.loss <= result.blackbox_loss * 1.01 + 1e-9

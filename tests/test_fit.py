@@ -176,3 +176,36 @@ def test_fit_reads_data_from_any_program(tmp_path):
                 + [a for o in SMALL for a in ("--set", o)]) == 0
     held = json.loads((out / "run.json").read_text())["heldout"]
     assert held["trials"] == 1 and np.isfinite(held["activity_r2_data"]) and "weight_r2" not in held
+
+
+LATERAL = str(ROOT / "tasks" / "fit-activity-lateral.toml")
+
+
+def test_two_pathway_taylor_fit_on_data_from_the_numpy_twin(tmp_path, rng, capsys):
+    """Data of a lateral network written by tests/naive.py (np.linalg.solve, plain np.savez, non-zero
+    initial lateral weights): the Taylor fit recovers both pathways' coefficients within 2 %."""
+    from naive import simulate_lateral
+    from rulesearch.rules import RuleSpace
+    task = load_task(LATERAL, require_data=False)
+    truth = task.parse("ff: x*y - y**2*w; lat: -0.5*x*y")
+    cov = np.diag([3.0, 2.0, 1.0, 1.0, 1.0, 1.0])
+    x = rng.multivariate_normal(np.zeros(6), cov, size=(4, 200))
+    w0 = rng.normal(0, 0.3, size=(4, 3, 6))
+    m0 = rng.normal(0, 0.1, size=(4, 3, 3)) * (1 - np.eye(3))
+    _, _, y, blown = simulate_lateral(truth, x, w0, m0, 0.02, 0.02)
+    assert not blown and isinstance(task.space, RuleSpace)
+    np.savez(tmp_path / "twin.npz", x=x, y=y, w0=w0, m0=m0)
+    out = tmp_path / "fit"
+    assert main(["fit", LATERAL, "--data", str(tmp_path / "twin.npz"), "--out", str(out), "--seed", "2",
+                 "--generations", "700"]) == 0
+    rows = {r.split(",")[0]: float(r.split(",")[2]) for r in (out / "coefficients.csv").read_text().splitlines()[1:]}
+    assert len(rows) == 24
+    expected = {"ff.theta_x1_y1_w0": 1.0, "ff.theta_x0_y2_w1": -1.0, "lat.theta_x1_y1_w0": -0.5}
+    for name, value in expected.items():
+        assert rows[name] == pytest.approx(value, rel=0.02)
+    assert max(abs(v) for k, v in rows.items() if k not in expected) < 0.02
+    capsys.readouterr()
+    assert main(["latex", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith(r"\Delta W_{ij} = ") and lines[1].startswith(r"\Delta M_{ik} = ")
+    assert "y_k y_i" in lines[1]

@@ -85,3 +85,28 @@ def test_same_seed_same_front():
     a = evolve(task, population=50, generations=3)
     b = evolve(task, population=50, generations=3)
     assert [(e.expression, e.loss) for e in a.front] == [(e.expression, e.loss) for e in b.front]
+
+
+PCA = ROOT / "tasks" / "pca-network.toml"
+PCA_SMALL = ["inputs.steps=300", "inputs.trials=2"]
+
+
+def test_two_pathway_resume_equals_uninterrupted_and_varies_pathways_jointly():
+    task = load_task(PCA, PCA_SMALL, seed=3)
+    saved = []
+    full = Search(task, seed=3, population=40, generations=4).run(checkpoint=lambda s: saved.append(json.dumps(s)))
+    search = Search(task, seed=3, population=40, generations=4)
+    resumed = search.run(search.state_from_json(json.loads(saved[2])))
+    assert [(e.expression, e.loss) for e in resumed.front] == [(e.expression, e.loss) for e in full.front]
+    assert all(e.rule.space.names == ("ff", "lat") and e.expression.startswith("ff: ") for e in full.front)
+    assert all(e.complexity == sum(map(len, e.rule.exprs)) for e in full.front)
+    # the coordinate-wise enumeration put anti-Hebbian lateral rules with 0 feed-forward in the archive
+    first = json.loads(saved[0])
+    assert first["evaluations"] > 2 * 771
+
+
+def test_semantic_keys_cover_every_pathway():
+    task = load_task(PCA, PCA_SMALL)
+    a, b, c = (task.parse(t) for t in ("ff: x*y; lat: -x*y", "ff: x*y; lat: x*y", "ff: y*x; lat: -(y*x)"))
+    ka, kb, kc = semantic_keys([a, b, c])
+    assert ka != kb and ka == kc
