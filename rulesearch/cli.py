@@ -314,12 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="fit a parametric rule family (Taylor or MLP) by CMA-ES")
     run_options(p, "tasks/fit-activity.toml", "CMA-ES generations (default: the task's fit.generations)",
                 "results/<task>-fit-<time>")
-    p.add_argument("--family", choices=("taylor", "mlp"), help="rule family (default: the task's fit.family)")
+    from .families import FAMILIES
+    p.add_argument("--family", choices=FAMILIES, help="rule family (default: the task's fit.family)")
     p.set_defaults(func=cmd_fit)
 
     p = sub.add_parser("distill", help="explain a fitted MLP (or Taylor) rule by formulas")
     p.add_argument("run", help="a fit folder (from 'rulesearch fit')")
-    p.add_argument("--backend", default="operon", choices=("operon", "gp", "pysr"),
+    from .distill import BACKENDS
+    p.add_argument("--backend", default="operon", choices=tuple(BACKENDS),
                    help="symbolic regression: operon (default, offline), gp (rulesearch's own), "
                         "pysr (needs Julia)")
     p.add_argument("--max-size", type=int, default=25, help="largest formula, in nodes (default 25)")

@@ -4,13 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from .results import atomic_file
 
-from .results import atomic_file  # noqa: E402
+# Figures are made with matplotlib's object API (Figure, not pyplot): no backend is selected and no
+# global state changes when rulesearch is imported or draws.
 
 
 def _short(text: str, n: int = 70) -> str:
@@ -23,8 +23,8 @@ def plot_front(path: str | Path, front: Sequence[dict], history: Sequence[dict] 
 
     history None: the front alone; reference: a labelled loss drawn as a horizontal line.
     """
-    fig, axes = plt.subplots(1, 1 if history is None else 2, figsize=(5 if history is None else 10, 4),
-                             squeeze=False, layout="constrained")
+    fig = Figure(figsize=(5 if history is None else 10, 4), layout="constrained")
+    axes = fig.subplots(1, 1 if history is None else 2, squeeze=False)
     ax1 = axes[0, 0]
     comp = [int(r["complexity"]) for r in front]
     loss = [float(r["loss"]) for r in front]
@@ -46,7 +46,6 @@ def plot_front(path: str | Path, front: Sequence[dict], history: Sequence[dict] 
         fig.suptitle(title)
     with atomic_file(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100)
-    plt.close(fig)
 
 
 def _plot_history(ax2, history: Sequence[dict]) -> None:
@@ -66,7 +65,8 @@ def plot_fit(path: str | Path, history: Sequence[dict], coefficients: Sequence[d
     {"recorded": (steps, n_out) with NaN, "fitted": (steps, n_out)} or None.
     """
     panels = 1 + bool(coefficients) + (example is not None)
-    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False, layout="constrained")
+    fig = Figure(figsize=(5 * panels, 4), layout="constrained")
+    axes = fig.subplots(1, panels, squeeze=False)
     axes = list(axes[0])
     ax = axes.pop(0)
     gens = [h["generation"] for h in history]
@@ -94,13 +94,13 @@ def plot_fit(path: str | Path, history: Sequence[dict], coefficients: Sequence[d
         fig.suptitle(title)
     with atomic_file(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100)
-    plt.close(fig)
 
 
 def plot_acceptance(path: str | Path, curves: dict, labels: Sequence[str], trials_per_block: int,
                     title: str = "") -> None:
     """Model P(accept) per odour over trials against the animal's running acceptance rate."""
-    fig, axes = plt.subplots(2, 1, figsize=(10, 6), sharex=True, layout="constrained")
+    fig = Figure(figsize=(10, 6), layout="constrained")
+    axes = fig.subplots(2, 1, sharex=True)
     for o, ax in enumerate(axes):
         trial, rate = curves["running"][o]
         ax.plot(trial, rate, ".", color="0.5", ms=3, label="animal (running mean of 10 encounters)")
@@ -115,4 +115,3 @@ def plot_acceptance(path: str | Path, curves: dict, labels: Sequence[str], trial
         fig.suptitle(title)
     with atomic_file(path, "wb") as fh:
         fig.savefig(fh, format="png", dpi=100)
-    plt.close(fig)

@@ -7,18 +7,10 @@ import json
 import os
 import platform
 import sys
-import tempfile
+import secrets
 from contextlib import contextmanager
 from pathlib import Path
 
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_current_umask()  # what open() would give; mkstemp alone gives 0600
 
 RUN_FILE, PARETO_FILE, CHECKPOINT_FILE, FRONT_PLOT = "run.json", "pareto.csv", "checkpoint.json", "front.png"
 PARAMS_FILE, COEFFICIENTS_FILE, FIT_PLOT = "params.json", "coefficients.csv", "fit.png"
@@ -30,13 +22,18 @@ def atomic_file(path: str | Path, mode: str = "w"):
     """Open a temp file next to ``path``; on success rename it over ``path``, else delete it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    while True:  # like mkstemp, but with the permissions open() would give (0666 less the umask)
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {})) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
