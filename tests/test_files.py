@@ -197,3 +197,24 @@ def test_data_not_npz(tmp_path):
         load_activity(path)
     with pytest.raises(DataError, match="file not found"):
         load_activity(tmp_path / "missing.npz")
+
+
+def test_run_files_get_open_permissions_and_no_temp_left(tmp_path):
+    import os
+    from rulesearch.results import write_json
+    mask = os.umask(0o027)
+    try:
+        write_json(tmp_path / "r.json", {"a": 1})
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+
+
+def test_importing_rulesearch_selects_no_matplotlib_backend():
+    import subprocess
+    import sys
+    # (cma, a dependency, imports pyplot itself; rulesearch's figures never need it)
+    code = "import sys, rulesearch.plots; print('matplotlib.pyplot' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
