@@ -294,17 +294,18 @@ class Search:
         best = min((i for i in population if i.fitness.valid), key=lambda i: i.fitness.values[0], default=None)
         for _ in range(len(population)):
             r = random.random()
-            p = random.randrange(self.n_path)
+            p = None
             if r < sp.p_crossover:
                 a, b = (self._clone(i) for i in random.sample(population, 2))
-                a[p], b[p] = self.toolboxes[p].mate_tree(a[p], b[p])  # crossover within the same pathway
+                p = random.randrange(self.n_path)  # crossover within the same pathway
+                a[p], b[p] = self.toolboxes[p].mate_tree(a[p], b[p])
                 child = a
             elif r < sp.p_crossover + sp.p_mutation:
                 child = self._clone(random.choice(population))
-                child[p], = random.choice(self.toolboxes[p].mutations)(child[p])  # one pathway at a time
+                p = random.randrange(self.n_path)  # mutation of one pathway at a time
+                child[p], = random.choice(self.toolboxes[p].mutations)(child[p])
             else:  # reproduction
                 child = self._clone(random.choice(population))
-                p = None
             if p is not None and self.n_path > 1 and best is not None and random.random() < CONTEXT:
                 for q in range(self.n_path):
                     if q != p:
