@@ -27,7 +27,8 @@ import numpy as np
 
 from .errors import GrammarError
 from .families import variable_tokens
-from .gp import FrontEntry, Search, pareto_front, readable, select_rule
+from .fronts import FrontEntry, pareto_front, readable, select_rule
+from .gp import Search
 from .grammar import Grammar
 from .primitives import POST, PRE, SYN, TRIAL
 from .rules import Pathway, Rule, RuleSpace, parse_rule

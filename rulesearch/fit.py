@@ -9,7 +9,7 @@ was told, so a resumed fit replays the log through a fresh ``cma`` object
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 import cma
@@ -18,7 +18,7 @@ from threadpoolctl import threadpool_limits
 
 from .errors import GrammarError, TaskError
 from .families import MLPFamily, PathwayFamilies, TaylorFamily
-from .gp import GracefulInterrupt
+from .fronts import GracefulInterrupt
 from .rules import parse_rule
 from .tasks import WORST_LOSS, Task
 

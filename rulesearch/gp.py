@@ -10,8 +10,6 @@ import functools
 import hashlib
 import itertools
 import random
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -19,13 +17,21 @@ from typing import Callable, Sequence
 import numpy as np
 import sympy
 from deap import base, gp, tools
-from scipy.optimize import minimize
 
 from . import vm
 from .grammar import Grammar
 from .primitives import PRIMITIVES, VARIABLES
 from .errors import GrammarError
-from .rules import Rule, RuleSpace, negate, rule_from_sympy, simplify_identities, snap_constants
+from .fronts import (
+    EvolveResult,
+    FrontEntry,
+    GracefulInterrupt,
+    optimise_constants,
+    pareto_front,
+    readable,
+    select_rule,
+)
+from .rules import Rule, RuleSpace, negate, rule_from_sympy, simplify_identities
 from .tasks import WORST_LOSS, Task, pack_rules
 
 PROBE_SEED = 20240611
@@ -166,62 +172,6 @@ def semantic_keys(rules: Sequence[Rule]) -> list[str]:
     rounded = rounded.reshape(len(rules), n_path * values.shape[1])
     return [hashlib.blake2b(row.tobytes(), digest_size=12).hexdigest() for row in rounded]
 
-
-# ---------------------------------------------------------------- results
-
-@dataclass(frozen=True)
-class FrontEntry:
-    rule: Rule
-    loss: float
-    complexity: int
-    selected: bool = False
-
-    @property
-    def expression(self) -> str:
-        return self.rule.text()
-
-    @property
-    def latex(self) -> str:
-        return self.rule.latex()
-
-
-@dataclass
-class EvolveResult:
-    """What a search returns: the Pareto front (simplest first) and the selected rule."""
-
-    front: list[FrontEntry]
-    history: list[dict]
-    evaluations: int
-    generations: int
-    elapsed: float
-    seed: int
-    stopped: str
-
-    @property
-    def selected(self) -> FrontEntry:
-        return next(e for e in self.front if e.selected)
-
-
-def pareto_front(entries: Sequence[tuple[float, int, object]]) -> list:
-    """Non-dominated (loss, complexity, item) triples, simplest first."""
-    best = float("inf")
-    front = []
-    for loss, comp, item in sorted(entries, key=lambda e: (e[1], e[0])):
-        if loss < best:
-            front.append((loss, comp, item))
-            best = loss
-    return front
-
-
-def select_rule(front: Sequence[FrontEntry], rel_tol: float, abs_tol: float) -> int:
-    """Index of the simplest entry whose loss is within ``best*(1+rel_tol) + abs_tol``."""
-    best = min(e.loss for e in front)
-    limit = best * (1 + rel_tol) + abs_tol
-    return min((i for i, e in enumerate(front) if e.loss <= limit),
-               key=lambda i: (front[i].complexity, front[i].loss))
-
-
-# ---------------------------------------------------------------- the search
 
 @dataclass
 class _State:
@@ -631,44 +581,6 @@ class Search:
                       set(map(str, obj["canonical"])))
 
 
-class GracefulInterrupt:
-    """Ctrl-C asks the search to stop after the current generation (whose checkpoint is then
-    the last one written); a second Ctrl-C interrupts at once. Only in the main thread."""
-
-    def __init__(self):
-        self.requested = False
-        self._previous = None
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def restore(self):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
-
-def readable(rule: Rule, loss: Callable[[list[Rule]], np.ndarray], snap_tol: float) -> Rule:
-    """Snap constants (loss within ``snap_tol``, relative), then take the canonical form if it
-    is no larger; twice, since canonical forms combine constants that can then snap
-    (0.5*2*x -> 1.0*x -> x)."""
-    for _ in range(2):
-        if rule.constants():
-            rule = snap_constants(rule, loss, snap_tol)
-        try:
-            canonical = rule.canonical()
-        except ValueError:
-            break  # not expressible in the grammar's operators: keep the tree as found
-        if canonical.complexity > rule.complexity:
-            break
-        rule = canonical
-    return rule
-
-
 def small_exprs(grammar: Grammar, max_size: int = 0, limit: int = 5000) -> list[tuple]:
     """Every prefix expression over the grammar's terminals and operators (no constants) with
     at most ``max_size`` nodes (default ``ENUMERATE_MAX_SIZE``, lowered until at most ``limit``)."""
@@ -718,31 +630,6 @@ def subtree_end(expr, start: int) -> int:
         need += (PRIMITIVES[value].arity if kind == "op" else 0) - 1
         i += 1
     return i
-
-
-def optimise_constants(rule: Rule, loss: Callable[[list[Rule]], np.ndarray], start_loss: float,
-                       max_iter: int = 40) -> Rule | None:
-    """L-BFGS-B on the rule's constants with batched central differences (one call per step).
-
-    Returns the improved rule, or None when no improvement was found.
-    """
-    c0 = np.array(rule.constants(), float)
-    n = len(c0)
-    best = {"loss": start_loss, "c": None}
-
-    def f_and_grad(c):
-        h = 1e-5 * np.maximum(1.0, np.abs(c))
-        batch = [c] + [c + h * e for e in np.eye(n)] + [c - h * e for e in np.eye(n)]
-        losses = np.asarray(loss([rule.with_constants(b) for b in batch]), float)
-        f = losses[0]
-        if f < best["loss"]:
-            best.update(loss=f, c=c.copy())
-        if f >= WORST_LOSS or not np.all(losses < WORST_LOSS):
-            return float(f), np.zeros(n)
-        return float(f), (losses[1:n + 1] - losses[n + 1:]) / (2 * h)
-
-    minimize(f_and_grad, c0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
-    return None if best["c"] is None else rule.with_constants(best["c"])
 
 
 def evolve(task: Task, seed: int | None = None, population: int | None = None,

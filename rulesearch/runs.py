@@ -34,7 +34,7 @@ from .results import (
     write_csv,
     write_json,
 )
-from .tasks import load_task, pack_rules
+from .tasks import load_task
 
 
 @dataclass(frozen=True)

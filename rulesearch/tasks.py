@@ -6,7 +6,7 @@ one loss per rule out (``WORST_LOSS`` for rules whose weights blow up).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 

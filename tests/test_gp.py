@@ -5,8 +5,8 @@ import pytest
 import sympy
 
 from conftest import ROOT
-from rulesearch.gp import (FrontEntry, Languages, Search, evolve, pareto_front, select_rule,
-                           semantic_keys, subtree_end)
+from rulesearch.fronts import FrontEntry, pareto_front, select_rule
+from rulesearch.gp import Languages, Search, evolve, semantic_keys, subtree_end
 from rulesearch.rules import RuleSpace, parse_rule, symbol
 from rulesearch.tasks import WORST_LOSS, load_task
 

@@ -10,7 +10,6 @@ Objectives: ``pca`` (one neuron learns the first principal component with unit n
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import numpy as np
 
