@@ -33,19 +33,10 @@ from .primitives import (
     VARIABLES,
     Variable,
 )
+from .vm import Program
 
 Node = tuple  # ("op", name) | ("var", name) | ("const", value)
 Expr = tuple  # prefix sequence of nodes
-
-
-@dataclass(frozen=True)
-class Program:
-    """A postfix program for ``vm.run_program``: opcodes, arguments, constants, stack depth."""
-
-    code: np.ndarray  # int64 (n_instr,)
-    arg: np.ndarray  # int64 (n_instr,): variable slot or constant index
-    consts: np.ndarray  # float64 (n_consts,)
-    depth: int
 
 
 DEFAULT_SYMBOL = r"\Delta w_{ij}"

@@ -43,11 +43,20 @@ from .primitives import (
     PRE,
     SYN,
 )
-from .rules import Program
 
 # Reassociation lets LLVM vectorise the loops; NaN and inf keep their IEEE meaning
 # (no 'nnan'/'ninf'), which blow-up detection relies on.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+
+
+@dataclass(frozen=True)
+class Program:
+    """A postfix program for ``vm.run_program``: opcodes, arguments, constants, stack depth."""
+
+    code: np.ndarray  # int64 (n_instr,)
+    arg: np.ndarray  # int64 (n_instr,): variable slot or constant index
+    consts: np.ndarray  # float64 (n_consts,)
+    depth: int
 
 
 @dataclass(frozen=True)
