@@ -23,8 +23,9 @@ def test_shipped_tasks_load(path, tmp_path):
     from rulesearch.sims.rate import simulate_activity
     task = load_task(path, seed=3, require_data=False)
     rules = ["x*y - y**2*w", "x*y"]
-    if task.space.multi:  # the same rule on every pathway
-        rules = ["; ".join(f"{name}: {r}" for name in task.space.names) for r in rules]
+    if task.space.multi:  # the rule on the first pathway, no plasticity on the others
+        rules = ["; ".join(f"{name}: {r if k == 0 else 0}" for k, name in enumerate(task.space.names))
+                 for r in rules]
     if task.objective == "fit_activity":  # data-fitting tasks: make data, then load with it
         save_activity(tmp_path / "d.npz", simulate_activity(task, task.parse(rules[0]), seed=3))
         task = load_task(path, data=tmp_path / "d.npz")
