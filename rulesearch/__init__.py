@@ -5,13 +5,20 @@
     >>> task.evaluate([rulesearch.parse_rule("x*y - y**2*w", task.grammar)])
     >>> result = rulesearch.evolve(task, seed=1)
     >>> result.selected.expression
+
+Names are imported on first use, so that importing a light submodule (the CLI's parser, a Dask
+worker's plugin) does not compile or load the Numba kernels.
 """
-from .errors import DataError, GrammarError, TaskError
-from .gp import EvolveResult, evolve
-from .grammar import Grammar, load_grammar
-from .rules import Rule, parse_rule
-from .tasks import WORST_LOSS, Task, load_task
+from importlib import import_module
 
 __version__ = "0.1.0"
-__all__ = ["DataError", "EvolveResult", "Grammar", "GrammarError", "Rule", "Task", "TaskError",
-           "WORST_LOSS", "evolve", "load_grammar", "load_task", "parse_rule"]
+_EXPORTS = {"DataError": "errors", "GrammarError": "errors", "TaskError": "errors", "EvolveResult": "fronts",
+            "evolve": "gp", "Grammar": "grammar", "load_grammar": "grammar", "Rule": "rules",
+            "parse_rule": "rules", "WORST_LOSS": "tasks", "Task": "tasks", "load_task": "tasks"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'rulesearch' has no attribute {name!r}")

@@ -32,10 +32,10 @@ def cmd_evolve(args) -> int:
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise ValueError("--out and --resume name different folders: a resumed run writes into its own folder")
     spec = RunSpec(args.task, tuple(args.set), args.data, args.seed, args.population,
-                   args.generations, args.workers)
-    bar, progress = _progress_bar("evolve")
+                   args.generations, args.workers, args.evaluator, args.scheduler)
+    bar, progress, chunks = _progress_bar("evolve")
     with bar:
-        result, out = evolve_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv)
+        result, out = evolve_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv, chunks)
     _print_front(front_rows(result), f"Pareto front ({result.generations} generations, {result.evaluations} evaluations, "
                  f"{result.elapsed:.1f} s)")
     sel = result.selected
@@ -48,7 +48,8 @@ def cmd_evolve(args) -> int:
 
 
 def _progress_bar(name: str):
-    """A rich progress bar and the ``progress(generation, total, best, evaluations)`` callback."""
+    """A rich progress bar, the ``progress(generation, total, best, evaluations)`` callback and the
+    ``chunks(done, total)`` callback of a distributed evaluator."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -58,15 +59,18 @@ def _progress_bar(name: str):
     )
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("best loss {task.fields[best]}"), TextColumn("{task.fields[evals]} evals"),
-               TimeElapsedColumn())
+               TextColumn("{task.fields[chunks]}"), TimeElapsedColumn())
     bar = Progress(*columns, console=_console(), transient=False,
                    disable=not sys.stderr.isatty() and not sys.stdout.isatty())
     # Numba compiles the kernels on the first evaluation (about 20 s, cached afterwards).
-    job = bar.add_task("first run compiles kernels", total=None, best="-", evals=0)
+    job = bar.add_task("first run compiles kernels", total=None, best="-", evals=0, chunks="")
 
     def progress(gen, total, best, evals):
         bar.update(job, description=name, completed=gen, total=total, best=f"{best:.4g}", evals=evals)
-    return bar, progress
+
+    def chunks(done, total):
+        bar.update(job, chunks=f"chunks {done}/{total}")
+    return bar, progress, chunks
 
 
 def _print_heldout(h: dict | None) -> None:
@@ -96,10 +100,11 @@ def cmd_fit(args) -> int:
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise ValueError("--out and --resume name different folders: a resumed run writes into its own folder")
     overrides = tuple(args.set) + ((f'fit.family="{args.family}"',) if args.family else ())
-    spec = RunSpec(args.task, overrides, args.data, args.seed, None, args.generations, args.workers)
-    bar, progress = _progress_bar("fit")
+    spec = RunSpec(args.task, overrides, args.data, args.seed, None, args.generations, args.workers,
+                   args.evaluator, args.scheduler)
+    bar, progress, chunks = _progress_bar("fit")
     with bar:
-        result, info, out = fit_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv)
+        result, info, out = fit_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv, chunks)
     family = info["family"]
     print(f"{family['family']} fit: loss {result.loss:.4g} (penalised {result.objective:.4g}) after "
           f"{result.generations} generations, {result.evaluations} evaluations, {result.elapsed:.1f} s "
@@ -302,7 +307,14 @@ def build_parser() -> argparse.ArgumentParser:
                                       "(.npz, a per-fly .mat file or a folder of them)")
         common(p)
         p.add_argument("--generations", type=int, help=generations)
-        p.add_argument("--workers", type=int, help="threads for evaluation (default: all cores)")
+        p.add_argument("--workers", type=int, help="local: threads (default: all cores); dask without "
+                                                   "--scheduler: worker processes of a LocalCluster (default: cores)")
+        from .evaluators import EVALUATORS
+        p.add_argument("--evaluator", choices=EVALUATORS, default="local",
+                       help="where populations are evaluated: this machine's threads (local, default) or a "
+                            "Dask cluster (dask; pip install 'rulesearch[dask]')")
+        p.add_argument("--scheduler", metavar="ADDRESS",
+                       help="dask: a running scheduler, e.g. tcp://10.0.0.5:8786 (default: a LocalCluster)")
         p.add_argument("--out", help=f"run folder (default: {out})")
         p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
 

@@ -1,25 +1,41 @@
 """The evaluator seam: packed population in, losses out.
 
-A search only calls ``evaluator(packed) -> Evaluation``. The local evaluator runs
-the task's Numba simulator on this machine's threads; a distributed evaluator
-ships the same arrays (``PackedPrograms`` and a picklable ``Task``) elsewhere.
+A search only calls ``evaluator(packed) -> Evaluation``. ``LocalEvaluator`` runs the task's
+Numba simulator on this machine's threads; ``DaskEvaluator`` splits the population into chunks
+of individuals and evaluates them on the workers of a Dask cluster (a ``LocalCluster`` of worker
+processes, or a running scheduler), joining the losses in order. Every individual's loss depends
+only on its own programs and the task, so the result never depends on how the population was
+chunked or which worker ran which chunk.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import Callable
 
 import numba
+import numpy as np
 
 from .tasks import Evaluation, Task
-from .vm import PackedPrograms
+from .vm import PackedPrograms, individuals
+
+EVALUATORS = ("local", "dask")
+CHUNKS_PER_WORKER = 2  # chunks per worker thread and population: a slow worker delays a generation less
+CONNECT_TIMEOUT_S = 10
 
 
 def available_workers() -> int:
     return numba.config.NUMBA_NUM_THREADS
 
 
+class EvaluatorError(ValueError):
+    """The evaluator cannot run or lost its cluster (the message says why and what to do)."""
+
+
 class LocalEvaluator:
     """Evaluate populations on ``workers`` threads of this machine (default: all cores)."""
+
+    name = "local"
 
     def __init__(self, task: Task, workers: int | None = None):
         limit = available_workers()
@@ -35,3 +51,119 @@ class LocalEvaluator:
             return self.task.evaluate_packed(packed)
         finally:
             numba.set_num_threads(previous)
+
+    def describe(self) -> dict:
+        return {"evaluator": "local", "workers": self.workers}
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------- Dask
+
+def _evaluate_chunk(task: Task, packed: PackedPrograms) -> tuple[np.ndarray, np.ndarray]:
+    result = task.evaluate_packed(packed)
+    return result.losses, result.blown
+
+
+def _default_cache() -> str:
+    return str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rulesearch" / "numba-workers")
+
+
+class DaskEvaluator:
+    """Evaluate populations on a Dask cluster: ``scheduler`` (an address such as
+    ``tcp://host:8786``) or, without one, a ``LocalCluster`` of ``workers`` processes with one
+    thread each. The task is sent to every worker once (``scatter``, broadcast); each worker
+    compiles the kernels once (a warm-up evaluation) in its own Numba cache folder. A chunk whose
+    worker dies is recomputed elsewhere (Dask's retries). ``on_chunk(done, total)`` is called as
+    chunks finish."""
+
+    name = "dask"
+
+    def __init__(self, task: Task, scheduler: str | None = None, workers: int | None = None,
+                 on_chunk: Callable[[int, int], None] | None = None, cache_dir: str | None = None):
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise EvaluatorError("--evaluator dask needs Dask's distributed scheduler: "
+                                 "pip install 'rulesearch[dask]'") from None
+        if workers is not None and workers < 1:
+            raise ValueError(f"--workers {workers}: expected at least 1 worker process")
+        self.task, self.scheduler, self.on_chunk = task, scheduler, on_chunk
+        self._cluster = None
+        if scheduler is None:
+            self._cluster = LocalCluster(n_workers=workers or available_workers(), threads_per_worker=1,
+                                         processes=True, dashboard_address=None, silence_logs=40)
+            self.client = Client(self._cluster)
+        else:
+            try:
+                self.client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise EvaluatorError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler there "
+                                     f"({type(exc).__name__}: {exc})") from None
+        try:
+            from ._dask_worker import NumbaPerWorker
+            self.client.register_plugin(NumbaPerWorker(cache_dir or _default_cache()))
+            info = self.client.scheduler_info()["workers"]
+            if not info:
+                raise EvaluatorError(f"--scheduler {scheduler}: the scheduler has no workers")
+            self.workers = sum(w["nthreads"] for w in info.values())
+            self._task = self.client.scatter(task, broadcast=True)
+            # warm-up: every worker compiles the kernels before the first generation
+            probe = task.parse("; ".join(f"{n}: 0" for n in task.space.names) if task.space.multi else "0")
+            from .tasks import pack_rules
+            warm = pack_rules([probe])
+            self.client.gather([self.client.submit(_evaluate_chunk, self._task, warm, workers=[addr],
+                                                   allow_other_workers=False, pure=False) for addr in info])
+        except BaseException:
+            self.close()
+            raise
+
+    def __call__(self, packed: PackedPrograms) -> Evaluation:
+        from concurrent.futures import CancelledError
+
+        from distributed import KilledWorker, as_completed
+        n = packed.n_individuals
+        n_chunks = max(1, min(n, CHUNKS_PER_WORKER * self.workers))
+        bounds = np.linspace(0, n, n_chunks + 1).round().astype(int)
+        futures = [self.client.submit(_evaluate_chunk, self._task, individuals(packed, a, b), pure=False,
+                                      retries=2) for a, b in zip(bounds[:-1], bounds[1:])]
+        try:
+            done = 0
+            for _ in as_completed(futures):
+                done += 1
+                if self.on_chunk is not None:
+                    self.on_chunk(done, len(futures))
+            parts = self.client.gather(futures)
+        except KeyboardInterrupt:  # a second Ctrl-C: no chunk of this generation is waited for
+            self.client.cancel(futures)
+            raise
+        except (OSError, TimeoutError, CancelledError, KilledWorker) as exc:  # the cluster went away
+            where = self.scheduler or "the local cluster"
+            raise EvaluatorError(f"lost the Dask scheduler ({where}) during an evaluation "
+                                 f"({type(exc).__name__}: {exc}); the last checkpoint is intact: continue "
+                                 "with --resume DIR (with --evaluator local or another --scheduler)") from None
+        return Evaluation(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+    def describe(self) -> dict:
+        return {"evaluator": "dask", "scheduler": self.scheduler, "workers": self.workers}
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:
+            pass
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def make_evaluator(task: Task, evaluator: str = "local", workers: int | None = None, scheduler: str | None = None,
+                   on_chunk: Callable[[int, int], None] | None = None):
+    """The evaluator named ``evaluator`` ("local" or "dask") for ``task``."""
+    if evaluator not in EVALUATORS:
+        raise ValueError(f"Invalid evaluator {evaluator!r}. Valid options: {', '.join(EVALUATORS)}")
+    if evaluator == "local":
+        if scheduler is not None:
+            raise ValueError("--scheduler is for --evaluator dask")
+        return LocalEvaluator(task, workers)
+    return DaskEvaluator(task, scheduler, workers, on_chunk)

@@ -11,12 +11,14 @@ import hashlib
 import itertools
 import random
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 import sympy
 from deap import base, gp, tools
+from deap.tools import emo
 
 from . import vm
 from .grammar import Grammar
@@ -75,7 +77,7 @@ def _placeholder(*args):  # never called: rules are run by the VM, not by Python
 
 
 def _random_constant(low: float, high: float) -> float:
-    return round(random.uniform(low, high), 2)
+    return round(gp.random.uniform(low, high), 2)  # the search's generator while it runs (_own_random)
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,7 @@ class Search:
         self.lang = Languages.from_space(task.space)
         self.n_path = len(task.space)
         self.seed = seed
+        self.rng = random.Random(seed)  # every random choice of the search, DEAP's included (_own_random)
         self.mu = population or task.search.population
         self.explore_top = EXPLORE_TOP
         self.generations = task.search.generations if generations is None else generations
@@ -243,20 +246,20 @@ class Search:
         offspring = []
         best = min((i for i in population if i.fitness.valid), key=lambda i: i.fitness.values[0], default=None)
         for _ in range(len(population)):
-            r = random.random()
+            r = self.rng.random()
             p = None
             if r < sp.p_crossover:
-                a, b = (self._clone(i) for i in random.sample(population, 2))
-                p = random.randrange(self.n_path)  # crossover within the same pathway
+                a, b = (self._clone(i) for i in self.rng.sample(population, 2))
+                p = self.rng.randrange(self.n_path)  # crossover within the same pathway
                 a[p], b[p] = self.toolboxes[p].mate_tree(a[p], b[p])
                 child = a
             elif r < sp.p_crossover + sp.p_mutation:
-                child = self._clone(random.choice(population))
-                p = random.randrange(self.n_path)  # mutation of one pathway at a time
-                child[p], = random.choice(self.toolboxes[p].mutations)(child[p])
+                child = self._clone(self.rng.choice(population))
+                p = self.rng.randrange(self.n_path)  # mutation of one pathway at a time
+                child[p], = self.rng.choice(self.toolboxes[p].mutations)(child[p])
             else:  # reproduction
-                child = self._clone(random.choice(population))
-            if p is not None and self.n_path > 1 and best is not None and random.random() < CONTEXT:
+                child = self._clone(self.rng.choice(population))
+            if p is not None and self.n_path > 1 and best is not None and self.rng.random() < CONTEXT:
                 for q in range(self.n_path):
                     if q != p:
                         child[q] = gp.PrimitiveTree(list(best[q]))
@@ -403,10 +406,14 @@ class Search:
     def run(self, state: _State | None = None, checkpoint: Callable[[dict], None] | None = None,
             progress: Callable[[int, int, float, int], None] | None = None) -> EvolveResult:
         """Run (or continue) the search; ``checkpoint`` receives a JSON-able dict per generation."""
+        with _own_random(self.rng):
+            return self._run(state, checkpoint, progress)
+
+    def _run(self, state, checkpoint, progress) -> EvolveResult:
         start = time.perf_counter()
         stopped = "generations"
         if state is None:
-            random.seed(self.seed)
+            self.rng.seed(self.seed)
             state = _State([self._new_individual() for _ in range(self.mu)], {}, {}, [])
             # Every constant-free rule of up to ENUMERATE_MAX_SIZE nodes is evaluated once: small
             # rules whose parts are poor on their own (x*(r - rbar)) need not be found by chance.
@@ -545,7 +552,7 @@ class Search:
 
     # -- checkpoints (plain JSON: tokens, numbers and the RNG state)
     def state_to_json(self, state: _State) -> dict:
-        version, internal, gauss = random.getstate()
+        version, internal, gauss = self.rng.getstate()
         return {
             "generation": state.generation, "evaluations": state.evaluations,
             "elapsed": state.elapsed, "history": state.history,
@@ -573,12 +580,25 @@ class Search:
         archive = {str(k): (float(l), int(c), tuple(tokens(e) for e in exprs))
                    for k, l, c, exprs in obj["archive"]}
         version, internal, gauss = obj["random_state"]
-        random.setstate((version, tuple(internal), gauss))
+        self.rng.setstate((version, tuple(internal), gauss))
         return _State(population, archive, {str(k): float(v) for k, v in obj["cache"].items()},
                       list(obj["history"]), int(obj["generation"]), int(obj["evaluations"]),
                       float(obj["elapsed"]),
                       {tuple(tokens(e) for e in exprs) for exprs in obj["pruned"]},
                       set(map(str, obj["canonical"])))
+
+
+@contextmanager
+def _own_random(rng: random.Random):
+    """DEAP's operators draw from the module-level ``random``; while a search runs they draw from
+    the search's own generator instead, so that nothing else in the process (a Dask client's
+    thread, another library) can shift the search's random stream."""
+    saved = gp.random, emo.random
+    gp.random = emo.random = rng
+    try:
+        yield
+    finally:
+        gp.random, emo.random = saved
 
 
 def small_exprs(grammar: Grammar, max_size: int = 0, limit: int = 5000) -> list[tuple]:

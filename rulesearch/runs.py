@@ -12,7 +12,7 @@ import numpy as np
 
 from .distill import check_backend, distill
 from .errors import TaskError
-from .evaluators import LocalEvaluator
+from .evaluators import make_evaluator
 from .families import family_from_spec
 from .fit import FamilyFit, FitResult, heldout_scores, make_family, split_trials
 from .fit import state_from_json as fit_state_from_json
@@ -48,6 +48,8 @@ class RunSpec:
     population: int | None = None
     generations: int | None = None
     workers: int | None = None
+    evaluator: str = "local"  # or "dask"
+    scheduler: str | None = None  # a Dask scheduler's address (dask; default: a LocalCluster)
 
 
 def _start(spec: RunSpec, out, resume: bool, kind: str) -> tuple[RunSpec, Path | None]:
@@ -65,9 +67,11 @@ def _start(spec: RunSpec, out, resume: bool, kind: str) -> tuple[RunSpec, Path |
     info = read_json(out / RUN_FILE)
     if info.get("kind", "evolve") != kind:
         raise TaskError(f"{out}: holds a '{info.get('kind', 'evolve')}' run, not a '{kind}' run")
+    # the evaluator is the caller's: a run may continue on another cluster, or locally
+    workers = spec.workers or (info["workers"] if info.get("evaluator", "local") == spec.evaluator else None)
     return RunSpec(info["task"], tuple(info["overrides"]), info["data"], info["seed"],
                    info.get("population"), spec.generations or info["generations"],
-                   spec.workers or info["workers"]), out
+                   workers, spec.evaluator, spec.scheduler), out
 
 
 def _run_info(spec: RunSpec, task, kind: str, started: float, argv, **extra) -> dict:
@@ -112,25 +116,29 @@ def front_columns(rows: Sequence[dict]) -> tuple[str, ...]:
 
 def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
                progress: Callable[[int, int, float, int], None] | None = None,
-               argv: Sequence[str] | None = None) -> tuple[EvolveResult, Path]:
+               argv: Sequence[str] | None = None,
+               on_chunk: Callable[[int, int], None] | None = None) -> tuple[EvolveResult, Path]:
     """Run a search and write ``out``: run.json, pareto.csv, checkpoint.json, front.png.
 
     With ``resume``, ``out`` must hold a checkpoint; the search continues from it
-    with the run's recorded task, overrides, data and seed.
+    with the run's recorded task, overrides, data and seed (and the evaluator of ``spec``).
     """
     started = time.time()
     spec, out = _start(spec, out, resume, "evolve")
     task = load_task(spec.task, spec.overrides, spec.data, spec.seed)
     out = out or default_out(task.name)
-    evaluator = LocalEvaluator(task, spec.workers)
-    search = Search(task, evaluator, task.seed, spec.population, spec.generations)
-    info = _run_info(spec, task, "evolve", started, argv, population=search.mu,
-                     generations=search.generations, workers=evaluator.workers)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / RUN_FILE, info)
-    state = search.state_from_json(read_json(out / CHECKPOINT_FILE)) if resume else None
-    result = search.run(state, checkpoint=lambda obj: write_json(out / CHECKPOINT_FILE, obj, compact=True),
-                        progress=progress)
+    evaluator = make_evaluator(task, spec.evaluator, spec.workers, spec.scheduler, on_chunk)
+    try:
+        search = Search(task, evaluator, task.seed, spec.population, spec.generations)
+        info = _run_info(spec, task, "evolve", started, argv, population=search.mu,
+                         generations=search.generations, **evaluator.describe())
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / RUN_FILE, info)
+        state = search.state_from_json(read_json(out / CHECKPOINT_FILE)) if resume else None
+        result = search.run(state, checkpoint=lambda obj: write_json(out / CHECKPOINT_FILE, obj, compact=True),
+                            progress=progress)
+    finally:
+        evaluator.close()
     rows = front_rows(result)
     columns = front_columns(rows)
     write_csv(out / PARETO_FILE, columns, [[r[c] for c in columns] for r in rows])
@@ -156,7 +164,8 @@ def read_front(run_dir: str | Path) -> list[dict]:
 
 def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
             progress: Callable[[int, int, float, int], None] | None = None,
-            argv: Sequence[str] | None = None) -> tuple[FitResult, dict, Path]:
+            argv: Sequence[str] | None = None,
+            on_chunk: Callable[[int, int], None] | None = None) -> tuple[FitResult, dict, Path]:
     """Fit the task's parametric family (``[fit]``, e.g. ``--set fit.family=mlp``) by CMA-ES.
 
     Writes ``out``: run.json (with held-out scores), params.json, coefficients.csv
@@ -168,17 +177,20 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
     out = out or default_out(f"{task.name}-fit")
     family = make_family(task)
     train, test = split_trials(task, task.fit.holdout)
-    evaluator = LocalEvaluator(train, spec.workers)
-    fitter = FamilyFit(train, family, evaluator, task.seed, spec.generations)
-    s = task.fit
-    split = task.sim.split_info(train, test)
-    info = _run_info(spec, task, "fit", started, argv, family=family.spec(), generations=fitter.generations,
-                     popsize=s.popsize, sigma0=s.sigma0, l1=s.l1, workers=evaluator.workers, **split)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / RUN_FILE, info)
-    state = fit_state_from_json(read_json(out / CHECKPOINT_FILE)) if resume else None
-    result = fitter.run(state, checkpoint=lambda obj: write_json(out / CHECKPOINT_FILE, obj, compact=True),
-                        progress=progress)
+    evaluator = make_evaluator(train, spec.evaluator, spec.workers, spec.scheduler, on_chunk)
+    try:
+        fitter = FamilyFit(train, family, evaluator, task.seed, spec.generations)
+        s = task.fit
+        split = task.sim.split_info(train, test)
+        info = _run_info(spec, task, "fit", started, argv, family=family.spec(), generations=fitter.generations,
+                         popsize=s.popsize, sigma0=s.sigma0, l1=s.l1, **evaluator.describe(), **split)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / RUN_FILE, info)
+        state = fit_state_from_json(read_json(out / CHECKPOINT_FILE)) if resume else None
+        result = fitter.run(state, checkpoint=lambda obj: write_json(out / CHECKPOINT_FILE, obj, compact=True),
+                            progress=progress)
+    finally:
+        evaluator.close()
     params = result.params
     packed = family.pack(params[None])
     readable = family.rule(params, TERM_THRESHOLD).canonical() if family.kind == "taylor" else None

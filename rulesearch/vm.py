@@ -98,6 +98,16 @@ def pack(programs: Sequence[Program], parts: int = 1) -> PackedPrograms:
                           code_start, const_start, max(p.depth for p in programs), parts)
 
 
+def individuals(packed: PackedPrograms, start: int, stop: int) -> PackedPrograms:
+    """Individuals ``start:stop`` of a population (all their pathways), as a population of their own."""
+    p0, p1 = start * packed.parts, stop * packed.parts
+    c0, c1 = packed.code_start[p0], packed.code_start[p1]
+    k0, k1 = packed.const_start[p0], packed.const_start[p1]
+    return PackedPrograms(packed.code[c0:c1], packed.arg[c0:c1], packed.consts[k0:k1],
+                          packed.code_start[p0:p1 + 1] - c0, packed.const_start[p0:p1 + 1] - k0,
+                          packed.depth, packed.parts)
+
+
 def interleave(packs: Sequence[PackedPrograms]) -> PackedPrograms:
     """Join populations of single programs, one per pathway, into one population of
     individuals: program p of individual k comes from ``packs[p]``'s program k."""
