@@ -20,7 +20,7 @@ from .tasks import Evaluation, Task
 from .vm import PackedPrograms, individuals
 
 EVALUATORS = ("local", "dask")
-CHUNKS_PER_WORKER = 2  # chunks per worker thread and population: a slow worker delays a generation less
+CHUNKS_PER_WORKER = 2  # chunks per worker thread and population: a slow chunk delays a generation less
 CONNECT_TIMEOUT_S = 10
 
 
@@ -62,6 +62,10 @@ class LocalEvaluator:
 # ---------------------------------------------------------------- Dask
 
 def _evaluate_chunk(task: Task, packed: PackedPrograms) -> tuple[np.ndarray, np.ndarray]:
+    """On a worker: the chunk's losses, with as many Numba threads as the worker has threads
+    (more would compete with the machine's other worker processes)."""
+    from distributed import get_worker
+    numba.set_num_threads(max(1, min(get_worker().state.nthreads, numba.config.NUMBA_NUM_THREADS)))
     result = task.evaluate_packed(packed)
     return result.losses, result.blown
 
