@@ -17,6 +17,8 @@ def read_toml(path: Path, error: type[ValueError]) -> dict:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise error(f"{path}: not UTF-8 text (byte {exc.start}); expected a TOML file") from None
     except OSError as exc:
         raise error(f"{path}: cannot read ({exc.strerror})") from None
     try:

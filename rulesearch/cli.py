@@ -35,7 +35,8 @@ def cmd_evolve(args) -> int:
                    args.generations, args.workers, args.evaluator, args.scheduler)
     bar, progress, chunks = _progress_bar("evolve")
     with bar:
-        result, out = evolve_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv, chunks)
+        result, out = evolve_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv, chunks,
+                                 args.force)
     _print_front(front_rows(result), f"Pareto front ({result.generations} generations, {result.evaluations} evaluations, "
                  f"{result.elapsed:.1f} s)")
     sel = result.selected
@@ -104,7 +105,8 @@ def cmd_fit(args) -> int:
                    args.evaluator, args.scheduler)
     bar, progress, chunks = _progress_bar("fit")
     with bar:
-        result, info, out = fit_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv, chunks)
+        result, info, out = fit_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv, chunks,
+                                    args.force)
     family = info["family"]
     print(f"{family['family']} fit: loss {result.loss:.4g} (penalised {result.objective:.4g}) after "
           f"{result.generations} generations, {result.evaluations} evaluations, {result.elapsed:.1f} s "
@@ -130,7 +132,7 @@ def cmd_distill(args) -> int:
     from .runs import distill_run, front_rows
     with _console().status(f"distilling with {args.backend} (sampling, regression, re-simulating)"):
         result, info, out = distill_run(args.run, args.backend, args.max_size, args.out, args.samples,
-                                        args.seed, sys.argv)
+                                        args.seed, sys.argv, args.force)
     from rich.table import Table
     table = Table(title=f"distilled formulas ({args.backend}, {result.n_samples} samples); "
                         f"the fitted rule's task loss: {result.blackbox_loss:.4g}")
@@ -157,6 +159,8 @@ def cmd_compare(args) -> int:
     from .plots import plot_acceptance
     from .results import write_csv
     from .runs import default_out
+    from .results import check_output
+    out = check_output(Path(args.out) if args.out else default_out("compare"), args.force)
     c = compare_runs(args.runs)
     summary = c.summary()
     table = Table(title=f"held-out choices ({summary[0]['decisions']} decisions; null model: no plasticity)")
@@ -185,7 +189,6 @@ def cmd_compare(args) -> int:
     close = [r["model"] for r in summary if r is not best and r["delta_nll"] < 2 * r["delta_nll_se"]]
     if close:
         print(f"within 2 standard errors of it in held-out NLL (paired over animals): {', '.join(close)}")
-    out = Path(args.out) if args.out else default_out("compare")
     write_csv(out / "comparison.csv", ["animal", "decisions", "null_nll"] + [f"nll_{m.name}" for m in c.models], rows)
     write_csv(out / "summary.csv", list(summary[0]), [list(r.values()) for r in summary])
     if not 0 <= args.animal < len(c.animals):
@@ -199,9 +202,11 @@ def cmd_compare(args) -> int:
 
 def cmd_simulate(args) -> int:
     from .tasks import load_task
+    from .results import check_output
+    out = check_output(args.out, args.force)
     task = load_task(args.task, args.set, seed=args.seed, require_data=False)
-    rule = task.parse(args.rule)
-    print(task.sim.synthesize(task, rule, Path(args.out), args.noise, args.observed, args.animals))
+    rule = task.parse(args.rule, limits=True)
+    print(task.sim.synthesize(task, rule, out, args.noise, args.observed, args.animals))
     return 0
 
 
@@ -213,7 +218,7 @@ def cmd_latex(args) -> int:
         path = find_grammar(args.grammar)
         if path is None:
             raise ValueError(f"--grammar {args.grammar!r}: no such grammar file (looked in ./grammars)")
-        rule = parse_rule(args.rule, load_grammar(path))
+        rule = parse_rule(args.rule, load_grammar(path), limits=True)
         print(rule.canonical().latex() if args.simplify else rule.latex())
         return 0
     if args.run is None:
@@ -290,15 +295,53 @@ def cmd_show(args) -> int:
     return 0
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Warnings to whatever ``sys.stderr`` is when they are written (not when rulesearch first ran)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with bad options reported as one line (exit code 2), like every other bad input."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+def _at_least(low, kind=int):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+        if not value >= low or value != value:
+            raise argparse.ArgumentTypeError(f"{text} is below {low}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rulesearch", description="Discover synaptic plasticity rules.")
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        installed = version("rulesearch")
+    except PackageNotFoundError:
+        installed = "unknown (not installed)"
+    parser = _Parser(prog="rulesearch", description="Discover synaptic plasticity rules.")
+    parser.add_argument("--version", action="version", version=f"rulesearch {installed}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p, seed=True):
         p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                        help="override a task field, e.g. --set network.eta=0.01 (repeatable)")
         if seed:
-            p.add_argument("--seed", type=int, default=None, help="random seed (default: the task's)")
+            p.add_argument("--seed", type=_at_least(0), default=None, help="random seed (default: the task's)")
 
     def run_options(p, example: str, generations: str, out: str):
         """Options shared by the commands that write a resumable run folder (evolve, fit)."""
@@ -306,8 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data", help="data for data-fitting objectives: activity .npz, or choice data "
                                       "(.npz, a per-fly .mat file or a folder of them)")
         common(p)
-        p.add_argument("--generations", type=int, help=generations)
-        p.add_argument("--workers", type=int, help="local: threads (default: all cores); dask without "
+        p.add_argument("--generations", type=_at_least(0), help=generations)
+        p.add_argument("--workers", type=_at_least(1), help="local: threads (default: all cores); dask without "
                                                    "--scheduler: worker processes of a LocalCluster (default: cores)")
         from .evaluators import EVALUATORS
         p.add_argument("--evaluator", choices=EVALUATORS, default="local",
@@ -316,11 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--scheduler", metavar="ADDRESS",
                        help="dask: a running scheduler, e.g. tcp://10.0.0.5:8786 (default: a LocalCluster)")
         p.add_argument("--out", help=f"run folder (default: {out})")
+        p.add_argument("--force", action="store_true", help="write into an existing, non-empty --out")
         p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
 
     p = sub.add_parser("evolve", help="search rules by genetic programming")
     run_options(p, "tasks/oja.toml", "number of generations (default: the task's)", "results/<task>-<time>")
-    p.add_argument("--population", type=int, help="population size (default: the task's)")
+    p.add_argument("--population", type=_at_least(4), help="population size (default: the task's)")
     p.set_defaults(func=cmd_evolve)
 
     p = sub.add_parser("fit", help="fit a parametric rule family (Taylor or MLP) by CMA-ES")
@@ -336,25 +380,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="operon", choices=tuple(BACKENDS),
                    help="symbolic regression: operon (default, offline), gp (rulesearch's own), "
                         "pysr (needs Julia)")
-    p.add_argument("--max-size", type=int, default=25, help="largest formula, in nodes (default 25)")
-    p.add_argument("--samples", type=int, default=2000, help="visited states sampled (default 2000)")
-    p.add_argument("--seed", type=int, default=None, help="random seed (default: the fit's)")
+    p.add_argument("--max-size", type=_at_least(1), default=25, help="largest formula, in nodes (default 25)")
+    p.add_argument("--samples", type=_at_least(10), default=2000, help="visited states sampled (default 2000)")
+    p.add_argument("--seed", type=_at_least(0), default=None, help="random seed (default: the fit's)")
     p.add_argument("--out", help="output folder (default: RUN/distill-BACKEND)")
+    p.add_argument("--force", action="store_true", help="write into an existing, non-empty --out")
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("compare", help="compare fitted rules on held-out choices (NLL, deviance, AIC, BIC)")
     p.add_argument("runs", nargs="+", help="evolve or fit folders fitted to the same choice data")
-    p.add_argument("--animal", type=int, default=0, help="animal drawn in acceptance.png (default 0)")
+    p.add_argument("--animal", type=_at_least(0), default=0, help="animal drawn in acceptance.png (default 0)")
     p.add_argument("--out", help="output folder (default: results/compare-<time>)")
+    p.add_argument("--force", action="store_true", help="write into an existing, non-empty --out")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("simulate", help="write activity data from a ground-truth rule")
     p.add_argument("task")
     p.add_argument("--rule", required=True, help='rule text, e.g. "x*y - 0.5*y**2*w"')
     p.add_argument("--out", required=True, help="output .npz file (choice tasks: a folder)")
-    p.add_argument("--noise", type=float, default=0.0, help="measurement noise, in units of the activity's std")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--noise", type=_at_least(0.0, float), default=0.0,
+                   help="measurement noise, in units of the activity's std")
     p.add_argument("--observed", type=float, default=1.0, help="fraction of output neurons recorded")
-    p.add_argument("--animals", type=int, help="choice tasks: number of synthetic animals (default: the task's)")
+    p.add_argument("--animals", type=_at_least(1), help="choice tasks: number of synthetic animals (default: the task's)")
     common(p)
     p.set_defaults(func=cmd_simulate)
 
@@ -376,10 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a bad option (one line, exit code 2)
+        return int(exc.code or 0)
     log = logging.getLogger("rulesearch")
     if not log.handlers:  # warnings (e.g. a skipped data file) as one line on stderr
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("rulesearch: warning: %(message)s"))
         log.addHandler(handler)
         log.propagate = False

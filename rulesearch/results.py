@@ -48,8 +48,35 @@ def write_json(path: str | Path, obj, compact: bool = False) -> None:
 
 
 def read_json(path: str | Path) -> dict:
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    """A JSON object from a run folder; ``TaskError`` naming the file when it is missing, not
+    UTF-8, truncated or not an object."""
+    from .errors import TaskError
+    try:
+        with open(path, encoding="utf-8") as fh:
+            obj = json.load(fh)
+    except FileNotFoundError:
+        raise TaskError(f"{path}: file not found") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise TaskError(f"{path}: not a complete JSON file ({exc})") from None
+    except OSError as exc:
+        raise TaskError(f"{path}: cannot read ({exc.strerror})") from None
+    if not isinstance(obj, dict):
+        raise TaskError(f"{path}: expected a JSON object, found {type(obj).__name__}")
+    return obj
+
+
+def check_output(path: str | Path, force: bool = False, what: str = "--out") -> Path:
+    """Refuse to write where something already is: an existing file, or a non-empty folder (unless
+    ``force``). Nothing is written; ``TaskError`` naming the path."""
+    from .errors import TaskError
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        if not force:
+            raise TaskError(f"{what} {path}: a file already exists there (pass --force to replace it)")
+    elif path.is_dir() and any(path.iterdir()) and not force:
+        raise TaskError(f"{what} {path}: the folder exists and is not empty (pass --force to write into it, "
+                        "or --resume to continue a run)")
+    return path
 
 
 def write_csv(path: str | Path, columns, rows) -> None:
@@ -60,8 +87,12 @@ def write_csv(path: str | Path, columns, rows) -> None:
 
 
 def read_csv(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8", newline="") as fh:
-        return list(csv.DictReader(fh))
+    from .errors import TaskError
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return list(csv.DictReader(fh))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise TaskError(f"{path}: not a readable CSV file ({exc})") from None
 
 
 def versions() -> dict:

@@ -174,15 +174,48 @@ class Rule:
 
 # ---------------------------------------------------------------- parsing
 
-def parse_rule(text: str | Sequence[str], space: RuleSpace | Grammar) -> Rule:
+MAX_RULE_CHARS = 10_000  # longer rule text is refused before parsing
+
+
+def parse_rule(text: str | Sequence[str], space: RuleSpace | Grammar, limits: bool = False) -> Rule:
     """Parse rule text (``"x*y - y**2*w"``) against a grammar or the pathways of a ``RuleSpace``
     with the ``ast`` module.
 
     Several pathways are written ``"ff: x*y - y**2*w; lat: -x*y"`` (names required, each
     pathway once) or given as a sequence of strings in the space's order. Raises
-    ``GrammarError`` naming the offending token, pathway and grammar.
+    ``GrammarError`` naming the offending token, pathway and grammar. ``limits``: hold each
+    expression to its grammar's ``max_size`` and ``max_depth`` (for rules a user types).
     """
-    space = as_space(space)
+    rule = _parse_rule(text, as_space(space))
+    if limits:
+        for p, e in zip(rule.space.pathways, rule.exprs):
+            depth = expr_depth(e)
+            if len(e) > p.grammar.max_size or depth > p.grammar.max_depth:
+                where = f"pathway '{p.name}': " if rule.space.multi else ""
+                raise GrammarError(f"{where}rule has {len(e)} nodes and depth {depth}: grammar '{p.grammar.name}' "
+                                   f"allows at most {p.grammar.max_size} nodes and depth {p.grammar.max_depth}")
+    return rule
+
+
+def expr_depth(expr: Expr) -> int:
+    """Depth of a prefix expression (a single leaf: 1)."""
+    depth, stack = 0, []  # remaining children of each open operator
+    for kind, value in expr:
+        depth = max(depth, len(stack) + 1)
+        if kind == "op":
+            stack.append(PRIMITIVES[value].arity)
+        else:
+            while stack:
+                stack[-1] -= 1
+                if stack[-1]:
+                    break
+                stack.pop()
+    return depth
+
+
+def _parse_rule(text, space: RuleSpace) -> Rule:
+    if isinstance(text, str) and len(text) > MAX_RULE_CHARS:
+        raise GrammarError(f"rule text of {len(text)} characters: expected at most {MAX_RULE_CHARS}")
     parts = text.split(";") if isinstance(text, str) else list(text)
     if not parts or any(not p.strip() for p in parts):
         raise GrammarError(f"rule {text!r}: empty expression")
@@ -230,11 +263,14 @@ def parse_rule(text: str | Sequence[str], space: RuleSpace | Grammar) -> Rule:
 
 def _parse_one(text: str, grammar: Grammar, pathway: str | None = None) -> Expr:
     where = f"pathway '{pathway}': " if pathway else ""
+    shown = text if len(text) <= 80 else text[:77] + "..."
     try:
         tree = ast.parse(text, mode="eval")
+        return tuple(_Parser(text, grammar, where).visit(tree.body))
     except SyntaxError as exc:
-        raise GrammarError(f"{where}rule {text!r}: not a valid expression ({exc.msg})") from None
-    return tuple(_Parser(text, grammar, where).visit(tree.body))
+        raise GrammarError(f"{where}rule {shown!r}: not a valid expression ({exc.msg})") from None
+    except (RecursionError, MemoryError):
+        raise GrammarError(f"{where}rule {shown!r}: nested too deeply to parse") from None
 
 
 _BINOPS = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div"}
@@ -303,8 +339,8 @@ class _Parser:
             value = exponent.value
         else:
             self.fail(f"exponent '{ast.unparse(exponent)}' must be an integer literal")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value) \
-                or not 1 <= abs(value) <= 64:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value != int(value) or not 1 <= abs(value) <= 64:
             self.fail(f"exponent '{ast.unparse(exponent)}' must be a non-zero integer between -64 and 64")
         base = self.visit(node.left)
         expr = integer_power(base, abs(int(value)), self.grammar)

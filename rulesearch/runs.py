@@ -33,6 +33,7 @@ from .results import (
     versions,
     write_csv,
     write_json,
+    check_output,
 )
 from .tasks import load_task
 
@@ -52,11 +53,14 @@ class RunSpec:
     scheduler: str | None = None  # a Dask scheduler's address (dask; default: a LocalCluster)
 
 
-def _start(spec: RunSpec, out, resume: bool, kind: str) -> tuple[RunSpec, Path | None]:
-    """The spec to run (a resumed run's recorded one) and the folder, refusing to overwrite a run."""
+def _start(spec: RunSpec, out, resume: bool, kind: str, force: bool = False) -> tuple[RunSpec, Path | None]:
+    """The spec to run (a resumed run's recorded one) and the folder, refusing to overwrite a run
+    or anything else already there (unless ``force``)."""
     if not resume:
         if out is not None and (Path(out) / CHECKPOINT_FILE).exists():
             raise TaskError(f"{out}: already holds a run; pass --resume {out} to continue it, or another --out")
+        if out is not None:
+            check_output(out, force)
         # absolute paths, so that resume, distill and compare work from any directory
         spec = replace(spec, task=str(Path(spec.task).resolve()),
                        data=None if spec.data is None else str(Path(spec.data).resolve()))
@@ -67,11 +71,25 @@ def _start(spec: RunSpec, out, resume: bool, kind: str) -> tuple[RunSpec, Path |
     info = read_json(out / RUN_FILE)
     if info.get("kind", "evolve") != kind:
         raise TaskError(f"{out}: holds a '{info.get('kind', 'evolve')}' run, not a '{kind}' run")
+    missing = [k for k in ("task", "overrides", "data", "seed", "generations") if k not in info]
+    if missing:
+        raise TaskError(f"{out / RUN_FILE}: not a run record (missing {', '.join(missing)})")
     # the evaluator is the caller's: a run may continue on another cluster, or locally
     workers = spec.workers or (info["workers"] if info.get("evaluator", "local") == spec.evaluator else None)
     return RunSpec(info["task"], tuple(info["overrides"]), info["data"], info["seed"],
                    info.get("population"), spec.generations or info["generations"],
                    workers, spec.evaluator, spec.scheduler), out
+
+
+def _checkpoint(out: Path, parse: Callable[[dict], object]):
+    """A run folder's checkpoint, parsed; one ``TaskError`` naming the file when it is damaged."""
+    path = out / CHECKPOINT_FILE
+    try:
+        return parse(read_json(path))
+    except TaskError as exc:
+        raise TaskError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise TaskError(f"{path}: damaged checkpoint ({type(exc).__name__}: {exc}); nothing was written") from None
 
 
 def _run_info(spec: RunSpec, task, kind: str, started: float, argv, **extra) -> dict:
@@ -117,24 +135,25 @@ def front_columns(rows: Sequence[dict]) -> tuple[str, ...]:
 def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
                progress: Callable[[int, int, float, int], None] | None = None,
                argv: Sequence[str] | None = None,
-               on_chunk: Callable[[int, int], None] | None = None) -> tuple[EvolveResult, Path]:
+               on_chunk: Callable[[int, int], None] | None = None, force: bool = False) -> tuple[EvolveResult, Path]:
     """Run a search and write ``out``: run.json, pareto.csv, checkpoint.json, front.png.
 
     With ``resume``, ``out`` must hold a checkpoint; the search continues from it
     with the run's recorded task, overrides, data and seed (and the evaluator of ``spec``).
     """
     started = time.time()
-    spec, out = _start(spec, out, resume, "evolve")
+    spec, out = _start(spec, out, resume, "evolve", force)
     task = load_task(spec.task, spec.overrides, spec.data, spec.seed)
     out = out or default_out(task.name)
     evaluator = make_evaluator(task, spec.evaluator, spec.workers, spec.scheduler, on_chunk)
     try:
         search = Search(task, evaluator, task.seed, spec.population, spec.generations)
+        # everything a resume reads is validated before anything is written
+        state = _checkpoint(out, search.state_from_json) if resume else None
         info = _run_info(spec, task, "evolve", started, argv, population=search.mu,
                          generations=search.generations, **evaluator.describe())
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / RUN_FILE, info)
-        state = search.state_from_json(read_json(out / CHECKPOINT_FILE)) if resume else None
         result = search.run(state, checkpoint=lambda obj: write_json(out / CHECKPOINT_FILE, obj, compact=True),
                             progress=progress)
     finally:
@@ -159,20 +178,24 @@ def read_front(run_dir: str | Path) -> list[dict]:
     rows = read_csv(path)
     if not rows or set(PARETO_COLUMNS) - set(rows[0]):
         raise TaskError(f"{path}: expected columns {', '.join(PARETO_COLUMNS)}")
+    if any(r.get(c) in (None, "") for r in rows for c in PARETO_COLUMNS):
+        raise TaskError(f"{path}: a row has an empty field (a truncated file?)")
+    if sum(str(r["selected"]) == "1" for r in rows) != 1:
+        raise TaskError(f"{path}: expected exactly one selected row (selected = 1)")
     return rows
 
 
 def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
             progress: Callable[[int, int, float, int], None] | None = None,
             argv: Sequence[str] | None = None,
-            on_chunk: Callable[[int, int], None] | None = None) -> tuple[FitResult, dict, Path]:
+            on_chunk: Callable[[int, int], None] | None = None, force: bool = False) -> tuple[FitResult, dict, Path]:
     """Fit the task's parametric family (``[fit]``, e.g. ``--set fit.family=mlp``) by CMA-ES.
 
     Writes ``out``: run.json (with held-out scores), params.json, coefficients.csv
     (Taylor), checkpoint.json and fit.png. Returns (result, run info, folder).
     """
     started = time.time()
-    spec, out = _start(spec, out, resume, "fit")
+    spec, out = _start(spec, out, resume, "fit", force)
     task = load_task(spec.task, spec.overrides, spec.data, spec.seed)
     out = out or default_out(f"{task.name}-fit")
     family = make_family(task)
@@ -182,11 +205,11 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
         fitter = FamilyFit(train, family, evaluator, task.seed, spec.generations)
         s = task.fit
         split = task.sim.split_info(train, test)
+        state = _checkpoint(out, fit_state_from_json) if resume else None
         info = _run_info(spec, task, "fit", started, argv, family=family.spec(), generations=fitter.generations,
                          popsize=s.popsize, sigma0=s.sigma0, l1=s.l1, **evaluator.describe(), **split)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / RUN_FILE, info)
-        state = fit_state_from_json(read_json(out / CHECKPOINT_FILE)) if resume else None
         result = fitter.run(state, checkpoint=lambda obj: write_json(out / CHECKPOINT_FILE, obj, compact=True),
                             progress=progress)
     finally:
@@ -239,18 +262,19 @@ def read_fit(run_dir: str | Path):
 
 
 def distill_run(fit_dir: str | Path, backend: str = "operon", max_size: int = 25, out: str | Path | None = None,
-                n_samples: int = 2000, seed: int | None = None, argv: Sequence[str] | None = None):
+                n_samples: int = 2000, seed: int | None = None, argv: Sequence[str] | None = None,
+                force: bool = False):
     """Distill a fit folder's rule into formulas; writes ``out`` (default FIT_DIR/distill-BACKEND):
     run.json, pareto.csv (task loss and regression MSE per formula) and front.png."""
     started = time.time()
     check_backend(backend)
     fit_dir = Path(fit_dir)
     info, family, params = read_fit(fit_dir)
+    out = check_output(Path(out) if out is not None else fit_dir / f"distill-{backend}", force)
     task = load_task(info["task"], info["overrides"], info["data"], info["seed"])
     train, _ = split_trials(task, task.fit.holdout)
     seed = task.seed if seed is None else seed
     result = distill(train, family, params, backend, max_size, n_samples, seed)
-    out = Path(out) if out is not None else fit_dir / f"distill-{backend}"
     rows = [{**row, "regression_mse": result.regression_mse[row["expression"]]}
             for row in front_rows(result)]
     columns = front_columns(rows)

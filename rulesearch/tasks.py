@@ -6,6 +6,7 @@ one loss per rule out (``WORST_LOSS`` for rules whose weights blow up).
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -95,8 +96,9 @@ class Task:
     def has_data(self) -> bool:
         return self.data_source is not None
 
-    def parse(self, text: str | Sequence[str]) -> Rule:
-        return parse_rule(text, self.space)
+    def parse(self, text: str | Sequence[str], limits: bool = False) -> Rule:
+        """A rule over the task's pathways; ``limits``: held to the grammars' size limits (user input)."""
+        return parse_rule(text, self.space, limits)
 
     def simulate(self, rules: Sequence[Rule] | PackedPrograms, record: bool = False, **options):
         """Run the network under each rule (the simulator's result; see its ``simulate``)."""
@@ -215,6 +217,9 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data=None,
     raw = apply_overrides(read_toml(path, TaskError), overrides)
     f = Fields(raw, path, "", TaskError)
     name = f.get("name", str, path.stem)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        f.fail("name", f"is {name!r}: expected a plain name (letters, digits, '.', '_', '-'); it names the "
+               "default output folder")
     f.get("description", str, "")
 
     nf = f.sub("network")
