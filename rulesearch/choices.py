@@ -98,6 +98,10 @@ def _load_npz(path: Path) -> ChoiceData:
     elif len(names) != n_animals:
         raise DataError(f"{path}: 'names' has {len(names)} entries: expected {n_animals} (max animal index + 1)")
     odour, decision = odour.astype(np.int64), decision.astype(np.int64)
+    missing = sorted(set(range(n_animals)) - set(animal.tolist()))
+    if missing:
+        raise DataError(f"{path}: 'animal' has no encounters for animal(s) {missing[:5]} (indices must run "
+                        f"0..{n_animals - 1} without gaps)")
     _validate(animal, odour, decision, reward, str(path))
     order = np.argsort(animal, kind="stable")  # each animal's encounters stay in time order
     return ChoiceData(animal[order], odour[order], decision[order], reward[order], names, meta, str(path))
@@ -122,6 +126,8 @@ def load_fly_mat(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     X = X.astype(np.float64)
     if X.ndim != 2 or X.shape[1] != 2:
         raise DataError(f"{path}: X has shape {X.shape}: expected (N, 2), one-hot odour per encounter")
+    if X.shape[0] == 0:
+        raise DataError(f"{path}: X has no rows: expected at least one encounter")
     n = X.shape[0]
     Y, R = Y.astype(np.float64).ravel(), R.astype(np.float64).ravel()
     if Y.size != n:

@@ -61,17 +61,35 @@ def _progress_bar(name: str):
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("best loss {task.fields[best]}"), TextColumn("{task.fields[evals]} evals"),
                TextColumn("{task.fields[chunks]}"), TimeElapsedColumn())
-    bar = Progress(*columns, console=_console(), transient=False,
-                   disable=not sys.stderr.isatty() and not sys.stdout.isatty())
+    terminal = sys.stderr.isatty() or sys.stdout.isatty()
+    bar = Progress(*columns, console=_console(), transient=False, disable=not terminal)
     # Numba compiles the kernels on the first evaluation (about 20 s, cached afterwards).
     job = bar.add_task("first run compiles kernels", total=None, best="-", evals=0, chunks="")
+    lines = progress_lines(name)  # logs and CI: plain lines instead of a bar
 
     def progress(gen, total, best, evals):
         bar.update(job, description=name, completed=gen, total=total, best=f"{best:.4g}", evals=evals)
+        if not terminal:
+            lines(gen, total, best, evals)
 
     def chunks(done, total):
         bar.update(job, chunks=f"chunks {done}/{total}")
     return bar, progress, chunks
+
+
+def progress_lines(name: str, every_s: float = 10.0, stream=None):
+    """A ``progress(generation, total, best, evaluations)`` callback printing one plain line at the
+    first and last generation and at most every ``every_s`` seconds between (for logs and CI)."""
+    import time
+    start, last = time.monotonic(), [-float("inf")]
+
+    def progress(gen, total, best, evals):
+        now = time.monotonic()
+        if gen in (0, 1, total) or now - last[0] >= every_s:
+            last[0] = now
+            print(f"{name}: generation {gen}/{total}, best loss {best:.4g}, {evals} evaluations, "
+                  f"{now - start:.0f} s", file=stream or sys.stderr, flush=True)
+    return progress
 
 
 def _print_heldout(h: dict | None) -> None:
@@ -362,19 +380,28 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="write into an existing, non-empty --out")
         p.add_argument("--resume", metavar="DIR", help="continue the run saved in DIR")
 
-    p = sub.add_parser("evolve", help="search rules by genetic programming")
+    p = sub.add_parser("evolve", help="search rules by genetic programming",
+                       description="Search for the rule that best serves a task's objective.",
+                       epilog='example:\n  rulesearch evolve tasks/oja.toml --seed 1\n  rulesearch evolve tasks/pca-network.toml --evaluator dask --workers 2\n  rulesearch evolve tasks/fit-activity.toml --data d.npz',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     run_options(p, "tasks/oja.toml", "number of generations (default: the task's)", "results/<task>-<time>")
     p.add_argument("--population", type=_at_least(4), help="population size (default: the task's)")
     p.set_defaults(func=cmd_evolve)
 
-    p = sub.add_parser("fit", help="fit a parametric rule family (Taylor or MLP) by CMA-ES")
+    p = sub.add_parser("fit", help="fit a parametric rule family (Taylor or MLP) by CMA-ES",
+                       description='Fit a Taylor expansion or a small MLP rule (per pathway) by CMA-ES.',
+                       epilog='example:\n  rulesearch fit tasks/fit-activity.toml --data d.npz --family taylor',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     run_options(p, "tasks/fit-activity.toml", "CMA-ES generations (default: the task's fit.generations)",
                 "results/<task>-fit-<time>")
     from .families import FAMILIES
     p.add_argument("--family", choices=FAMILIES, help="rule family (default: the task's fit.family)")
     p.set_defaults(func=cmd_fit)
 
-    p = sub.add_parser("distill", help="explain a fitted MLP (or Taylor) rule by formulas")
+    p = sub.add_parser("distill", help="explain a fitted MLP (or Taylor) rule by formulas",
+                       description="Explain a fit folder's rule by formulas (symbolic regression, then re-simulation).",
+                       epilog='example:\n  rulesearch distill results/fit-activity-fit-20261201-120000',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a fit folder (from 'rulesearch fit')")
     from .distill import BACKENDS
     p.add_argument("--backend", default="operon", choices=tuple(BACKENDS),
@@ -387,14 +414,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into an existing, non-empty --out")
     p.set_defaults(func=cmd_distill)
 
-    p = sub.add_parser("compare", help="compare fitted rules on held-out choices (NLL, deviance, AIC, BIC)")
+    p = sub.add_parser("compare", help="compare fitted rules on held-out choices (NLL, deviance, AIC, BIC)",
+                       description='Score several runs fitted to the same choice data on its held-out trials.',
+                       epilog='example:\n  rulesearch compare results/run-a results/run-b --out results/cmp',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", help="evolve or fit folders fitted to the same choice data")
     p.add_argument("--animal", type=_at_least(0), default=0, help="animal drawn in acceptance.png (default 0)")
     p.add_argument("--out", help="output folder (default: results/compare-<time>)")
     p.add_argument("--force", action="store_true", help="write into an existing, non-empty --out")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("simulate", help="write activity data from a ground-truth rule")
+    p = sub.add_parser("simulate", help="write activity data from a ground-truth rule",
+                       description='Write synthetic data (activity NPZ, or a folder of per-fly choices) from a rule.',
+                       epilog='example:\n  rulesearch simulate tasks/fit-activity.toml --rule "x*y - 0.5*y**2*w" --out d.npz --noise 0.1',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task")
     p.add_argument("--rule", required=True, help='rule text, e.g. "x*y - 0.5*y**2*w"')
     p.add_argument("--out", required=True, help="output .npz file (choice tasks: a folder)")
@@ -406,7 +439,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_simulate)
 
-    p = sub.add_parser("latex", help="print LaTeX of a run's selected rule, its front, or a rule")
+    p = sub.add_parser("latex", help="print LaTeX of a run's selected rule, its front, or a rule",
+                       description="Print LaTeX: a run's selected rule (one line per pathway), its front, or a typed rule.",
+                       epilog='example:\n  rulesearch latex results/oja-20261201-120000 --table\n  rulesearch latex --rule "y*(x - y*w)" --simplify',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", nargs="?", help="run folder")
     p.add_argument("--rule", help="rule text instead of a run folder")
     p.add_argument("--grammar", default="hebbian", help="grammar for --rule (name or file)")
@@ -417,7 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Taylor fits: leave out terms below this fraction of the largest (default 0.05)")
     p.set_defaults(func=cmd_latex)
 
-    p = sub.add_parser("show", help="print a run's front and facts")
+    p = sub.add_parser("show", help="print a run's front and facts",
+                       description="Print a run folder's front (or a fit's terms) and its facts.",
+                       epilog='example:\n  rulesearch show results/oja-20261201-120000',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run")
     p.set_defaults(func=cmd_show)
     return parser

@@ -41,6 +41,7 @@ class EvolveResult:
     elapsed: float
     seed: int
     stopped: str
+    blown: int = 0  # evaluations whose weights blew up
 
     @property
     def selected(self) -> FrontEntry:

@@ -186,6 +186,7 @@ class _State:
     elapsed: float = 0.0
     pruned: set = field(default_factory=set)  # front rules whose neighbourhood was evaluated
     canonical: set = field(default_factory=set)  # archive keys already given their canonical tree
+    blown: int = 0  # evaluations whose weights blew up
 
 
 class Search:
@@ -280,7 +281,9 @@ class Search:
     # -- evaluation
     def _loss_of_rules(self, rules: Sequence[Rule], state: _State) -> np.ndarray:
         state.evaluations += len(rules)
-        return self._evaluate_packed(pack_rules(rules)).losses
+        losses = self._evaluate_packed(pack_rules(rules)).losses
+        state.blown += int(np.sum(losses >= WORST_LOSS))
+        return losses
 
     def _evaluate(self, individuals: list, state: _State) -> None:
         rules = [self.lang.rule(i) for i in individuals]
@@ -548,13 +551,13 @@ class Search:
         chosen = select_rule(front, self.task.search.selection_rel_tol, self.task.search.selection_abs_tol)
         front = [FrontEntry(e.rule, e.loss, e.complexity, i == chosen) for i, e in enumerate(front)]
         return EvolveResult(front, state.history, state.evaluations, state.generation,
-                            state.elapsed, self.seed, stopped)
+                            state.elapsed, self.seed, stopped, state.blown)
 
     # -- checkpoints (plain JSON: tokens, numbers and the RNG state)
     def state_to_json(self, state: _State) -> dict:
         version, internal, gauss = self.rng.getstate()
         return {
-            "generation": state.generation, "evaluations": state.evaluations,
+            "generation": state.generation, "evaluations": state.evaluations, "blown": state.blown,
             "elapsed": state.elapsed, "history": state.history,
             "population": [{"exprs": [list(map(list, e)) for e in self.lang.rule(ind).exprs],
                             "fitness": list(ind.fitness.values), "optimised": ind.optimised,
@@ -585,7 +588,7 @@ class Search:
                       list(obj["history"]), int(obj["generation"]), int(obj["evaluations"]),
                       float(obj["elapsed"]),
                       {tuple(tokens(e) for e in exprs) for exprs in obj["pruned"]},
-                      set(map(str, obj["canonical"])))
+                      set(map(str, obj["canonical"])), int(obj.get("blown", 0)))
 
 
 @contextmanager
@@ -653,7 +656,14 @@ def subtree_end(expr, start: int) -> int:
 
 
 def evolve(task: Task, seed: int | None = None, population: int | None = None,
-           generations: int | None = None, evaluate: Callable | None = None, **run_kwargs) -> EvolveResult:
-    """Search for the rule that minimises ``task``'s loss; returns the front and the selected rule."""
+           generations: int | None = None, evaluate: Callable | None = None, progress: bool | Callable = False,
+           **run_kwargs) -> EvolveResult:
+    """Search for the rule that minimises ``task``'s loss; returns the front and the selected rule.
+
+    Quiet by default; ``progress=True`` prints a line to stderr now and then (or pass a callback
+    ``progress(generation, total, best_loss, evaluations)``)."""
+    if progress is True:
+        from .cli import progress_lines
+        progress = progress_lines("evolve")
     search = Search(task, evaluate, task.seed if seed is None else seed, population, generations)
-    return search.run(**run_kwargs)
+    return search.run(progress=progress or None, **run_kwargs)

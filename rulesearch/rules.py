@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import math
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Callable, Sequence
@@ -265,7 +266,10 @@ def _parse_one(text: str, grammar: Grammar, pathway: str | None = None) -> Expr:
     where = f"pathway '{pathway}': " if pathway else ""
     shown = text if len(text) <= 80 else text[:77] + "..."
     try:
-        tree = ast.parse(text, mode="eval")
+        with warnings.catch_warnings():  # "invalid decimal literal" and the like: the error says it
+            warnings.simplefilter("ignore", SyntaxWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)  # invalid escape sequences
+            tree = ast.parse(text, mode="eval")
         return tuple(_Parser(text, grammar, where).visit(tree.body))
     except SyntaxError as exc:
         raise GrammarError(f"{where}rule {shown!r}: not a valid expression ({exc.msg})") from None

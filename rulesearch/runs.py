@@ -1,6 +1,7 @@
 """Evolve a task into a run folder, and resume one: what ``rulesearch evolve`` does, as an API."""
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -36,6 +37,8 @@ from .results import (
     check_output,
 )
 from .tasks import load_task
+
+log = logging.getLogger("rulesearch")
 
 
 @dataclass(frozen=True)
@@ -158,16 +161,28 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
                             progress=progress)
     finally:
         evaluator.close()
+    _warn_if_blown(result, task)
     rows = front_rows(result)
     columns = front_columns(rows)
     write_csv(out / PARETO_FILE, columns, [[r[c] for c in columns] for r in rows])
     plot_front(out / FRONT_PLOT, rows, result.history, f"{task.name} (seed {task.seed})")
     info.update(status=result.stopped, elapsed_seconds=round(result.elapsed, 3),
                 wall_seconds=round(time.time() - started, 3), evaluations=result.evaluations,
-                generations_run=result.generations, selected=result.selected.expression,
+                generations_run=result.generations, blown_evaluations=result.blown,
+                selected=result.selected.expression,
                 selected_loss=result.selected.loss)
     write_json(out / RUN_FILE, info)
     return result, out
+
+
+BLOWN_WARNING = 0.9  # a search in which more of the evaluations than this blew up is reported
+
+
+def _warn_if_blown(result, task) -> None:
+    if result.evaluations and result.blown / result.evaluations > BLOWN_WARNING:
+        log.warning("%d of %d rules evaluated (%.0f %%) blew up (|w| > %g or not finite): check network.eta (%s) "
+                    "and weight_bound", result.blown, result.evaluations, 100 * result.blown / result.evaluations,
+                    task.config.weight_bound, ", ".join(f"{e:g}" for e in task.etas))
 
 
 def read_front(run_dir: str | Path) -> list[dict]:

@@ -128,3 +128,14 @@ def test_resume_still_works_after_a_refused_resume(runs, tmp_path):
     info = json.loads((run / "run.json").read_text())
     assert main(["evolve", OJA, "--resume", str(run), "--generations", "2"]) == 0
     assert json.loads((run / "run.json").read_text())["generations_run"] == info["generations_run"] + 1
+
+
+def test_fuzzed_rule_strings_never_crash(full):
+    """A seeded sample of benchmarks/fuzz_rules.py: random and hostile strings through the parser
+    (with the grammar's limits), the VM and LaTeX either run or are refused with one line."""
+    from rulesearch.fuzz import fuzz
+    outcomes = [(text, outcome, s) for text, outcome, s in fuzz(1500, full, seed=11)]
+    crashes = [(t[:60], o) for t, o, _ in outcomes if o.startswith("crash")]
+    assert not crashes, crashes[:3]
+    assert sum(o == "ok" for _, o, _ in outcomes) > 50  # not everything is refused
+    assert max(s for _, _, s in outcomes) < 5  # resource exhaustion, not speed (the benchmark times it)

@@ -96,6 +96,7 @@ class RateSimulator(Simulator):
                             f.get("other_variance", float, 1.0, low=0.0), f.get("mean", float, 0.0),
                             f.get("init_std", float, 0.3, low=0.0), f.get("seed", int, None))
         f.finish()
+        _check_memory(config, network)
         if objective == "pca" and (n_out != 1 or lateral != "none"):
             network.fail("n_out", f"is {n_out}: objective 'pca' needs a single output neuron (1) without "
                          "lateral weights (pca_subspace scores several)")
@@ -227,6 +228,26 @@ class RateSimulator(Simulator):
 
     def describe(self, config):
         return {"eta": config.eta, "activation": config.activation, "lateral": config.lateral}
+
+
+def _available_memory() -> int:
+    """Physical memory in bytes (0 where the platform does not say)."""
+    import os
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _check_memory(config: RateConfig, fields) -> None:
+    """Refuse sizes whose inputs alone would not fit in memory, before anything is allocated."""
+    inputs = 3 * 8 * config.trials * config.steps * config.n_in  # x and the generator's temporaries
+    weights = 8 * config.trials * config.n_out * (config.n_in + config.n_out) * 4
+    need, have = inputs + weights, _available_memory()
+    if have and need > 0.5 * have:
+        fields.fail("n_in", f"with n_out {config.n_out}, {config.trials} trials of {config.steps} steps needs "
+                    f"about {need / 2**30:.1f} GiB for inputs and weights: more than half of this machine's "
+                    f"{have / 2**30:.1f} GiB")
 
 
 def _weights(sim: RateResult) -> np.ndarray:
