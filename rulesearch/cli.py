@@ -175,17 +175,23 @@ def cmd_compare(args) -> int:
 
     from .compare import acceptance_curves, compare_runs
     from .plots import plot_acceptance
-    from .results import write_csv
+    from .results import check_output, write_csv
     from .runs import default_out
-    from .results import check_output
     out = check_output(Path(args.out) if args.out else default_out("compare"), args.force)
-    c = compare_runs(args.runs)
+    with _console().status(f"scoring {len(args.runs)} run(s) on the held-out trials"):
+        c = compare_runs(args.runs)
     summary = c.summary()
-    table = Table(title=f"held-out choices ({summary[0]['decisions']} decisions; null model: no plasticity)")
-    for col in ("model", "rule", "k", "NLL", "deviance expl.", "AIC", "BIC", "dAIC", "dNLL ± SE"):
-        table.add_column(col, justify="left" if col in ("model", "rule") else "right")
+    rules = Table(title="models")  # rules in their own table: a long rule does not squeeze the numbers
+    rules.add_column("model")
+    rules.add_column("rule")
     for r in summary:
-        table.add_row(r["model"], r["rule"], str(r["parameters"]), f"{r['nll']:.2f}",
+        rules.add_row(r["model"], r["rule"])
+    _console().print(rules)
+    table = Table(title=f"held-out choices ({summary[0]['decisions']} decisions; null model: no plasticity)")
+    for col in ("model", "k", "NLL", "deviance expl.", "AIC", "BIC", "dAIC", "dNLL ± SE"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in summary:
+        table.add_row(r["model"], str(r["parameters"]), f"{r['nll']:.2f}",
                       f"{100 * r['deviance_explained']:.1f} %", f"{r['aic']:.2f}", f"{r['bic']:.2f}",
                       f"{r['delta_aic']:.2f}", f"{r['delta_nll']:.1f} ± {r['delta_nll_se']:.1f}")
     _console().print(table)
@@ -305,12 +311,29 @@ def cmd_show(args) -> int:
     for key in keys:
         if key in info:
             print(f"{key:16s} {info[key]}")
+    if rows is not None:
+        _explain_selection(rows, info.get("selection"))
     if fit:
         _print_heldout(info.get("heldout"))
     if "versions" in info:
         print(f"{'versions':16s} " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()
                                                if k != "platform"))
     return 0
+
+
+def _explain_selection(rows, selection: dict | None) -> None:
+    """Why rules with a lower loss than the selected one were not selected."""
+    selected = next(r for r in rows if str(r["selected"]) == "1")
+    better = [r for r in rows if float(r["loss"]) < float(selected["loss"])]
+    if not better:
+        return
+    best = min(float(r["loss"]) for r in rows)
+    rule = "the simplest rule with loss <= best * (1 + rel_tol) + abs_tol"
+    if selection:
+        limit = best * (1 + selection["rel_tol"]) + selection["abs_tol"]
+        rule += f" = {best:.4g} * (1 + {selection['rel_tol']:g}) + {selection['abs_tol']:g} = {limit:.4g}"
+    print(f"{'why selected':16s} {rule}; the {len(better)} rule(s) below it on the front have a lower loss "
+          "but more nodes (a scaled copy of a rule can fit slightly better and still not be worth its size)")
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -477,6 +500,9 @@ def main(argv=None) -> int:
         return args.func(args)
     except (GrammarError, TaskError, DataError, ValueError) as exc:
         print(f"rulesearch {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
+        print(f"rulesearch {args.command}: error: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
