@@ -95,6 +95,15 @@ def _checkpoint(out: Path, parse: Callable[[dict], object]):
         raise TaskError(f"{path}: damaged checkpoint ({type(exc).__name__}: {exc}); nothing was written") from None
 
 
+def _times(result, state, started: float) -> dict:
+    """Status, counts and times of a finished search or fit for run.json: elapsed_seconds is this
+    invocation's search (never above wall_seconds), search_seconds_total every invocation's."""
+    before = state.elapsed if state is not None else 0.0
+    return {"status": result.stopped, "elapsed_seconds": round(result.elapsed - before, 3),
+            "search_seconds_total": round(result.elapsed, 3), "wall_seconds": round(time.time() - started, 3),
+            "evaluations": result.evaluations, "generations_run": result.generations}
+
+
 def _run_info(spec: RunSpec, task, kind: str, started: float, argv, **extra) -> dict:
     return {"kind": kind, "command": list(argv) if argv is not None else sys.argv,
             "task": str(spec.task), "task_name": task.name, "overrides": list(spec.overrides),
@@ -166,13 +175,7 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     columns = front_columns(rows)
     write_csv(out / PARETO_FILE, columns, [[r[c] for c in columns] for r in rows])
     plot_front(out / FRONT_PLOT, rows, result.history, f"{task.name} (seed {task.seed})")
-    before = state.elapsed if state is not None else 0.0
-    # elapsed_seconds: this invocation's search (<= wall_seconds); search_seconds_total: every
-    # invocation of the run (resumes included)
-    info.update(status=result.stopped, elapsed_seconds=round(result.elapsed - before, 3),
-                search_seconds_total=round(result.elapsed, 3),
-                wall_seconds=round(time.time() - started, 3), evaluations=result.evaluations,
-                generations_run=result.generations, blown_evaluations=result.blown,
+    info.update(**_times(result, state, started), blown_evaluations=result.blown,
                 selection={"rel_tol": task.search.selection_rel_tol, "abs_tol": task.search.selection_abs_tol},
                 selected=result.selected.expression,
                 selected_loss=result.selected.loss)
@@ -249,11 +252,7 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
         heldout = heldout_scores(test, packed, (task.data_meta or {}).get("rule"))
     example = None if test is None else task.sim.example_trace(test, packed)
     plot_fit(out / FIT_PLOT, result.history, rows, example, f"{task.name}: {family.kind} fit (seed {task.seed})")
-    before = state.elapsed if state is not None else 0.0
-    info.update(status=result.stopped, elapsed_seconds=round(result.elapsed - before, 3),
-                search_seconds_total=round(result.elapsed, 3),
-                wall_seconds=round(time.time() - started, 3), evaluations=result.evaluations,
-                generations_run=result.generations, loss=result.loss, objective=result.objective,
+    info.update(**_times(result, state, started), loss=result.loss, objective=result.objective,
                 rule=None if readable is None else readable.text(), heldout=heldout)
     write_json(out / RUN_FILE, info)
     return result, info, out
