@@ -65,7 +65,7 @@ def _progress_bar(name: str):
     bar = Progress(*columns, console=_console(), transient=False, disable=not terminal)
     # Numba compiles the kernels on the first evaluation (about 20 s, cached afterwards).
     job = bar.add_task("first run compiles kernels", total=None, best="-", evals=0, chunks="")
-    lines = progress_lines(name)  # logs and CI: plain lines instead of a bar
+    lines = progress_lines(name, stream=sys.stdout)  # logs and CI: plain lines instead of a bar
 
     def progress(gen, total, best, evals):
         bar.update(job, description=name, completed=gen, total=total, best=f"{best:.4g}", evals=evals)

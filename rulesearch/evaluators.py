@@ -9,7 +9,9 @@ chunked or which worker ran which chunk.
 """
 from __future__ import annotations
 
+import logging
 import os
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +24,7 @@ from .vm import PackedPrograms, individuals
 EVALUATORS = ("local", "dask")
 CHUNKS_PER_WORKER = 2  # chunks per worker thread and population: a slow chunk delays a generation less
 CONNECT_TIMEOUT_S = 10
+CHUNK_ATTEMPTS = 4  # rounds of resubmitting chunks lost with a worker before the cluster counts as lost
 
 
 def available_workers() -> int:
@@ -95,6 +98,13 @@ class DaskEvaluator:
             raise ValueError(f"--workers {workers}: expected at least 1 worker process")
         self.task, self.scheduler, self.on_chunk = task, scheduler, on_chunk
         self._cluster = None
+        # the client's own tracebacks while it tries to reconnect would bury the one line that says
+        # what happened and what to do (EvaluatorError); they are silenced while rulesearch uses it
+        self._logs = {n: logging.getLogger(n) for n in ["distributed"] + [
+            n for n in logging.root.manager.loggerDict if n.startswith("distributed.")]}
+        self._log_levels = {n: log.level for n, log in self._logs.items()}
+        for log in self._logs.values():
+            log.setLevel(logging.CRITICAL)
         if scheduler is None:
             self._cluster = LocalCluster(n_workers=workers or available_workers(), threads_per_worker=1,
                                          processes=True, dashboard_address=None, silence_logs=40)
@@ -103,6 +113,8 @@ class DaskEvaluator:
             try:
                 self.client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
             except (OSError, TimeoutError, ValueError) as exc:
+                for n, log in self._logs.items():
+                    log.setLevel(self._log_levels[n])
                 raise EvaluatorError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler there "
                                      f"({type(exc).__name__}: {exc})") from None
         try:
@@ -130,24 +142,56 @@ class DaskEvaluator:
         n = packed.n_individuals
         n_chunks = max(1, min(n, CHUNKS_PER_WORKER * self.workers))
         bounds = np.linspace(0, n, n_chunks + 1).round().astype(int)
-        futures = [self.client.submit(_evaluate_chunk, self._task, individuals(packed, a, b), pure=False,
-                                      retries=2) for a, b in zip(bounds[:-1], bounds[1:])]
-        try:
-            done = 0
-            for _ in as_completed(futures):
-                done += 1
-                if self.on_chunk is not None:
-                    self.on_chunk(done, len(futures))
-            parts = self.client.gather(futures)
-        except KeyboardInterrupt:  # a second Ctrl-C: no chunk of this generation is waited for
-            self.client.cancel(futures)
-            raise
-        except (OSError, TimeoutError, CancelledError, KilledWorker) as exc:  # the cluster went away
+        chunks = [individuals(packed, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        results: dict[int, tuple] = {}
+        lost = (OSError, TimeoutError, CancelledError, KilledWorker)
+        for attempt in range(CHUNK_ATTEMPTS):
+            todo = [k for k in range(len(chunks)) if k not in results]
+            try:
+                futures = {self.client.submit(_evaluate_chunk, self._task, chunks[k], pure=False, retries=2): k
+                           for k in todo}
+            except lost as exc:
+                raise EvaluatorError(f"lost the Dask scheduler ({self.scheduler or 'the local cluster'}): "
+                                     f"{type(exc).__name__}; the last checkpoint is intact: continue with --resume "
+                                     "DIR (with --evaluator local or another --scheduler)") from None
+            try:
+                for future in as_completed(futures):
+                    try:
+                        results[futures[future]] = future.result()
+                    except lost:  # the chunk's worker died, or its data went with it: computed again
+                        continue
+                    if self.on_chunk is not None:
+                        self.on_chunk(len(results), len(chunks))
+            except KeyboardInterrupt:  # a second Ctrl-C: no chunk of this generation is waited for
+                self.client.cancel(list(futures))
+                raise
+            if len(results) == len(chunks):
+                break
+            self._recover(attempt)
+        else:
             where = self.scheduler or "the local cluster"
-            raise EvaluatorError(f"lost the Dask scheduler ({where}) during an evaluation "
-                                 f"({type(exc).__name__}: {exc}); the last checkpoint is intact: continue "
-                                 "with --resume DIR (with --evaluator local or another --scheduler)") from None
+            raise EvaluatorError(f"lost the Dask scheduler or its workers ({where}) during an evaluation "
+                                 f"({len(chunks) - len(results)} chunk(s) failed {CHUNK_ATTEMPTS} times); the last "
+                                 "checkpoint is intact: continue with --resume DIR (with --evaluator local or "
+                                 "another --scheduler)")
+        parts = [results[k] for k in range(len(chunks))]
         return Evaluation(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+    def _recover(self, attempt: int) -> None:
+        """After failed chunks: give up at once if the scheduler is gone; else wait a moment and send
+        the task again if no worker holds it any more."""
+        if self.client.status != "running":
+            raise EvaluatorError(f"lost the Dask scheduler ({self.scheduler or 'the local cluster'}) during an "
+                                 "evaluation; the last checkpoint is intact: continue with --resume DIR (with "
+                                 "--evaluator local or another --scheduler)")
+        time.sleep(min(2.0 ** attempt, 10.0))
+        try:
+            if not self.client.who_has(self._task).get(self._task.key, ()):
+                self._task = self.client.scatter(self.task, broadcast=True)
+        except Exception as exc:  # noqa: BLE001 - the scheduler does not answer
+            raise EvaluatorError(f"lost the Dask scheduler ({self.scheduler or 'the local cluster'}) during an "
+                                 f"evaluation ({type(exc).__name__}); the last checkpoint is intact: continue with "
+                                 "--resume DIR (with --evaluator local or another --scheduler)") from None
 
     def describe(self) -> dict:
         return {"evaluator": "dask", "scheduler": self.scheduler, "workers": self.workers}
@@ -155,10 +199,12 @@ class DaskEvaluator:
     def close(self) -> None:
         try:
             self.client.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - a client whose scheduler is gone may fail to close
             pass
         if self._cluster is not None:
             self._cluster.close()
+        for n, log in self._logs.items():
+            log.setLevel(self._log_levels[n])
 
 
 def make_evaluator(task: Task, evaluator: str = "local", workers: int | None = None, scheduler: str | None = None,
