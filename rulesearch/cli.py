@@ -230,7 +230,9 @@ def cmd_simulate(args) -> int:
     out = check_output(args.out, args.force)
     task = load_task(args.task, args.set, seed=args.seed, require_data=False)
     rule = task.parse(args.rule, limits=True)
-    print(task.sim.synthesize(task, rule, out, args.noise, args.observed, args.animals))
+    with _console().status(f"simulating {task.name} under {rule.text()}"):
+        line = task.sim.synthesize(task, rule, out, args.noise, args.observed, args.animals)
+    print(line)
     return 0
 
 
