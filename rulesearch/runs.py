@@ -95,6 +95,14 @@ def _checkpoint(out: Path, parse: Callable[[dict], object]):
         raise TaskError(f"{path}: damaged checkpoint ({type(exc).__name__}: {exc}); nothing was written") from None
 
 
+def _record_and_run(runner, state, out: Path, info: dict, progress):
+    """Write run.json, then run the search or fit with a checkpoint after every step it reports."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / RUN_FILE, info)
+    return runner.run(state, checkpoint=lambda obj: write_json(out / CHECKPOINT_FILE, obj, compact=True),
+                      progress=progress)
+
+
 def _times(result, state, started: float) -> dict:
     """Status, counts and times of a finished search or fit for run.json: elapsed_seconds is this
     invocation's search (never above wall_seconds), search_seconds_total every invocation's."""
@@ -164,10 +172,7 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
         state = _checkpoint(out, search.state_from_json) if resume else None
         info = _run_info(spec, task, "evolve", started, argv, population=search.mu,
                          generations=search.generations, **evaluator.describe())
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / RUN_FILE, info)
-        result = search.run(state, checkpoint=lambda obj: write_json(out / CHECKPOINT_FILE, obj, compact=True),
-                            progress=progress)
+        result = _record_and_run(search, state, out, info, progress)
     finally:
         evaluator.close()
     _warn_if_blown(result, task)
@@ -231,10 +236,7 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
         state = _checkpoint(out, fit_state_from_json) if resume else None
         info = _run_info(spec, task, "fit", started, argv, family=family.spec(), generations=fitter.generations,
                          popsize=s.popsize, sigma0=s.sigma0, l1=s.l1, **evaluator.describe(), **split)
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / RUN_FILE, info)
-        result = fitter.run(state, checkpoint=lambda obj: write_json(out / CHECKPOINT_FILE, obj, compact=True),
-                            progress=progress)
+        result = _record_and_run(fitter, state, out, info, progress)
     finally:
         evaluator.close()
     params = result.params
