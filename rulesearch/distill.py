@@ -30,7 +30,7 @@ from .families import variable_tokens
 from .fronts import FrontEntry, pareto_front, readable, select_rule
 from .gp import Search
 from .grammar import Grammar
-from .primitives import POST, PRE, SYN, TRIAL
+from .primitives import POST, PRE, SYN, TRIAL, VARIABLES
 from .rules import Pathway, Rule, RuleSpace, parse_rule
 from .tasks import WORST_LOSS, Evaluation, Task, pack_rules
 from .vm import PackedPrograms, evaluate, interleave
@@ -60,8 +60,7 @@ class Problem:
 def _vm_variables(X: np.ndarray, names, pathway: Pathway | None = None) -> tuple:
     """Samples as VM variables: each sample is one synapse (batch = samples, 1 pre, 1 post)."""
     n = X.shape[0]
-    pathway = pathway or Pathway("w", None)
-    variables = [pathway.variable(v) for v in names]
+    variables = [pathway.variable(v) if pathway is not None else VARIABLES[v] for v in names]
     slots = {kind: 1 + max([v.slot for v in variables if v.kind == kind], default=-1)
              for kind in (PRE, POST, SYN, TRIAL)}
     pre, post = np.zeros((slots[PRE], n, 1)), np.zeros((slots[POST], n, 1))

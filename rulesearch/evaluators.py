@@ -18,7 +18,7 @@ from typing import Callable
 import numba
 import numpy as np
 
-from .tasks import Evaluation, Task
+from .tasks import Evaluation, Task, pack_rules
 from .vm import PackedPrograms, individuals
 
 EVALUATORS = ("local", "dask")
@@ -81,8 +81,8 @@ class DaskEvaluator:
     """Evaluate populations on a Dask cluster: ``scheduler`` (an address such as
     ``tcp://host:8786``) or, without one, a ``LocalCluster`` of ``workers`` processes with one
     thread each. The task is sent to every worker once (``scatter``, broadcast); each worker
-    compiles the kernels once (a warm-up evaluation) in its own Numba cache folder. A chunk whose
-    worker dies is recomputed elsewhere (Dask's retries). ``on_chunk(done, total)`` is called as
+    compiles the kernels once (a warm-up evaluation) in its own Numba cache folder. Chunks lost with
+    a worker are submitted again (``CHUNK_ATTEMPTS`` rounds). ``on_chunk(done, total)`` is called as
     chunks finish."""
 
     name = "dask"
@@ -113,8 +113,7 @@ class DaskEvaluator:
             try:
                 self.client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
             except (OSError, TimeoutError, ValueError) as exc:
-                for n, log in self._logs.items():
-                    log.setLevel(self._log_levels[n])
+                self._restore_logs()
                 raise EvaluatorError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler there "
                                      f"({type(exc).__name__}: {exc})") from None
         try:
@@ -127,7 +126,6 @@ class DaskEvaluator:
             self._task = self.client.scatter(task, broadcast=True)
             # warm-up: every worker compiles the kernels before the first generation
             probe = task.parse("; ".join(f"{n}: 0" for n in task.space.names) if task.space.multi else "0")
-            from .tasks import pack_rules
             warm = pack_rules([probe])
             self.client.gather([self.client.submit(_evaluate_chunk, self._task, warm, workers=[addr],
                                                    allow_other_workers=False, pure=False) for addr in info])
@@ -203,6 +201,9 @@ class DaskEvaluator:
             pass
         if self._cluster is not None:
             self._cluster.close()
+        self._restore_logs()
+
+    def _restore_logs(self) -> None:
         for n, log in self._logs.items():
             log.setLevel(self._log_levels[n])
 
