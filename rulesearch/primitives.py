@@ -24,7 +24,7 @@ KINDS = {PRE: "pre", POST: "post", SYN: "synapse", TRIAL: "trial"}
 # VM opcodes. Loads take their slot (or constant index) from the argument array.
 OP_LOAD_PRE, OP_LOAD_POST, OP_LOAD_SYN, OP_LOAD_TRIAL, OP_CONST = 0, 1, 2, 3, 4
 OP_ADD, OP_SUB, OP_MUL, OP_DIV = 10, 11, 12, 13
-OP_NEG, OP_SQUARE, OP_CUBE, OP_TANH, OP_EXP, OP_ABS = 20, 21, 22, 23, 24, 25
+OP_NEG, OP_SQUARE, OP_CUBE, OP_TANH, OP_EXP, OP_ABS, OP_SIGN = 20, 21, 22, 23, 24, 25, 26
 LOAD_OPCODES = {PRE: OP_LOAD_PRE, POST: OP_LOAD_POST, SYN: OP_LOAD_SYN, TRIAL: OP_LOAD_TRIAL}
 # Superinstructions, emitted by rules.compile_expr for common instruction runs (one pass over
 # the synapses instead of two to four). The variable operand is encoded as kind * 16 + slot.
@@ -52,6 +52,14 @@ VARIABLES: dict[str, Variable] = {
         Variable("w", SYN, 0, "synaptic weight"),
         Variable("r", TRIAL, 0, "reward"),
         Variable("rbar", TRIAL, 1, "expected reward"),
+        # spiking networks (slots after the rate network's, so one catalogue serves all)
+        Variable("x_pre", PRE, 1, "presynaptic spike trace (+1 per spike, decays with tau_pre)"),
+        Variable("x_post", POST, 1, "postsynaptic spike trace (+1 per spike, decays with tau_post)"),
+        Variable("v", POST, 2, "postsynaptic membrane potential, (V - E_L) / (V_th - E_L)"),
+        # noise-probed networks
+        Variable("c_pre", PRE, 2, "noise-driven variance of the presynaptic neuron"),
+        Variable("c_post", POST, 3, "noise-driven variance of the postsynaptic neuron"),
+        Variable("c", SYN, 1, "noise-driven covariance of the two neurons"),
     )
 }
 
@@ -84,6 +92,7 @@ PRIMITIVES: dict[str, Primitive] = {
         Primitive("tanh", 1, OP_TANH, sympy.tanh, "tanh(a)"),
         Primitive("exp", 1, OP_EXP, sympy.exp, f"exp(min(a, {EXP_MAX:g}))"),
         Primitive("abs", 1, OP_ABS, sympy.Abs, "|a|"),
+        Primitive("sign", 1, OP_SIGN, sympy.sign, "sign(a): -1, 0 or 1"),
     )
 }
 

@@ -429,7 +429,7 @@ def rule_from_sympy(exprs: Sequence[sympy.Expr], space: RuleSpace | Grammar) -> 
     return Rule(tuple(tuple(_from_sympy(e, p.grammar)) for e, p in zip(exprs, space.pathways)), space)
 
 
-_SYMPY_FUNCS = {sympy.tanh: "tanh", sympy.exp: "exp", sympy.Abs: "abs"}
+_SYMPY_FUNCS = {sympy.tanh: "tanh", sympy.exp: "exp", sympy.Abs: "abs", sympy.sign: "sign"}
 
 
 def _from_sympy(e, g: Grammar) -> list:

@@ -36,6 +36,7 @@ from .primitives import (
     OP_MUL_CONST,
     OP_MUL_VAR,
     OP_NEG,
+    OP_SIGN,
     OP_SQUARE,
     OP_SUB,
     OP_TANH,
@@ -249,6 +250,10 @@ def run_program(code, arg, consts, pre, post, syn, trial, stack, out):
             elif op == OP_ABS:
                 for k in range(n):
                     res[k] = abs(res[k])
+            elif op == OP_SIGN:
+                for k in range(n):
+                    q = res[k]
+                    res[k] = 1.0 if q > 0 else (-1.0 if q < 0 else 0.0)
     for k in range(n):
         out[k] = stack[0, k]
 
@@ -376,9 +381,12 @@ def run_program_tangents(code, arg, consts, pre, post, syn, trial, stack, tangen
                     e = np.exp(min(v, EXP_MAX))
                     var[k] = e if v < EXP_MAX else 0.0
                     res[k] = e
-                else:  # OP_ABS
+                elif op == OP_ABS:
                     var[k] = 1.0 if v > 0 else (-1.0 if v < 0 else 0.0)
                     res[k] = abs(v)
+                else:  # OP_SIGN: piecewise constant (derivative 0 away from 0)
+                    var[k] = 0.0
+                    res[k] = 1.0 if v > 0 else (-1.0 if v < 0 else 0.0)
             for d in range(3):
                 for k in range(n):
                     tangent[d, sp - 1, k] *= var[k]
