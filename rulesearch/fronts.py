@@ -108,11 +108,15 @@ def readable(rule: Rule, loss: Callable[[list[Rule]], np.ndarray], snap_tol: flo
 
 
 def optimise_constants(rule: Rule, loss: Callable[[list[Rule]], np.ndarray], start_loss: float,
-                       max_iter: int = 40) -> Rule | None:
-    """L-BFGS-B on the rule's constants with batched central differences (one call per step).
+                       max_iter: int = 40, smooth: bool = True) -> Rule | None:
+    """Tune the rule's constants: L-BFGS-B with batched central differences (one call per step)
+    when the loss is smooth in them, else a compass search (``smooth`` False: losses of spiking
+    networks change in jumps as spikes appear or vanish, so finite differences say nothing).
 
     Returns the improved rule, or None when no improvement was found.
     """
+    if not smooth:
+        return _compass_search(rule, loss, start_loss, max_iter)
     c0 = np.array(rule.constants(), float)
     n = len(c0)
     best = {"loss": start_loss, "c": None}
@@ -130,3 +134,26 @@ def optimise_constants(rule: Rule, loss: Callable[[list[Rule]], np.ndarray], sta
 
     minimize(f_and_grad, c0, jac=True, method="L-BFGS-B", options={"maxiter": max_iter})
     return None if best["c"] is None else rule.with_constants(best["c"])
+
+
+COMPASS_STEP = 0.25  # first step of each constant, relative to max(|c|, 0.1)
+COMPASS_MAX_ITER = 10  # the steps have halved to 0.1 % of the first by then
+
+
+def _compass_search(rule: Rule, loss: Callable[[list[Rule]], np.ndarray], start_loss: float,
+                    max_iter: int) -> Rule | None:
+    """Derivative-free: each iteration tries every constant one step up and down in one batched call,
+    moves to the best point if it improves the loss, else halves the steps."""
+    c = np.array(rule.constants(), float)
+    n = len(c)
+    step = COMPASS_STEP * np.maximum(np.abs(c), 0.1)
+    best, moved = start_loss, False
+    for _ in range(min(max_iter, COMPASS_MAX_ITER)):
+        batch = [c + s * step[i] * e for i, e in enumerate(np.eye(n)) for s in (1.0, -1.0)]
+        losses = np.asarray(loss([rule.with_constants(b) for b in batch]), float)
+        k = int(np.argmin(losses))
+        if losses[k] < best:
+            best, c, moved = float(losses[k]), batch[k], True
+        else:
+            step = step / 2
+    return rule.with_constants(c) if moved else None

@@ -317,7 +317,8 @@ class Search:
             seen.add(ind.key)
             rule = self.lang.rule(ind)
             best = optimise_constants(rule, lambda rs: self._loss_of_rules(rs, state),
-                                      ind.fitness.values[0], max_iter=SEARCH_CONSTANT_ITERATIONS)
+                                      ind.fitness.values[0], max_iter=SEARCH_CONSTANT_ITERATIONS,
+                                      smooth=self.task.sim.smooth_loss)
             ind.optimised = True
             if best is not None:
                 new = self.lang.individual(best)
@@ -538,7 +539,8 @@ class Search:
                 continue
             rule = Rule(exprs, self.space)
             if rule.constants():
-                rule = optimise_constants(rule, loss_fn, loss, FINAL_CONSTANT_ITERATIONS) or rule
+                rule = optimise_constants(rule, loss_fn, loss, FINAL_CONSTANT_ITERATIONS,
+                                          smooth=self.task.sim.smooth_loss) or rule
             rule = readable(rule, loss_fn, self.task.search.snap_tol)
             final.setdefault(rule.text(), rule)
         rules = list(final.values())

@@ -214,6 +214,11 @@ def expr_depth(expr: Expr) -> int:
     return depth
 
 
+def _is_label(text: str) -> bool:
+    """A pathway label: a name, or dotted names for a pathway's event (``ie.pre``)."""
+    return all(part.isidentifier() for part in text.split("."))
+
+
 def _parse_rule(text, space: RuleSpace) -> Rule:
     if isinstance(text, str) and len(text) > MAX_RULE_CHARS:
         raise GrammarError(f"rule text of {len(text)} characters: expected at most {MAX_RULE_CHARS}")
@@ -227,7 +232,7 @@ def _parse_rule(text, space: RuleSpace) -> Rule:
                                "network has one plastic pathway")
         body = parts[0].strip()
         label, sep, rest = body.partition(":")
-        if sep and label.strip().isidentifier():
+        if sep and _is_label(label.strip()):
             if label.strip() != names[0]:
                 raise GrammarError(f"rule {text!r}: unknown pathway '{label.strip()}' "
                                    "(the network has one plastic pathway: write the expression alone)")
@@ -242,7 +247,7 @@ def _parse_rule(text, space: RuleSpace) -> Rule:
     for part in parts:
         label, sep, body = part.partition(":")
         label = label.strip()
-        if not sep or not label.isidentifier():
+        if not sep or not _is_label(label):
             raise GrammarError(f"rule {text!r}: '{part.strip()}' names no pathway: write each part as "
                                f"'name: expression' with a name from {', '.join(names)}")
         if label not in names:

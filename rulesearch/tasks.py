@@ -227,15 +227,16 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data=None,
     of = f.sub("objective")
     objective = of.get("name", str, choices=tuple(objectives()))
     average_fraction = of.get("average_fraction", float, 0.0, low=0.0, high=1.0)
-    of.finish()
     if objective not in sim.objectives:
         raise TaskError(f"{path}: field 'objective.name' is {objective!r}, which needs the "
                         f"'{' or '.join(objectives()[objective])}' simulator (network.simulator is {sim.name!r})")
-    for section in ("inputs", "protocol"):
+    for section in ("inputs", "protocol"):  # sections some simulators read
         if section in raw and section not in sim.sections:
             raise TaskError(f"{path}: section [{section}] is not used by the '{sim.name}' simulator "
                             f"(its sections: network, {', '.join(sim.sections)})")
-    config = sim.configure(nf, {s: f.sub(s, {}) for s in sim.sections}, objective)
+    # a simulator listing "objective" among its sections reads its objective's own fields there
+    config = sim.configure(nf, {s: of if s == "objective" else f.sub(s, {}) for s in sim.sections}, objective)
+    of.finish()
     space, etas = _load_pathways(f, path, sim, config)
 
     sf = f.sub("search", {})

@@ -200,3 +200,62 @@ def choice_nll_filtered_numpy(rule: Rule, odour, decision, reward, patterns, w0,
             rbar = float(np.mean(history[-window:]))
             weights.append(W.copy())
     return nll, np.array(weights)
+
+
+def simulate_lif(rule: Rule, spikes_by_step, w0, exc, path, neuron: dict, eta, w_max, tau_pre, tau_post):
+    """One LIF neuron driven by afferent spikes, written out step by step (kernel.py's order):
+    exponential-Euler V with conductances frozen over the step, exact conductance decay;
+    threshold V > V_th outside the refractory period; then each input spike: trace +1, weight
+    update by the pathway's pre expression (clipped to [0, w_max]), conductance += w * g_unit;
+    then, if the neuron spiked: post trace +1, every plastic afferent's weight updated by the
+    post expression; reset. Traces are kept decayed every step (not lazily, as the kernel does).
+
+    rule: parts (pre, post) per plastic pathway; spikes_by_step: list of afferent-index arrays;
+    w0 (n_aff,); path (n_aff,) plastic pathway or -1. Returns (final weights, output spike steps).
+    """
+    fns = [rule_function(rule, k) for k in range(len(rule.exprs))]
+    n = neuron
+    dt = n["dt_ms"]
+    w = np.array(w0, float)
+    n_path = len(eta)
+    x_pre = np.zeros(len(w))
+    x_post = np.zeros(n_path)
+    v, g_e, g_i = n["e_leak_mv"], 0.0, 0.0
+    last = -10**9
+    out = []
+
+    def call(k, env):
+        f, names = fns[k]
+        return float(f(*[env[name] for name in names]))
+    for s, affs in enumerate(spikes_by_step):
+        x_pre *= np.exp(-dt / np.asarray(tau_pre)[np.maximum(path, 0)])
+        x_post *= np.exp(-dt / np.asarray(tau_post))
+        refractory = s - last < n["refractory_steps"]
+        if not refractory:
+            g_tot = n["g_leak_ns"] + g_e + g_i
+            v_inf = (n["g_leak_ns"] * n["e_leak_mv"] + g_e * n["e_exc_mv"] + g_i * n["e_inh_mv"]) / g_tot
+            v = v_inf + (v - v_inf) * np.exp(-dt * g_tot / n["capacitance_pf"])
+        g_e *= np.exp(-dt / n["tau_exc_ms"])
+        g_i *= np.exp(-dt / n["tau_inh_ms"])
+        spiked = v > n["v_threshold_mv"] and not refractory
+        v_scaled = (v - n["e_leak_mv"]) / (n["v_threshold_mv"] - n["e_leak_mv"])
+        for j in affs:
+            p = path[j]
+            if p >= 0:
+                x_pre[j] += 1.0
+                dw = call(2 * p, {"x_pre": x_pre[j], "x_post": x_post[p], "w": w[j], "v": v_scaled})
+                w[j] = min(max(w[j] + eta[p] * dw, 0.0), w_max)
+            if exc[j]:
+                g_e += w[j] * n["g_exc_ns"]
+            else:
+                g_i += w[j] * n["g_inh_ns"]
+        if spiked:
+            x_post += 1.0
+            for j in np.flatnonzero(path >= 0):
+                p = path[j]
+                dw = call(2 * p + 1, {"x_pre": x_pre[j], "x_post": x_post[p], "w": w[j], "v": v_scaled})
+                w[j] = min(max(w[j] + eta[p] * dw, 0.0), w_max)
+            v = n["v_reset_mv"]
+            last = s
+            out.append(s)
+    return w, np.array(out, np.int64)

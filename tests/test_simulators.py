@@ -4,7 +4,7 @@ import pytest
 from scipy.linalg import subspace_angles
 
 from conftest import ROOT
-from naive import choice_nll_numpy, simulate_lateral, simulate_rate
+from naive import choice_nll_numpy, simulate_lateral, simulate_lif, simulate_rate
 from rulesearch.sims import SIMULATORS
 from rulesearch.sims.choice import simulate_choices
 from rulesearch.sims.rate.objectives import pca_subspace_parts
@@ -61,8 +61,37 @@ def _choice(rng):
         assert res.nll[i].sum() == pytest.approx(nll, rel=1e-9)
 
 
+def _lif(rng, overrides, rules):
+    """Spike steps exactly, weights to 1e-9, on the task's own input spikes."""
+    task = load_task(ROOT / "tasks" / "istdp.toml", ("inputs.trial_s=1.0", "inputs.score_s=0.5",
+                                                     "inputs.drives=[1.0, 1.5]") + overrides)
+    rules = [task.parse(t) for t in rules]
+    res = task.simulate(rules, record=True)
+    c, s = task.config, task.state
+    neuron = {k: getattr(c, k) for k in ("capacitance_pf", "g_leak_ns", "e_leak_mv", "e_exc_mv", "e_inh_mv",
+                                         "v_threshold_mv", "v_reset_mv", "tau_exc_ms", "tau_inh_ms", "dt_ms",
+                                         "g_exc_ns", "g_inh_ns")}
+    neuron["refractory_steps"] = round(c.refractory_ms / c.dt_ms)
+    n_path = len(c.plastic)
+    for b in range(s.trials):
+        steps = [s.spk_aff[s.spk_ptr[b, k]:s.spk_ptr[b, k + 1]] for k in range(s.n_steps)]
+        for i, rule in enumerate(rules):
+            w, spikes = simulate_lif(rule, steps, s.w0[b, 0], s.exc, s.path, neuron, [c.eta] * n_path, c.w_max,
+                                     [c.tau_pre_ms] * n_path, [c.tau_post_ms] * n_path)
+            got = res.spike_steps[i, b]
+            np.testing.assert_array_equal(got[got >= 0], spikes)
+            assert res.spikes_total[i, b, 0] == len(spikes) > 0
+            np.testing.assert_allclose(res.w_final[i, b, 0], w, rtol=1e-9, atol=1e-12)
+
+
+LIF_RULES = ("pre: x_post - 0.2; post: x_pre", "pre: 0.5*w*(x_post - 0.3); post: x_pre*w - 0.1", "pre: 0; post: 0")
 NAIVE_CASES = {"rate": [_rate, lambda rng: _lateral(rng, False), lambda rng: _lateral(rng, True)],
-               "choice": [_choice]}
+               "choice": [_choice],
+               "lif": [lambda rng: _lif(rng, (), LIF_RULES),
+                       lambda rng: _lif(rng, ('network.plastic=["ee", "ie"]', "network.eta=0.5",
+                                              'grammar="stdp-voltage"'),
+                                    ("ee.pre: -0.05*x_post; ee.post: 0.01*x_pre*v; ie.pre: x_post - 0.2; "
+                                     "ie.post: x_pre*(1 - w)",))]}
 
 
 @pytest.mark.parametrize("name", sorted(SIMULATORS))

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from .base import Objective, PathwaySpec, Simulator
 from .choice import SIMULATOR as CHOICE
+from .lif import SIMULATOR as LIF
 from .rate import SIMULATOR as RATE
 
-SIMULATORS: dict[str, Simulator] = {s.name: s for s in (RATE, CHOICE)}
+SIMULATORS: dict[str, Simulator] = {s.name: s for s in (RATE, CHOICE, LIF)}
 
 
 def objectives() -> dict[str, list[str]]:

@@ -66,6 +66,7 @@ class Simulator:
     sections: tuple[str, ...] = ("inputs",)
     objectives: dict[str, Objective] = {}
     data_help: str = ""
+    smooth_loss: bool = True  # False: losses jump with the constants (spike counts); no gradient-based tuning
 
     # -- configuration
     def configure(self, network: "Fields", sections: dict[str, "Fields"], objective: str) -> Any:
