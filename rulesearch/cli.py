@@ -28,6 +28,7 @@ def _print_front(rows, title: str) -> None:
 
 
 def cmd_evolve(args) -> int:
+    from .results import RUN_FILE, read_json
     from .runs import RunSpec, evolve_run, front_rows
     if args.resume and args.out and Path(args.out) != Path(args.resume):
         raise ValueError("--out and --resume name different folders: a resumed run writes into its own folder")
@@ -41,6 +42,9 @@ def cmd_evolve(args) -> int:
                  f"{result.elapsed:.1f} s)")
     sel = result.selected
     print(f"selected: {sel.expression}   (loss {sel.loss:.4g}, complexity {sel.complexity})")
+    heldout = read_json(out / RUN_FILE).get("heldout")
+    if heldout:
+        _print_heldout(heldout)
     print(f"written: {out}")
     if result.stopped == "interrupted":
         print(f"interrupted: the checkpoint is saved; continue with --resume {out}")
@@ -96,6 +100,11 @@ def _print_heldout(h: dict | None) -> None:
     if not h:
         print("held-out trials: none (generated inputs, or fit.holdout = 0)")
         return
+    if "rate_hz" in h:  # spiking tasks: the set point on drives the search never saw
+        per = ", ".join(f"{d:g}: {r:.2f} Hz / {c:.2f}" for d, r, c in zip(h["drives"], h["rate_hz"], h["balance"]))
+        print(f"held-out drives (output rate / inhibitory-excitatory tuning correlation): {per}; "
+              f"target {h['target_rate_hz']:g} Hz, loss {h['loss']:.4g}" + ("; weights blew up" if h["blown"] else ""))
+        return
     if "deviance_explained" in h:  # choice tasks
         line = (f"held-out ({h['trials']}, {h['decisions']} decisions): cross-entropy {h['loss']:.4g}, "
                 f"deviance explained {100 * h['deviance_explained']:.1f} %")
@@ -138,6 +147,8 @@ def cmd_fit(args) -> int:
             table.add_row(r["term"], r["monomial"], f"{float(r['value']):+.4g}")
         _console().print(table)
         print(f"rule (terms above 5% of the largest): {info['rule']}")
+    elif info.get("rule"):
+        print(f"rule: {info['rule']}")
     _print_heldout(info["heldout"])
     print(f"written: {out}")
     if result.stopped == "interrupted":
@@ -276,6 +287,10 @@ def _latex_fit(args) -> int:
     from .rules import symbol, to_latex
     from .runs import read_fit
     _, family, params = read_fit(args.run)
+    if family.kind == "doublet":
+        rule = family.rule(params).canonical()
+        print("\n".join(f"{p.symbol} = {t}" for p, t in zip(rule.space.pathways, rule.latex_parts())))
+        return 0
     if family.kind != "taylor":
         raise ValueError(f"{args.run}: an MLP fit has no readable equation; distill it first: "
                          f"rulesearch distill {args.run}")
@@ -449,9 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into an existing, non-empty --out")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("simulate", help="write activity data from a ground-truth rule",
-                       description='Write synthetic data (activity NPZ, or a folder of per-fly choices) from a rule.',
-                       epilog='example:\n  rulesearch simulate tasks/fit-activity.toml --rule "x*y - 0.5*y**2*w" --out d.npz --noise 0.1',
+    p = sub.add_parser("simulate", help="write data simulated under a rule",
+                       description='Write data simulated under a rule: activity (NPZ), a folder of per-fly choices, '
+                                   'or spike trains and weight trajectories of a spiking task (NPZ and a figure).',
+                       epilog='examples:\n  rulesearch simulate tasks/fit-activity.toml --rule "x*y - 0.5*y**2*w" --out d.npz --noise 0.1'
+                              '\n  rulesearch simulate tasks/istdp.toml --rule "pre: x_post - 0.2; post: x_pre" --out istdp.npz',
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task")
     p.add_argument("--rule", required=True, help='rule text, e.g. "x*y - 0.5*y**2*w"')

@@ -16,7 +16,7 @@ compilation), so a CMA-ES generation is one population evaluation.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -343,12 +343,114 @@ class PathwayFamilies:
                 "names": self.names}
 
 
-FAMILIES = ("taylor", "mlp")
+@dataclass(frozen=True, eq=False)
+class DoubletFamily:
+    """The published spike-pair (doublet) rule of Confavreux et al. (2023), per plastic pathway of
+    a spiking network:
+
+        pre:  dw/eta = alpha + kappa * x_post     (at each presynaptic spike)
+        post: dw/eta = beta + gamma * x_pre       (at each postsynaptic spike)
+
+    with the trace time constants tau_pre and tau_post fitted too (six parameters per pathway).
+    The time constants are searched as log(tau / TAU_REFERENCE_MS), so that CMA-ES steps in them are
+    relative and of the coefficients' scale; ``coefficient_rows`` reports them in ms.
+    ``space``: the task's rule space, whose parts come in (pre, post) pairs per pathway.
+    """
+
+    space: RuleSpace
+    TAU_REFERENCE_MS = 20.0
+    kind = "doublet"
+    PER_PATHWAY = ("log_tau_pre", "log_tau_post", "alpha", "beta", "gamma", "kappa")
+
+    def __post_init__(self):
+        names = self.space.names
+        if len(names) % 2 or any(not a.endswith("pre") or not b.endswith("post")
+                                 for a, b in zip(names[::2], names[1::2])):
+            raise ValueError(f"family 'doublet' needs pre and post parts per pathway (event-driven rules of a "
+                             f"spiking network); this task's rules have parts {', '.join(names)}")
+        for p in self.space.pathways:
+            missing = [v for v in ("x_pre", "x_post") if v not in p.grammar.names]
+            if missing:
+                raise ValueError(f"family 'doublet' reads {', '.join(missing)}, which grammar "
+                                 f"'{p.grammar.name}' of part '{p.name}' does not have")
+        pathways = [n[:-len("pre")].rstrip(".") for n in names[::2]]
+        object.__setattr__(self, "pathways", pathways)
+        pre = _Template([ADD, ("const", 0), MUL, ("const", 1), ("var", "x_post")], 2, ())
+        post = _Template([ADD, ("const", 0), MUL, ("const", 1), ("var", "x_pre")], 2, ())
+        object.__setattr__(self, "_templates", (pre, post))
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{p}.{n}" if p else n for p in self.pathways for n in self.PER_PATHWAY]
+
+    @property
+    def n_params(self) -> int:
+        return 6 * len(self.pathways)
+
+    def pack(self, params: np.ndarray) -> PackedPrograms:
+        params = np.atleast_2d(np.asarray(params, float))
+        if params.shape[1] != self.n_params:
+            raise ValueError(f"expected {self.n_params} parameters per candidate, got {params.shape[1]}")
+        per = params.reshape(len(params), len(self.pathways), 6)
+        pre, post = self._templates
+        packs = []
+        for k in range(len(self.pathways)):
+            packs.append(pre.pack(per[:, k, [2, 5]]))  # alpha, kappa
+            packs.append(post.pack(per[:, k, [3, 4]]))  # beta, gamma
+        packed = interleave(packs)
+        taus = self.TAU_REFERENCE_MS * np.exp(np.clip(per[:, :, :2], -5.0, 5.0))  # (n, pathways, 2) in ms
+        return replace(packed, extras=np.ascontiguousarray(taus.reshape(len(params), -1)))
+
+    def taus_ms(self, params: Sequence[float]) -> np.ndarray:
+        """(pathways, 2): tau_pre and tau_post in ms."""
+        return self.pack(np.asarray(params, float)[None]).extras.reshape(-1, 2)
+
+    def rule(self, params: Sequence[float], threshold: float = 0.0) -> Rule:
+        per = np.asarray(params, float).reshape(len(self.pathways), 6)
+        parts = []
+        for k, p in enumerate(self.pathways):
+            alpha, beta, gamma, kappa = (float(v) for v in per[k, 2:])
+            parts += [f"{alpha!r} + {kappa!r}*x_post", f"{beta!r} + {gamma!r}*x_pre"]
+        return Rule(tuple(parse_rule(t, self.space.grammar(i)).exprs[0] for i, t in enumerate(parts)), self.space)
+
+    def describe(self, params: Sequence[float]) -> str:
+        """The rule with its time constants, for people."""
+        taus = self.taus_ms(params)
+        text = self.rule(params).canonical().text()
+        return text + "; " + ", ".join(f"{p + '.' if p else ''}tau_pre {a:.1f} ms, {p + '.' if p else ''}tau_post "
+                                       f"{b:.1f} ms" for p, (a, b) in zip(self.pathways, taus))
+
+    def initial(self, rng: np.random.Generator) -> np.ndarray:
+        return np.zeros(self.n_params)  # tau = 20 ms, no plasticity; CMA-ES spreads from there
+
+    def coefficient_rows(self, params: Sequence[float]) -> list[dict]:
+        per = np.asarray(params, float).reshape(len(self.pathways), 6)
+        taus = self.taus_ms(params)
+        rows = []
+        for k, p in enumerate(self.pathways):
+            prefix = f"{p}." if p else ""
+            rows += [{"term": prefix + "tau_pre_ms", "monomial": "tau_pre (ms)", "value": float(taus[k, 0])},
+                     {"term": prefix + "tau_post_ms", "monomial": "tau_post (ms)", "value": float(taus[k, 1])},
+                     {"term": prefix + "alpha", "monomial": "pre: 1", "value": float(per[k, 2])},
+                     {"term": prefix + "kappa", "monomial": "pre: x_post", "value": float(per[k, 5])},
+                     {"term": prefix + "beta", "monomial": "post: 1", "value": float(per[k, 3])},
+                     {"term": prefix + "gamma", "monomial": "post: x_pre", "value": float(per[k, 4])}]
+        return rows
+
+    def spec(self) -> dict:
+        return {"family": "doublet", "names": self.names}
+
+
+FAMILIES = ("taylor", "mlp", "doublet")
 
 
 def family_from_spec(spec: dict, space: Grammar | RuleSpace):
     """Rebuild a family from ``spec()`` (as stored in a fit folder) over a grammar or, for fits of
     several pathways, the task's rule space."""
+    if spec.get("family") == "doublet":
+        if not isinstance(space, RuleSpace):
+            raise ValueError("a doublet fit needs its task's rule space")
+        return DoubletFamily(space)
     if "pathways" in spec:
         if not isinstance(space, RuleSpace) or list(spec["pathways"]) != list(space.names):
             raise ValueError(f"the fit's pathways {list(spec['pathways'])} are not the task's")

@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .errors import GrammarError, TaskError
-from .families import MLPFamily, PathwayFamilies, TaylorFamily
+from .families import DoubletFamily, MLPFamily, PathwayFamilies, TaylorFamily
 from .fronts import GracefulInterrupt
 from .rules import parse_rule
 from .tasks import WORST_LOSS, Task
@@ -27,6 +27,15 @@ def make_family(task: Task):
     """The family the task's ``[fit]`` section describes, one per pathway (parameters of several
     pathways prefixed ``ff.``, ``lat.``); ``TaskError`` naming the field if invalid."""
     f = task.fit
+    if f.family == "doublet":
+        if "tau_pre_ms" not in task.sim.rule_parameters:
+            raise TaskError(f"{task.source}: field 'fit.family' is 'doublet', a spike-pair rule with trace time "
+                            f"constants, which the '{task.sim.name}' simulator does not run (it needs "
+                            "event-driven rules)")
+        try:
+            return DoubletFamily(task.space)
+        except ValueError as exc:
+            raise TaskError(f"{task.source}: section [fit]: {exc}") from None
     families = []
     for p in task.space.pathways:
         variables = f.variables or p.grammar.names

@@ -36,7 +36,7 @@ from .results import (
     write_json,
     check_output,
 )
-from .tasks import load_task
+from .tasks import load_task, pack_rules
 
 log = logging.getLogger("rulesearch")
 
@@ -180,10 +180,12 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     columns = front_columns(rows)
     write_csv(out / PARETO_FILE, columns, [[r[c] for c in columns] for r in rows])
     plot_front(out / FRONT_PLOT, rows, result.history, f"{task.name} (seed {task.seed})")
+    test = task.sim.heldout(task)
+    heldout = None if test is None else heldout_scores(test, pack_rules([result.selected.rule]), None)
     info.update(**_times(result, state, started), blown_evaluations=result.blown,
                 selection={"rel_tol": task.search.selection_rel_tol, "abs_tol": task.search.selection_abs_tol},
                 selected=result.selected.expression,
-                selected_loss=result.selected.loss)
+                selected_loss=result.selected.loss, heldout=heldout)
     write_json(out / RUN_FILE, info)
     return result, out
 
@@ -242,10 +244,11 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
     params = result.params
     packed = family.pack(params[None])
     readable = family.rule(params, TERM_THRESHOLD).canonical() if family.kind == "taylor" else None
-    write_json(out / PARAMS_FILE, {**family.spec(), "params": params.tolist(),
-                                   "rule": None if readable is None else readable.text()})
+    rule_text = family.describe(params) if family.kind == "doublet" else \
+        None if readable is None else readable.text()
+    write_json(out / PARAMS_FILE, {**family.spec(), "params": params.tolist(), "rule": rule_text})
     rows = []
-    if family.kind == "taylor":
+    if family.kind in ("taylor", "doublet"):
         rows = family.coefficient_rows(params)
         write_csv(out / COEFFICIENTS_FILE, ("term", "monomial", "value"),
                   [[r["term"], r["monomial"], repr(r["value"])] for r in rows])
@@ -255,7 +258,7 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
     example = None if test is None else task.sim.example_trace(test, packed)
     plot_fit(out / FIT_PLOT, result.history, rows, example, f"{task.name}: {family.kind} fit (seed {task.seed})")
     info.update(**_times(result, state, started), loss=result.loss, objective=result.objective,
-                rule=None if readable is None else readable.text(), heldout=heldout)
+                rule=rule_text, heldout=heldout)
     write_json(out / RUN_FILE, info)
     return result, info, out
 
@@ -271,7 +274,7 @@ def read_fit(run_dir: str | Path):
         raise TaskError(f"{run_dir}: no {PARAMS_FILE} and {RUN_FILE} (not a finished fit folder)")
     info, stored = read_json(run_dir / RUN_FILE), read_json(run_dir / PARAMS_FILE)
     try:
-        if "pathways" in stored:  # a fit of several pathways: its task's rule space
+        if "pathways" in stored or stored.get("family") == "doublet":  # the task's rule space
             space = load_task(info["task"], info["overrides"], info["data"], info["seed"]).space
         else:
             space = load_grammar(info["grammar"])

@@ -279,7 +279,7 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data=None,
 
 
 # CMA-ES generations when the task does not say: the 51-parameter MLP converges more slowly.
-DEFAULT_FIT_GENERATIONS = {"taylor": 1000, "mlp": 1500}
+DEFAULT_FIT_GENERATIONS = {"taylor": 1000, "mlp": 1500, "doublet": 150}
 
 
 def _load_fit(ff: Fields) -> Fit:

@@ -71,6 +71,9 @@ class PackedPrograms:
     const_start: np.ndarray  # int64 (n_programs + 1,)
     depth: int
     parts: int = 1  # programs per individual (its pathways, in the rule space's order)
+    # per-individual simulation parameters a fitted family varies with its rule (e.g. the trace time
+    # constants of a spiking doublet rule), (n_individuals, k); None: the task's own values
+    extras: np.ndarray | None = None
 
     @property
     def n_programs(self) -> int:
@@ -106,7 +109,7 @@ def individuals(packed: PackedPrograms, start: int, stop: int) -> PackedPrograms
     k0, k1 = packed.const_start[p0], packed.const_start[p1]
     return PackedPrograms(packed.code[c0:c1], packed.arg[c0:c1], packed.consts[k0:k1],
                           packed.code_start[p0:p1 + 1] - c0, packed.const_start[p0:p1 + 1] - k0,
-                          packed.depth, packed.parts)
+                          packed.depth, packed.parts, None if packed.extras is None else packed.extras[start:stop])
 
 
 def interleave(packs: Sequence[PackedPrograms]) -> PackedPrograms:
@@ -115,8 +118,9 @@ def interleave(packs: Sequence[PackedPrograms]) -> PackedPrograms:
     if len(packs) == 1:
         return packs[0]
     n = packs[0].n_programs
-    if any(pk.n_programs != n or pk.parts != 1 for pk in packs):
-        raise ValueError("interleave() needs populations of the same size, one program per individual")
+    if any(pk.n_programs != n or pk.parts != 1 or pk.extras is not None for pk in packs):
+        raise ValueError("interleave() needs populations of the same size, one program per individual "
+                         "and no per-individual parameters")
     code, arg, consts, code_len, const_len = [], [], [], [], []
     for k in range(n):
         for pk in packs:

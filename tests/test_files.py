@@ -23,7 +23,9 @@ def test_shipped_tasks_load(path, tmp_path):
     from rulesearch.sims.rate import simulate_activity
     task = load_task(path, seed=3, require_data=False)
     rules = ["x*y - y**2*w", "x*y"]
-    if task.space.multi:  # the rule on the first pathway, no plasticity on the others
+    if task.space.names == ("pre", "post"):  # a spiking task: event-driven parts
+        rules = ["pre: x_post - 0.2; post: x_pre", "pre: x_post; post: x_pre"]
+    elif task.space.multi:  # the rule on the first pathway, no plasticity on the others
         rules = ["; ".join(f"{name}: {r if k == 0 else 0}" for k, name in enumerate(task.space.names))
                  for r in rules]
     if task.objective == "fit_activity":  # data-fitting tasks: make data, then load with it

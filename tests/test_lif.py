@@ -199,3 +199,41 @@ def test_simulate_writes_spikes_weights_and_figure(tmp_path, capsys):
         assert d["input_spike_afferent"].max() < 1000 and d["rate_hz"].shape == (2,)
         assert np.all(d["w"][:, 0, ~d["exc"]] == 0.1) and np.any(d["w"][:, -1, ~d["exc"]] != 0.1)
     assert (tmp_path / "istdp.png").stat().st_size > 10_000
+
+
+def test_doublet_family_carries_its_time_constants_to_the_simulator():
+    """A doublet candidate with tau_pre 30 ms, tau_post 12 ms simulates exactly like its rule on a task
+    whose traces have those time constants; the parameters read back as the rule and the taus."""
+    from rulesearch.families import DoubletFamily
+    task = load_task(ISTDP, SHORT)
+    family = DoubletFamily(task.space)
+    assert family.names == ["log_tau_pre", "log_tau_post", "alpha", "beta", "gamma", "kappa"]
+    params = np.array([np.log(30 / 20), np.log(12 / 20), -0.2, 0.05, 0.8, 1.1])
+    fitted = task.sim.simulate(task, family.pack(params))
+    same = load_task(ISTDP, SHORT + ("network.tau_pre_ms=30", "network.tau_post_ms=12"))
+    rule = family.rule(params)
+    assert rule.text() == "pre: 1.1*x_post - 0.2; post: 0.8*x_pre + 0.05"
+    reference = same.simulate([rule])
+    np.testing.assert_array_equal(fitted.spikes_total, reference.spikes_total)
+    np.testing.assert_allclose(fitted.w_final, reference.w_final, rtol=1e-12)
+    assert not np.allclose(fitted.w_final, task.simulate([rule]).w_final)  # the taus matter
+    np.testing.assert_allclose(family.taus_ms(params), [[30.0, 12.0]])
+
+
+def test_doublet_fit_writes_coefficients_and_heldout_scores(tmp_path, capsys):
+    out = tmp_path / "fit"
+    assert main(["fit", str(ISTDP), "--family", "doublet", "--generations", "2", "--out", str(out),
+                 "--set", "inputs.trial_s=2", "--set", "inputs.score_s=1", "--set", "inputs.heldout_trial_s=2",
+                 "--set", "inputs.heldout_score_s=1"]) == 0
+    text = capsys.readouterr().out
+    assert "tau_pre" in text and "held-out drives" in text
+    rows = (out / "coefficients.csv").read_text().splitlines()
+    assert rows[0] == "term,monomial,value" and rows[1].startswith("tau_pre_ms,") and len(rows) == 7
+    assert main(["latex", str(out)]) == 0
+    assert "x_{\\mathrm{post}}" in capsys.readouterr().out
+
+
+def test_doublet_family_needs_a_spiking_task():
+    with pytest.raises(TaskError, match="'doublet'.*'rate' simulator does not run"):
+        from rulesearch.fit import make_family
+        make_family(load_task(ROOT / "tasks" / "oja.toml", ('fit.family="doublet"',)))

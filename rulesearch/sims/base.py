@@ -66,6 +66,8 @@ class Simulator:
     sections: tuple[str, ...] = ("inputs",)
     objectives: dict[str, Objective] = {}
     data_help: str = ""
+    # per-individual simulation parameters a family may fit with its rule (``PackedPrograms.extras``)
+    rule_parameters: tuple[str, ...] = ()
     smooth_loss: bool = True  # False: losses jump with the constants (spike counts); no gradient-based tuning
 
     # -- configuration
@@ -95,6 +97,11 @@ class Simulator:
     def split(self, task: "Task", holdout: float) -> tuple["Task", "Task | None"]:
         """(fitting task, held-out task or None)."""
         return task, None
+
+    def heldout(self, task: "Task") -> "Task | None":
+        """Conditions a search never sees (e.g. other input drives), on which ``evolve`` scores its
+        selected rule; None when the simulator has none beyond its data split."""
+        return None
 
     def split_info(self, train: "Task", test: "Task | None") -> dict:
         """What run.json records about the split."""

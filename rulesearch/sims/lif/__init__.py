@@ -115,6 +115,7 @@ class LifSimulator(Simulator):
     }
     data_help = "nothing: spiking tasks generate their inputs"
     smooth_loss = False
+    rule_parameters = ("tau_pre_ms", "tau_post_ms")  # per plastic pathway, in packed.extras
 
     def configure(self, network, sections, objective):
         n = network
@@ -216,6 +217,9 @@ class LifSimulator(Simulator):
         n_path = len(c.plastic)
         eta = np.array([task.etas[2 * p] for p in range(n_path)])
         every = max(1, round(record_every_ms / c.dt_ms)) if record else 0
+        if packed.extras is not None:  # a fitted doublet family: its own time constants per individual
+            taus = packed.extras.reshape(packed.n_individuals, n_path, 2)
+            tau_pre_ms, tau_post_ms = taus[:, :, 0], taus[:, :, 1]
         return simulate(packed, s.path, s.exc, s.w0, s.spk_ptr, s.spk_aff, c.neuron(), eta,
                         np.full(n_path, c.w_max),
                         np.full(n_path, c.tau_pre_ms) if tau_pre_ms is None else tau_pre_ms,
