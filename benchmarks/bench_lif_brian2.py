@@ -20,9 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def rules(n: int) -> list[str]:
     """n Vogels-like rules: pre: x_post - a; post: b * x_pre."""
-    a = np.linspace(0.1, 0.3, n)
-    b = np.linspace(0.5, 1.5, n)[::-1]
-    return [f"pre: x_post - {ai:.4f}; post: {bi:.4f}*x_pre" for ai, bi in zip(a, b)]
+    offsets = np.linspace(0.1, 0.3, n)
+    gains = np.linspace(0.5, 1.5, n)[::-1]
+    return [f"pre: x_post - {o:.4f}; post: {g:.4f}*x_pre" for o, g in zip(offsets, gains)]
 
 
 def brian2_population(task, texts) -> tuple[float, float, np.ndarray]:
@@ -67,10 +67,11 @@ def brian2_population(task, texts) -> tuple[float, float, np.ndarray]:
     duration = s.n_steps * c.dt_ms * ms
     counts, first, rest = [], 0.0, 0.0
     for k, text in enumerate(texts):
-        a = float(text.split("- ")[1].split(";")[0])
-        b = float(text.split("post: ")[1].split("*")[0])
+        # (locals named a or b would clash with the synapses' a and b in Brian2's namespace lookup)
+        offset = float(text.split("- ")[1].split(";")[0])
+        gain = float(text.split("post: ")[1].split("*")[0])
         net.restore()
-        inh.a, inh.b = a, b
+        inh.a, inh.b = offset, gain
         t0 = time.perf_counter()
         net.run(duration)
         dt = time.perf_counter() - t0

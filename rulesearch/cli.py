@@ -330,7 +330,7 @@ def cmd_show(args) -> int:
             print(f"{key:16s} {info[key]}")
     if rows is not None:
         _explain_selection(rows, info.get("selection"))
-    if fit:
+    if fit or info.get("heldout"):
         _print_heldout(info.get("heldout"))
     if "versions" in info:
         print(f"{'versions':16s} " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()

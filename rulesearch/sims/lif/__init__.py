@@ -229,11 +229,13 @@ class LifSimulator(Simulator):
 
     def heldout_scores(self, test, packed, true_rule=None):
         """Output rate (Hz) and inhibitory/excitatory tuning correlation per held-out trial."""
+        from ...tasks import WORST_LOSS
         result = self.simulate(test, packed)
         rates = output_rates(test, result)[0]
         corr = balance(test, result)[0]
+        loss = float(min(target_rate_loss(test, result)[0], WORST_LOSS))
         return {"trials": test.state.trials, "drives": list(test.state.drives),
-                "loss": float(test.evaluate_packed(packed).losses[0]), "blown": bool(result.blown[0]),
+                "loss": loss, "blown": bool(result.blown[0]),
                 "rate_hz": rates.tolist(), "balance": corr.tolist(),
                 "target_rate_hz": test.config.target_rate_hz}
 

@@ -71,10 +71,12 @@ def plot_recording(path: Path, task, rule: str, spikes: np.ndarray, w: np.ndarra
     for b, drive in enumerate(s.drives):
         t = spikes[b][spikes[b] >= 0] * c.dt_ms * 1e-3
         counts, _ = np.histogram(t, bins)
-        ax1.plot(bins[:-1] + 0.5, counts / 1.0, label=f"drive {drive:g}: {rates[b]:.2f} Hz")
+        ax1.plot(bins[:-1] + 0.5, counts / 1.0, drawstyle="steps-mid", lw=1.2,
+                 label=f"drive {drive:g}: {rates[b]:.2f} Hz in the scored window")
     ax1.axhline(c.target_rate_hz, color="0.3", ls="--", lw=1, label=f"target {c.target_rate_hz:g} Hz")
     ax1.axvspan(s.score_from * c.dt_ms * 1e-3, s.n_steps * c.dt_ms * 1e-3, color="0.9", zorder=0)
-    ax1.set(xlabel="time (s)", ylabel="output rate (Hz, 1 s bins)", yscale="symlog", title="output rate")
+    ax1.set(xlabel="time (s)", ylabel="output rate (Hz, 1 s bins)", ylim=(0, None),
+            title="output rate (scored window shaded)")
     ax1.legend(fontsize=7)
     k = np.arange(len(s.tuning)) + 1
     inh = ~s.exc
