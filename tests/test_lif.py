@@ -156,7 +156,7 @@ def test_target_rate_moves_the_set_point():
     ("network.tau_pre_ms=-5", "field 'network.tau_pre_ms' is -5"),
     ("network.w_max=0", "field 'network.w_max' is 0: expected a positive number"),
     ("network.capacitance=200", "network.capacitance"),
-    ("inputs.score_s=30", "field 'inputs.score_s' is 30: expected at most trial_s (10)"),
+    ("inputs.score_s=30", "field 'inputs.score_s' is 30: expected at most trial_s (20)"),
     ("inputs.drives=[]", "field 'inputs.drives' is empty"),
     ("inputs.drives=[1, -1]", "field 'inputs.drives' is [1.0, -1.0]: expected non-negative"),
     ("inputs.preferred_channel=9", "field 'inputs.preferred_channel' is 9"),

@@ -157,7 +157,7 @@ class LifSimulator(Simulator):
                       tuning_width=positive(f, "tuning_width", 1.0), inh_init=f.get("inh_init", float, 0.1, **ms),
                       drives=_drives(f, "drives", (0.75, 1.125, 1.5)),
                       heldout_drives=_drives(f, "heldout_drives", (0.9, 1.3, 1.6)),
-                      trial_s=positive(f, "trial_s", 10.0), score_s=positive(f, "score_s", 5.0),
+                      trial_s=positive(f, "trial_s", 20.0), score_s=positive(f, "score_s", 10.0),
                       heldout_trial_s=positive(f, "heldout_trial_s", 60.0),
                       heldout_score_s=positive(f, "heldout_score_s", 40.0), inputs_seed=f.get("seed", int, None))
         for trial, score in (("trial_s", "score_s"), ("heldout_trial_s", "heldout_score_s")):
