@@ -263,6 +263,82 @@ def run_program(code, arg, consts, pre, post, syn, trial, stack, out):
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
+def run_program_at(code, arg, consts, c0, c1, k0, pre, post, syn, trial, stack):
+    """One program (``code[c0:c1]``, its constants from ``consts[k0:]``) at a single synapse; returns
+    its value. pre, post, syn, trial: 1-D arrays of slot values; stack: float64 (depth,) scratch.
+
+    The same instructions and semantics as ``run_program``, for simulators that evaluate a rule at
+    one synapse at a time (a spike's synapses, one by one): no slicing or array set-up per call,
+    which costs more than the arithmetic there.
+    """
+    sp = 0
+    for pc in range(c0, c1):
+        op = code[pc]
+        a = arg[pc]
+        if op == OP_LOAD_PRE:
+            stack[sp] = pre[a]
+            sp += 1
+        elif op == OP_LOAD_POST:
+            stack[sp] = post[a]
+            sp += 1
+        elif op == OP_LOAD_SYN:
+            stack[sp] = syn[a]
+            sp += 1
+        elif op == OP_LOAD_TRIAL:
+            stack[sp] = trial[a]
+            sp += 1
+        elif op == OP_CONST:
+            stack[sp] = consts[k0 + a]
+            sp += 1
+        elif op >= OP_MUL_VAR:
+            if op == OP_MUL_CONST:
+                stack[sp - 1] *= consts[k0 + a]
+            else:
+                c = consts[k0 + (a >> 6)] if op == OP_AXPB else 0.0
+                kind = (a >> 4) & 3
+                slot = a & 15
+                if kind == SYN:
+                    v = syn[slot]
+                elif kind == PRE:
+                    v = pre[slot]
+                elif kind == POST:
+                    v = post[slot]
+                else:
+                    v = trial[slot]
+                stack[sp - 1] = c + v * stack[sp - 1]
+        elif op < 20:
+            sp -= 1
+            top = stack[sp]
+            r = stack[sp - 1]
+            if op == OP_ADD:
+                stack[sp - 1] = top + r
+            elif op == OP_SUB:
+                stack[sp - 1] = top - r
+            elif op == OP_MUL:
+                stack[sp - 1] = top * r
+            else:
+                stack[sp - 1] = top / r if abs(r) > DIV_EPS else 0.0
+        else:
+            v = stack[sp - 1]
+            if op == OP_NEG:
+                v = -v
+            elif op == OP_SQUARE:
+                v = v * v
+            elif op == OP_CUBE:
+                v = v * v * v
+            elif op == OP_TANH:
+                v = np.tanh(v)
+            elif op == OP_EXP:
+                v = np.exp(min(v, EXP_MAX))
+            elif op == OP_ABS:
+                v = abs(v)
+            elif op == OP_SIGN:
+                v = 1.0 if v > 0 else (-1.0 if v < 0 else 0.0)
+            stack[sp - 1] = v
+    return stack[0]
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _broadcast_variable(kind, slot, pre, post, syn, trial, row):
     """One variable laid out per synapse (b, i, j) into row."""
     n_batch, n_in, n_out = pre.shape[1], pre.shape[2], post.shape[2]

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from rulesearch.primitives import PRIMITIVES
 from rulesearch.rules import Rule, parse_rule, symbol
-from rulesearch.vm import evaluate, evaluate_tangents, pack
+from rulesearch.vm import evaluate, evaluate_tangents, pack, run_program_at
 
 OPS = ["add", "sub", "mul", "div", "neg", "square", "cube", "tanh", "exp", "abs", "sign"]
 
@@ -75,6 +75,26 @@ def test_vm_matches_lambdify(tree, seed):
     want, ok = _exact(expr, env, got.shape)
     ok &= ~_near_guard(tree, env)  # protected operators differ from the exact meaning only near their guards
     np.testing.assert_allclose(got[ok], want[ok], rtol=1e-6, atol=1e-8)
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(prefix_trees(), st.integers(0, 2**31))
+def test_single_synapse_vm_matches_the_array_vm(tree, seed):
+    """run_program_at (one synapse at a time, as spiking simulators call it) gives run_program's
+    values, synapse by synapse, on the same fused programs."""
+    case = _case(tree, seed)
+    if case is None:
+        return
+    rule, _, (pre, post, syn, trial), _ = case
+    packed = pack(rule.programs())
+    want = evaluate(packed, pre, post, syn, trial)[0]
+    stack = np.empty(packed.depth)
+    n_batch, n_in, n_out = pre.shape[1], pre.shape[2], post.shape[2]
+    got = np.array([run_program_at(packed.code, packed.arg, packed.consts, 0, len(packed.code), 0,
+                                   pre[:, b, j].copy(), post[:, b, i].copy(), syn[:, (b * n_out + i) * n_in + j].copy(),
+                                   trial[:, b].copy(), stack)
+                    for b in range(n_batch) for i in range(n_out) for j in range(n_in)])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-300)
 
 
 @settings(max_examples=150, deadline=None, derandomize=True)

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange
 
 from ...primitives import POST, PRE, SYN, VARIABLES
-from ...vm import FASTMATH, PackedPrograms, run_program
+from ...vm import FASTMATH, PackedPrograms, run_program, run_program_at
 
 # rows of the arrays the VM reads (every catalogue slot of each kind; unused rows stay 0)
 N_PRE_SLOTS = 1 + max(v.slot for v in VARIABLES.values() if v.kind == PRE)
@@ -85,12 +85,13 @@ def _trial(code, arg, consts, code_start, const_start, depth, ind, parts, trial_
     t_pre = np.zeros(n_aff)  # step of the trace's last update
     x_post = np.zeros((n_path, n_post))
     t_post = np.zeros((n_path, n_post))
-    # VM scratch for presynaptic events (one afferent, every postsynaptic neuron)
-    pre1 = np.zeros((N_PRE_SLOTS, 1, 1))
-    post1 = np.zeros((N_POST_SLOTS, 1, n_post))
-    syn1 = np.zeros((N_SYN_SLOTS, n_post))
-    stack1 = np.empty((depth, n_post))
-    out1 = np.empty(n_post)
+    # VM scratch: slot values at one synapse (presynaptic events), and the variables' rows for the
+    # synapses of one neuron (postsynaptic events)
+    pre1 = np.zeros(N_PRE_SLOTS)
+    post1 = np.zeros(N_POST_SLOTS)
+    syn1 = np.zeros(N_SYN_SLOTS)
+    stack1 = np.empty(depth)
+    trial1 = np.zeros(2)
     trial_vars = np.zeros((2, 1))
     n_spk = 0
     for s in range(n_steps):
@@ -114,17 +115,15 @@ def _trial(code, arg, consts, code_start, const_start, depth, ind, parts, trial_
             if p >= 0:
                 x_pre[j] = x_pre[j] * np.exp(-(s - t_pre[j]) * dt / tau_pre[p]) + 1.0
                 t_pre[j] = s
-                pre1[X_PRE, 0, 0] = x_pre[j]
+                pre1[X_PRE] = x_pre[j]
+                k = ind * parts + 2 * p
                 for i in range(n_post):
-                    post1[X_POST, 0, i] = x_post[p, i] * np.exp(-(s - t_post[p, i]) * dt / tau_post[p])
-                    post1[V_SCALED, 0, i] = (v[i] - e_leak) * v_scale
-                    syn1[W, i] = w[i, j]
-                k = (ind * parts + 2 * p)
-                c0, c1 = code_start[k], code_start[k + 1]
-                k0, k1 = const_start[k], const_start[k + 1]
-                run_program(code[c0:c1], arg[c0:c1], consts[k0:k1], pre1, post1, syn1, trial_vars, stack1, out1)
-                for i in range(n_post):
-                    u = w[i, j] + eta[p] * out1[i]
+                    post1[X_POST] = x_post[p, i] * np.exp(-(s - t_post[p, i]) * dt / tau_post[p])
+                    post1[V_SCALED] = (v[i] - e_leak) * v_scale
+                    syn1[W] = w[i, j]
+                    f = run_program_at(code, arg, consts, code_start[k], code_start[k + 1], const_start[k],
+                                       pre1, post1, syn1, trial1, stack1)
+                    u = w[i, j] + eta[p] * f
                     if not np.isfinite(u):
                         return False
                     w[i, j] = min(max(u, 0.0), w_max[p])
