@@ -210,7 +210,6 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
     ``progress(round, rounds, done, total, pass_fraction_so_far)`` after each batch.
     """
     from .evaluators import make_evaluator
-    from .runs import default_out
     started = time.time()
     if resume:
         out = Path(out)
@@ -232,7 +231,10 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
     space = Space(task)
     rounds = spec.rounds or task.families.rounds
     n_sim = spec.simulations or task.families.simulations
-    out = Path(out) if out is not None else default_out(f"{task.name}-families")
+    if out is None:
+        from .runs import default_out
+        out = default_out(f"{task.name}-families")
+    out = Path(out)
     rows = read_csv(out / SIMULATIONS_FILE) if resume and (out / SIMULATIONS_FILE).is_file() else []
     before = float(read_json(out / CHECKPOINT_FILE).get("elapsed", 0.0)) if resume else 0.0
     info = {"kind": "families", "command": list(argv) if argv is not None else [], "task": spec.task,
@@ -323,7 +325,8 @@ def _finish(space: Space, task: Task, out: Path, rows: list[dict], rounds: int, 
             line["recheck_pass"] = str(int(recheck[i]))
         family_rows.append([line[c] for c in cols])
     write_csv(out / FAMILY_FILE, cols, family_rows)
-    plot_families(out, space, task, rows, table)
+    if task.families.figures:
+        plot_families(out, space, task, rows, table)
     return {"rounds_table": [{k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in t.items()}
                              for t in table],
             "family_size": len(family), "rechecked": 0 if recheck is None else len(family),

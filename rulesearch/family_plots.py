@@ -31,7 +31,8 @@ def plot_families(out: Path, space, task, rows: list[dict], table: list[dict]) -
 
     constraints = task.sim.constraints(task.config)
     cols = 4
-    fig = Figure(figsize=(3 * cols, 2.4 * -(-len(constraints) // cols)), layout="constrained")
+    fig = Figure(figsize=(3 * cols, 2.4 * -(-len(constraints) // cols)))
+    fig.subplots_adjust(left=0.04, right=0.98, bottom=0.08, top=0.92, wspace=0.25, hspace=0.45)
     axes = fig.subplots(-(-len(constraints) // cols), cols, squeeze=False).ravel()
     for ax, k in zip(axes, constraints):
         v = np.array([float(row[k.metric]) for row in rows])
@@ -39,45 +40,52 @@ def plot_families(out: Path, space, task, rows: list[dict], table: list[dict]) -
         if len(v):
             lo, hi = np.quantile(v, [0.01, 0.99])
             lo, hi = min(lo, k.low if np.isfinite(k.low) else lo), max(hi, k.high if np.isfinite(k.high) else hi)
-            ax.hist(np.clip(v, lo, hi), bins=40, color="0.4")
+            ax.hist(np.clip(v, lo, hi), bins=40, color="0.3", histtype="stepfilled")
             ax.axvspan(max(k.low, lo), min(k.high, hi), color="C2", alpha=0.25)
         ax.set_title(f"{k.metric} ({len(v)} measured)", fontsize=9)
     for ax in axes[len(constraints):]:
         ax.set_visible(False)
     _save(fig, out / METRICS_PLOT)
 
+    # pair plots: taus on log10 axes drawn linearly, ticks on the outer panels only (constrained
+    # layout and log axes on 36 panels take seconds per figure)
     family = np.array([[float(row[n]) for n in space.names] for row in rows if row["pass"] == "1"])
     prior = np.array([[float(row[n]) for n in space.names] for row in rows if row["round"] == "0"])
+    family, prior = (np.where(space.log, np.log10(np.maximum(a, 1e-300)), a) if len(a) else a for a in (family, prior))
+    low = np.where(space.log, space.low / np.log(10), space.low)
+    high = np.where(space.log, space.high / np.log(10), space.high)
     for p in space.pathways:
         names = [n for n in space.names if n.startswith(p + ".")]
         idx = [space.names.index(n) for n in names]
         d = len(idx)
-        fig = Figure(figsize=(1.6 * d, 1.6 * d), layout="constrained")
-        axes = fig.subplots(d, d, squeeze=False)
+        fig = Figure(figsize=(1.5 * d, 1.5 * d))
+        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.93, wspace=0.08, hspace=0.08)
+        grid = fig.add_gridspec(d, d)
         for a in range(d):
-            for b in range(d):
-                ax = axes[a, b]
-                if b > a:
-                    ax.set_visible(False)
-                    continue
+            for b in range(a + 1):  # the lower triangle only
+                ax = fig.add_subplot(grid[a, b])
                 ja, jb = idx[a], idx[b]
-                logx, logy = space.log[jb], space.log[ja]
                 if a == b:
-                    bins = np.geomspace(*np.exp([space.low[ja], space.high[ja]]), 15) if logy else \
-                        np.linspace(space.low[ja], space.high[ja], 15)
-                    ax.hist(prior[:, ja], bins=bins, color="0.8", density=True)
+                    bins = np.linspace(low[ja], high[ja], 15)
+                    ax.hist(prior[:, ja], bins=bins, color="0.6", density=True, histtype="step")
                     if len(family):
-                        ax.hist(family[:, ja], bins=bins, color="C3", alpha=0.7, density=True)
+                        ax.hist(family[:, ja], bins=bins, color="C3", density=True, histtype="step")
+                    ax.set_yticks([])
                 else:
                     ax.plot(prior[:, jb], prior[:, ja], ".", ms=1, color="0.75")
                     if len(family):
                         ax.plot(family[:, jb], family[:, ja], ".", ms=2, color="C3")
-                    ax.set_yscale("log" if logy else "linear")
-                ax.set_xscale("log" if logx else "linear")
+                    ax.set_ylim(low[ja], high[ja])
+                ax.set_xlim(low[jb], high[jb])
                 ax.tick_params(labelsize=6)
+                label = lambda n: ("log10 " if n.endswith("_ms") else "") + n.split(".")[1]
                 if a == d - 1:
-                    ax.set_xlabel(names[b].split(".")[1], fontsize=7)
+                    ax.set_xlabel(label(names[b]), fontsize=7)
+                else:
+                    ax.set_xticks([])
                 if b == 0 and a > 0:
-                    ax.set_ylabel(names[a].split(".")[1], fontsize=7)
+                    ax.set_ylabel(label(names[a]), fontsize=7)
+                elif a != b:
+                    ax.set_yticks([])
         fig.suptitle(f"{p}: plausible rules ({len(family)}, red) vs prior samples (grey)", fontsize=9)
         _save(fig, out / f"pairs_{p}.png")

@@ -70,6 +70,7 @@ class FamilySettings:
     coefficient_range: tuple[float, float] = (-2.0, 2.0)  # alpha, beta, gamma, kappa: uniform prior
     batch: int = 100  # simulations per evaluator call (a checkpoint after each)
     recheck: bool = True  # re-simulate the family with new input seeds at the end
+    figures: bool = True  # pass_fraction.png, metrics.png, pairs_<pathway>.png
 
 
 FAMILY_BACKENDS = ("sklearn", "sbi")
@@ -360,7 +361,8 @@ def _load_families(ff: Fields) -> FamilySettings:
                          staged=ff.get("staged", bool, d.staged),
                          tau_range_ms=interval("tau_range_ms", d.tau_range_ms, low=1e-3),
                          coefficient_range=interval("coefficient_range", d.coefficient_range),
-                         batch=ff.get("batch", int, d.batch, low=1), recheck=ff.get("recheck", bool, d.recheck))
+                         batch=ff.get("batch", int, d.batch, low=1), recheck=ff.get("recheck", bool, d.recheck),
+                         figures=ff.get("figures", bool, d.figures))
     ff.finish()
     return out
 
