@@ -263,7 +263,9 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
                 unit, seeds = stored["unit"], stored["seeds"]
             else:  # drawn once per round from the seed and the simulations before it
                 rng = np.random.default_rng([task.seed, 7, r])
-                unit = propose(space, [row for row in rows if int(row["round"]) < r], _checked(task, r), n_sim, rng)
+                # the model learns what passed the filters so far (the previous round's constraints)
+                unit = propose(space, [row for row in rows if int(row["round"]) < r], _checked(task, r - 1), n_sim,
+                               rng)
                 seeds = rng.integers(0, 2 ** 31 - 1, n_sim)
                 savez_atomic(proposals, round=np.array(r), unit=unit, seeds=seeds)
             values = space.to_values(unit)
