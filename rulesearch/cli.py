@@ -310,10 +310,81 @@ def _latex_fit(args) -> int:
     return 0
 
 
+def cmd_families(args) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .family_filter import FamilySpec, families_run
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        raise ValueError("--out and --resume name different folders: a resumed run writes into its own folder")
+    spec = FamilySpec(args.task, tuple(args.set), args.seed, args.rounds, args.simulations, args.workers,
+                      args.evaluator, args.scheduler)
+    terminal = sys.stderr.isatty() or sys.stdout.isatty()
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("pass {task.fields[frac]}"), TimeElapsedColumn(), console=_console(), disable=not terminal)
+    jobs: dict[int, object] = {}
+
+    def progress(r, rounds, done, total, frac):
+        if r not in jobs:
+            jobs[r] = bar.add_task(f"round {r + 1}/{rounds}", total=total, frac="-")
+        bar.update(jobs[r], completed=done, frac=f"{frac:.1%}")
+        if not terminal and done == total:
+            print(f"families: round {r + 1}/{rounds}: {total} simulations, pass fraction {frac:.1%}", flush=True)
+    try:
+        with bar:
+            info, out = families_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv, args.force)
+    except KeyboardInterrupt:
+        print("interrupted: simulations.csv and the checkpoint are saved; continue with --resume DIR", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    _print_family(info, out)
+    return 0
+
+
+def _print_family(info: dict, out) -> None:
+    from rich.table import Table
+    table = Table(title=f"{info['task_name']}: rounds (seed {info['seed']})")
+    for col in ("round", "simulations", "pass fraction", "passed (all)", "exploded"):
+        table.add_column(col, justify="right")
+    for t in info["rounds_table"]:
+        table.add_row(str(t["round"]), str(t["simulations"]), f"{t['pass_fraction']:.1%}", str(t["passed_all"]),
+                      f"{t['exploded_fraction']:.1%}")
+    _console().print(table)
+    line = f"family: {info['family_size']} plausible rule combinations"
+    if info.get("recheck_pass_fraction") is not None:
+        line += f"; {info['recheck_pass_fraction']:.1%} pass again with new input seeds"
+    print(line + f" ({info.get('elapsed_seconds', 0):.0f} s)")
+    print(f"written: {out}")
+
+
+def _show_family(run: Path) -> int:
+    from .family_filter import summarise
+    s = summarise(run)
+    info = s["info"]
+    print(f"{info.get('task_name', run)}: family of {s['size']} plausible rule combinations "
+          f"({info.get('evaluations', '?')} simulations, {info.get('rounds')} rounds, seed {info.get('seed')})")
+    if "rounds_table" in info:
+        print("pass fraction per round: " + ", ".join(f"{t['pass_fraction_all']:.1%}" for t in info["rounds_table"]))
+    if info.get("recheck_pass_fraction") is not None:
+        print(f"re-simulated with new input seeds: {info['recheck_pass_fraction']:.1%} pass again")
+    from rich.table import Table
+    table = Table(title="plausible range (5-95 % of the family) against the prior")
+    for col in ("parameter", "family", "prior", "width", ""):
+        table.add_column(col, justify="left" if col in ("parameter", "") else "right")
+    for p in s["parameters"]:
+        table.add_row(p["name"], f"{p['low']:.3g} .. {p['high']:.3g}", f"{p['prior'][0]:g} .. {p['prior'][1]:g}",
+                      f"{p['width']:.0%}", "pinned down" if p["pinned"] else "free")
+    _console().print(table)
+    if s["correlations"]:
+        print("most correlated parameters across pathways: " + "; ".join(
+            f"{c['a']} ~ {c['b']} (r = {c['r']:+.2f})" for c in s["correlations"]))
+    return 0
+
+
 def cmd_show(args) -> int:
     from .results import PARAMS_FILE, RUN_FILE, read_json
     from .runs import read_front
     run = Path(args.run)
+    if (run / RUN_FILE).is_file() and read_json(run / RUN_FILE).get("kind") == "families":
+        return _show_family(run)
     fit = (run / PARAMS_FILE).is_file()
     rows = None if fit else read_front(run)
     info = read_json(run / RUN_FILE) if (run / RUN_FILE).is_file() else {}
@@ -437,6 +508,24 @@ def build_parser() -> argparse.ArgumentParser:
     from .families import FAMILIES
     p.add_argument("--family", choices=FAMILIES, help="rule family (default: the task's fit.family)")
     p.set_defaults(func=cmd_fit)
+
+    p = sub.add_parser("families", help="filter families of co-active rules by constraints (spiking E/I network)",
+                       description="Sample rule combinations (the doublet rule per pathway) in rounds, simulate each, "
+                                   "and keep those whose network satisfies every constraint of the task.",
+                       epilog='example:\n  rulesearch families tasks/ei-network.toml --rounds 3 --simulations 1000',
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("task", help="task file, e.g. tasks/ei-network.toml")
+    common(p)
+    p.add_argument("--rounds", type=_at_least(1), help="rounds (default: the task's families.rounds)")
+    p.add_argument("--simulations", type=_at_least(2), help="simulations per round (default: families.simulations)")
+    p.add_argument("--workers", type=_at_least(1), help="local: threads (default: all cores); dask: worker processes")
+    from .evaluators import EVALUATORS as _EVALUATORS
+    p.add_argument("--evaluator", choices=_EVALUATORS, default="local", help="local threads or a Dask cluster")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="dask: a running scheduler (default: a LocalCluster)")
+    p.add_argument("--out", help="run folder (default: results/<task>-families-<time>)")
+    p.add_argument("--force", action="store_true", help="write into an existing, non-empty --out")
+    p.add_argument("--resume", metavar="DIR", help="continue the family run saved in DIR")
+    p.set_defaults(func=cmd_families)
 
     p = sub.add_parser("distill", help="explain a fitted MLP (or Taylor) rule by formulas",
                        description="Explain a fit folder's rule by formulas (symbolic regression, then re-simulation).",

@@ -1,6 +1,7 @@
-"""The evaluator seam: packed population in, losses out.
+"""The evaluator seam: packed population in, losses (or metrics) out.
 
-A search only calls ``evaluator(packed) -> Evaluation``. ``LocalEvaluator`` runs the task's
+A search only calls ``evaluator(packed) -> Evaluation``; the family filter calls
+``evaluator.metrics(packed) -> {metric: (n_individuals,)}``. ``LocalEvaluator`` runs the task's
 Numba simulator on this machine's threads; ``DaskEvaluator`` splits the population into chunks
 of individuals and evaluates them on the workers of a Dask cluster (a ``LocalCluster`` of worker
 processes, or a running scheduler), joining the losses in order. Every individual's loss depends
@@ -55,6 +56,15 @@ class LocalEvaluator:
         finally:
             numba.set_num_threads(previous)
 
+    def metrics(self, packed: PackedPrograms) -> dict[str, np.ndarray]:
+        """The simulator's metrics per individual (``Task.metrics``) on this machine's threads."""
+        previous = numba.get_num_threads()
+        numba.set_num_threads(self.workers)
+        try:
+            return self.task.metrics(packed)
+        finally:
+            numba.set_num_threads(previous)
+
     def describe(self) -> dict:
         return {"evaluator": "local", "workers": self.workers}
 
@@ -71,6 +81,13 @@ def _evaluate_chunk(task: Task, packed: PackedPrograms) -> tuple[np.ndarray, np.
     numba.set_num_threads(max(1, min(get_worker().state.nthreads, numba.config.NUMBA_NUM_THREADS)))
     result = task.evaluate_packed(packed)
     return result.losses, result.blown
+
+
+def _metrics_chunk(task: Task, packed: PackedPrograms) -> dict:
+    """On a worker: the chunk's metrics (as ``_evaluate_chunk``)."""
+    from distributed import get_worker
+    numba.set_num_threads(max(1, min(get_worker().state.nthreads, numba.config.NUMBA_NUM_THREADS)))
+    return task.metrics(packed)
 
 
 def _default_cache() -> str:
@@ -134,6 +151,16 @@ class DaskEvaluator:
             raise
 
     def __call__(self, packed: PackedPrograms) -> Evaluation:
+        parts = self._map(_evaluate_chunk, packed)
+        return Evaluation(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+    def metrics(self, packed: PackedPrograms) -> dict[str, np.ndarray]:
+        """The simulator's metrics per individual, chunks on the cluster's workers, joined in order."""
+        parts = self._map(_metrics_chunk, packed)
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def _map(self, fn, packed: PackedPrograms) -> list:
+        """``fn(task, chunk)`` over chunks of individuals on the workers; the results in chunk order."""
         from concurrent.futures import CancelledError
 
         from distributed import KilledWorker, as_completed
@@ -146,7 +173,7 @@ class DaskEvaluator:
         for attempt in range(CHUNK_ATTEMPTS):
             todo = [k for k in range(len(chunks)) if k not in results]
             try:
-                futures = {self.client.submit(_evaluate_chunk, self._task, chunks[k], pure=False, retries=2): k
+                futures = {self.client.submit(fn, self._task, chunks[k], pure=False, retries=2): k
                            for k in todo}
             except lost as exc:
                 raise EvaluatorError(f"lost the Dask scheduler ({self.scheduler or 'the local cluster'}): "
@@ -172,8 +199,7 @@ class DaskEvaluator:
                                  f"({len(chunks) - len(results)} chunk(s) failed {CHUNK_ATTEMPTS} times); the last "
                                  "checkpoint is intact: continue with --resume DIR (with --evaluator local or "
                                  "another --scheduler)")
-        parts = [results[k] for k in range(len(chunks))]
-        return Evaluation(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+        return [results[k] for k in range(len(chunks))]
 
     def _recover(self, attempt: int) -> None:
         """After failed chunks: give up at once if the scheduler is gone; else wait a moment and send

@@ -59,6 +59,24 @@ class Fit:
 
 
 @dataclass(frozen=True)
+class FamilySettings:
+    """The [families] section: settings of ``rulesearch families`` (see ``family_filter.py``)."""
+
+    rounds: int = 3
+    simulations: int = 1000  # per round
+    backend: str = "sklearn"  # or "sbi" (optional extra)
+    staged: bool = False  # round r checks the constraints of stages <= r (rates, then weights, then the rest)
+    tau_range_ms: tuple[float, float] = (10.0, 100.0)  # trace time constants: log-uniform prior
+    coefficient_range: tuple[float, float] = (-2.0, 2.0)  # alpha, beta, gamma, kappa: uniform prior
+    batch: int = 100  # simulations per evaluator call (a checkpoint after each)
+    recheck: bool = True  # re-simulate the family with new input seeds at the end
+    figures: bool = True  # pass_fraction.png, metrics.png, pairs_<pathway>.png
+
+
+FAMILY_BACKENDS = ("sklearn", "sbi")
+
+
+@dataclass(frozen=True)
 class Evaluation:
     losses: np.ndarray  # (n_rules,)
     blown: np.ndarray  # bool (n_rules,)
@@ -82,6 +100,7 @@ class Task:
     fit: Fit
     seed: int
     overrides: tuple[str, ...]
+    families: FamilySettings = FamilySettings()
     data_source: str | None = None
     data_meta: dict | None = None  # the data file's meta (e.g. the ground-truth rule of simulated data)
 
@@ -110,6 +129,11 @@ class Task:
         if packed.parts != len(self.space):
             raise ValueError(f"task '{self.name}' has {len(self.space)} plastic pathway(s) "
                              f"({self.space.describe()}); the population has {packed.parts} program(s) per rule")
+
+    def metrics(self, packed: PackedPrograms) -> dict[str, np.ndarray]:
+        """The simulator's metrics per individual (simulators with constraints; ``families``)."""
+        self._check(packed)
+        return self.sim.metrics(self, packed)
 
     def evaluate_packed(self, packed: PackedPrograms) -> Evaluation:
         result = self.simulate(packed)
@@ -258,11 +282,12 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data=None,
         raise TaskError(f"{path}: fields 'search.p_crossover' + 'search.p_mutation' = "
                         f"{search.p_crossover + search.p_mutation:g}: expected at most 1")
     fit = _load_fit(f.sub("fit", {}))
+    families = _load_families(f.sub("families", {}))
     f.finish()
 
     seed = task_seed if seed is None else int(seed)
     task = Task(name, str(path), space, etas, sim, config, sim.generate(config, seed), objective,
-                average_fraction, search, fit, seed, tuple(overrides))
+                average_fraction, search, fit, seed, tuple(overrides), families)
     needs_data = sim.objectives[objective].needs_data
     if data is not None:
         if not needs_data:
@@ -319,6 +344,27 @@ def _load_fit(ff: Fields) -> Fit:
               target_loss=ff.get("target_loss", float, d.target_loss, low=0.0))
     ff.finish()
     return fit
+
+
+def _load_families(ff: Fields) -> FamilySettings:
+    d = FamilySettings()
+
+    def interval(key, default, low=None):
+        value = ff.numbers(key, default)
+        if len(value) != 2 or not value[0] < value[1] or (low is not None and value[0] < low):
+            ff.fail(key, f"is {list(value)}: expected [low, high] with {'' if low is None else f'{low:g} <= '}"
+                    "low < high")
+        return tuple(value)
+    out = FamilySettings(rounds=ff.get("rounds", int, d.rounds, low=1),
+                         simulations=ff.get("simulations", int, d.simulations, low=2),
+                         backend=ff.get("backend", str, d.backend, choices=FAMILY_BACKENDS),
+                         staged=ff.get("staged", bool, d.staged),
+                         tau_range_ms=interval("tau_range_ms", d.tau_range_ms, low=1e-3),
+                         coefficient_range=interval("coefficient_range", d.coefficient_range),
+                         batch=ff.get("batch", int, d.batch, low=1), recheck=ff.get("recheck", bool, d.recheck),
+                         figures=ff.get("figures", bool, d.figures))
+    ff.finish()
+    return out
 
 
 def with_data(task: Task, data) -> Task:

@@ -259,3 +259,106 @@ def simulate_lif(rule: Rule, spikes_by_step, w0, exc, path, neuron: dict, eta, w
             last = s
             out.append(s)
     return w, np.array(out, np.int64)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix(state: int) -> tuple[int, int]:
+    """splitmix64 on Python integers (the kernel's generator, written independently)."""
+    state = (state + 0x9E3779B97F4A7C15) & _MASK64
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return state, z ^ (z >> 31)
+
+
+def _exp_interval(state: int, lam: float) -> tuple[int, float]:
+    state, z = _splitmix(state)
+    u = ((z >> 11) + 1) * (1.0 / 9007199254740992.0)
+    return state, -np.log(u) / lam
+
+
+def simulate_lif_network(rule: Rule, part_of, n_e, n_total, src, tgt, w0, neuron: dict, g_unit, g_ext, lam, seed, eta,
+                         w_max, tau_pre, tau_post, n_steps):
+    """The recurrent E/I network written out step by step (kernel order of sims/lif_network):
+    neuron update and conductance decay; threshold; external Poisson events (splitmix64 stream per
+    neuron, exponential intervals in steps) into g_E; each spiking neuron's outgoing synapses in
+    synapse order: its pre trace +1, the pre rule, conductance += w * g_unit; each spiking neuron's
+    incoming synapses, source type E then I: post trace +1, the post rule; reset. Traces decay
+    every step (the kernel decays them lazily). No early stop.
+
+    rule: parts (pre, post) per plastic pathway; n_e of n_total neurons are excitatory; part_of (4,): index of a pathway's pre part or -1;
+    src, tgt (n_syn,): the synapses in the kernel's order; lam: external events per step.
+    Returns (final weights (n_syn,), spikes [(step, neuron)]).
+    """
+    fns = [rule_function(rule, k) for k in range(len(rule.exprs))]
+    n = neuron
+    dt = n["dt_ms"]
+    N = n_total
+    typ = (np.arange(N) >= n_e).astype(int)
+    path = 2 * typ[src] + typ[tgt]
+    w = np.array(w0, float)
+    x_pre = np.zeros((N, 2))  # per target type
+    x_post = np.zeros((N, 2))  # per source type
+    v = np.full(N, n["e_leak_mv"])
+    g_e, g_i = np.zeros(N), np.zeros(N)
+    last = np.full(N, -10**9)
+    states, nxt = [], []
+    for i in range(N):
+        st = (int(seed) * 0x100000001B3 + i * 0x9E3779B97F4A7C15) & _MASK64
+        st, _ = _splitmix(st)
+        st, first = _exp_interval(st, lam)
+        states.append(st)
+        nxt.append(first)
+    spikes = []
+
+    def call(k, env):
+        f, names = fns[k]
+        return float(f(*[env[name] for name in names]))
+    for s in range(n_steps):
+        for i in range(N):
+            for q in range(2):
+                x_pre[i, q] *= np.exp(-dt / tau_pre[2 * typ[i] + q])
+                x_post[i, q] *= np.exp(-dt / tau_post[2 * q + typ[i]])
+        refractory = s - last < n["refractory_steps"]
+        for i in range(N):
+            if not refractory[i]:
+                g_tot = n["g_leak_ns"] + g_e[i] + g_i[i]
+                v_inf = (n["g_leak_ns"] * n["e_leak_mv"] + g_e[i] * n["e_exc_mv"] + g_i[i] * n["e_inh_mv"]) / g_tot
+                v[i] = v_inf + (v[i] - v_inf) * np.exp(-dt * g_tot / n["capacitance_pf"])
+        g_e *= np.exp(-dt / n["tau_exc_ms"])
+        g_i *= np.exp(-dt / n["tau_inh_ms"])
+        spiked = (v > n["v_threshold_mv"]) & ~refractory
+        v_scaled = (v - n["e_leak_mv"]) / (n["v_threshold_mv"] - n["e_leak_mv"])
+        for i in range(N):
+            while nxt[i] < s + 1.0:
+                g_e[i] += g_ext
+                states[i], gap = _exp_interval(states[i], lam)
+                nxt[i] += gap
+        for j in np.flatnonzero(spiked):
+            x_pre[j] += 1.0
+            for k in np.flatnonzero(src == j):
+                p, i = path[k], tgt[k]
+                if part_of[p] >= 0:
+                    dw = call(part_of[p], {"x_pre": x_pre[j, typ[i]], "x_post": x_post[i, typ[j]], "w": w[k],
+                                           "v": v_scaled[i]})
+                    w[k] = min(max(w[k] + eta * dw, 0.0), w_max)
+                if typ[j] == 0:
+                    g_e[i] += w[k] * g_unit[p]
+                else:
+                    g_i[i] += w[k] * g_unit[p]
+        for i in np.flatnonzero(spiked):
+            for r in range(2):
+                x_post[i, r] += 1.0
+                incoming = [k for k in np.flatnonzero(tgt == i) if typ[src[k]] == r]
+                for k in sorted(incoming, key=lambda k: src[k]):
+                    p, j = path[k], src[k]
+                    if part_of[p] >= 0:
+                        dw = call(part_of[p] + 1, {"x_pre": x_pre[j, typ[i]], "x_post": x_post[i, r], "w": w[k],
+                                                   "v": v_scaled[i]})
+                        w[k] = min(max(w[k] + eta * dw, 0.0), w_max)
+            v[i] = n["v_reset_mv"]
+            last[i] = s
+            spikes.append((s, i))
+    return w, spikes

@@ -25,6 +25,9 @@ def test_shipped_tasks_load(path, tmp_path):
     rules = ["x*y - y**2*w", "x*y"]
     if task.space.names == ("pre", "post"):  # a spiking task: event-driven parts
         rules = ["pre: x_post - 0.2; post: x_pre", "pre: x_post; post: x_pre"]
+    elif task.space.names[0].endswith(".pre"):  # a spiking network: a rule on the first pathway's two parts
+        rules = ["; ".join(f"{name}: {r[k] if k < 2 else 0}" for k, name in enumerate(task.space.names))
+                 for r in (("x_post - 0.2", "x_pre"), ("x_post", "x_pre"))]
     elif task.space.multi:  # the rule on the first pathway, no plasticity on the others
         rules = ["; ".join(f"{name}: {r if k == 0 else 0}" for k, name in enumerate(task.space.names))
                  for r in rules]

@@ -4,7 +4,7 @@ import pytest
 from scipy.linalg import subspace_angles
 
 from conftest import ROOT
-from naive import choice_nll_numpy, simulate_lateral, simulate_lif, simulate_rate
+from naive import choice_nll_numpy, simulate_lateral, simulate_lif, simulate_lif_network, simulate_rate
 from rulesearch.sims import SIMULATORS
 from rulesearch.sims.choice import simulate_choices
 from rulesearch.sims.rate.objectives import pca_subspace_parts
@@ -84,6 +84,33 @@ def _lif(rng, overrides, rules):
             np.testing.assert_allclose(res.w_final[i, b, 0], w, rtol=1e-9, atol=1e-12)
 
 
+def _lif_network(rng, rules, overrides=()):
+    """A network of 8 E + 2 I neurons for 0.3 s: every spike (step and neuron) exactly, weights to 1e-9."""
+    task = load_task(ROOT / "tasks" / "ei-network.toml",
+                     ("network.n_exc=8", "network.n_inh=2", "network.p_connect=0.5", "inputs.plasticity_s=0.2",
+                      "inputs.score_s=0.1", "inputs.fano_bin_ms=50") + overrides, seed=4)
+    c, s = task.config, task.state
+    parsed = [task.parse(t) for t in rules for _ in range(2)]  # each rule at two drives, with two input seeds
+    drives, seeds = np.tile([8.0, 12.0], len(rules)), np.tile([3, 11], len(rules))
+    res = task.sim.simulate(task, pack_rules(parsed), record=True, drive_rate_hz=drives, seeds=seeds)
+    neuron = {k: getattr(c, k) for k in ("capacitance_pf", "g_leak_ns", "e_leak_mv", "e_exc_mv", "e_inh_mv",
+                                         "v_threshold_mv", "v_reset_mv", "tau_exc_ms", "tau_inh_ms", "dt_ms")}
+    neuron["refractory_steps"] = round(c.refractory_ms / c.dt_ms)
+    part_of = [2 * c.plastic.index(p) if p in c.plastic else -1 for p in ("ee", "ei", "ie", "ii")]
+    for k, rule in enumerate(parsed):
+        w, spikes = simulate_lif_network(rule, part_of, c.n_exc, c.n, s.syn_pre, s.syn_post, s.w0, neuron, c.g_unit(),
+                                         c.ext_weight * c.g_unit_ns, drives[k] * c.n_ext * c.dt_ms * 1e-3, seeds[k],
+                                         c.eta, c.w_max, [c.tau_pre_ms] * 4, [c.tau_post_ms] * 4, s.n_steps)
+        got = res.spike_steps[k] >= 0
+        assert len(spikes) > 20 and not res.exploded[k]
+        np.testing.assert_array_equal(np.c_[res.spike_steps[k][got], res.spike_neurons[k][got]], np.array(spikes))
+        np.testing.assert_allclose(res.w_final[k], w, rtol=1e-9, atol=1e-12)
+        assert np.abs(w - s.w0).max() > 1e-3  # the rules did move the weights
+
+
+NETWORK_RULES = ("ee.pre: 2*x_post - 0.5; ee.post: x_pre - w; ei.pre: x_post; ei.post: -0.5*x_pre; "
+                 "ie.pre: x_post - 0.2; ie.post: x_pre; ii.pre: -x_post*w; ii.post: 0.3",
+                 "ee.pre: 0; ee.post: 0; ei.pre: 0; ei.post: 0; ie.pre: 0; ie.post: 0; ii.pre: 0; ii.post: 0")
 LIF_RULES = ("pre: x_post - 0.2; post: x_pre", "pre: 0.5*w*(x_post - 0.3); post: x_pre*w - 0.1", "pre: 0; post: 0")
 NAIVE_CASES = {"rate": [_rate, lambda rng: _lateral(rng, False), lambda rng: _lateral(rng, True)],
                "choice": [_choice],
@@ -91,7 +118,11 @@ NAIVE_CASES = {"rate": [_rate, lambda rng: _lateral(rng, False), lambda rng: _la
                        lambda rng: _lif(rng, ('network.plastic=["ee", "ie"]', "network.eta=0.5",
                                               'grammar="stdp-voltage"'),
                                     ("ee.pre: -0.05*x_post; ee.post: 0.01*x_pre*v; ie.pre: x_post - 0.2; "
-                                     "ie.post: x_pre*(1 - w)",))]}
+                                     "ie.post: x_pre*(1 - w)",))],
+               "lif_network": [lambda rng: _lif_network(rng, NETWORK_RULES[:1]),
+                               lambda rng: _lif_network(rng, ("ie.pre: x_post*v - 0.2; ie.post: x_pre",),
+                                                        ('network.plastic=["ie"]', 'grammar="stdp-voltage"',
+                                                         "network.eta=0.2"))]}
 
 
 @pytest.mark.parametrize("name", sorted(SIMULATORS))

@@ -22,9 +22,10 @@ from __future__ import annotations
 from .base import Objective, PathwaySpec, Simulator
 from .choice import SIMULATOR as CHOICE
 from .lif import SIMULATOR as LIF
+from .lif_network import SIMULATOR as LIF_NETWORK
 from .rate import SIMULATOR as RATE
 
-SIMULATORS: dict[str, Simulator] = {s.name: s for s in (RATE, CHOICE, LIF)}
+SIMULATORS: dict[str, Simulator] = {s.name: s for s in (RATE, CHOICE, LIF, LIF_NETWORK)}
 
 
 def objectives() -> dict[str, list[str]]:

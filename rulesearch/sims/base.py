@@ -107,6 +107,23 @@ class Simulator:
         """What run.json records about the split."""
         return {}
 
+    # -- constraints (``rulesearch families``)
+    def constraints(self, config) -> tuple:
+        """The constraints a plausible network satisfies: objects with ``metric``, ``low``, ``high``,
+        ``stage`` and ``holds(values) -> bool array``; () for a simulator without (no ``families``)."""
+        return ()
+
+    def nuisance(self, config) -> dict[str, tuple[float, float]]:
+        """Per-simulation parameters (name -> uniform prior range) a family filter draws for every
+        simulation. They reach ``simulate`` in ``packed.extras`` after the rule parameters
+        (``rule_parameters`` per plastic pathway), followed by each simulation's input seed."""
+        return {}
+
+    def metrics(self, task: "Task", packed: "PackedPrograms") -> dict[str, np.ndarray]:
+        """Every metric the constraints read, per individual: name -> (n_individuals,)."""
+        raise ValueError(f"the '{self.name}' simulator has no metrics or constraints: 'rulesearch families' needs "
+                         "a task whose simulator has them (e.g. tasks/ei-network.toml)")
+
     # -- simulation
     def simulate(self, task: "Task", packed: "PackedPrograms", record: bool = False, **options):
         """Run every individual of ``packed`` (individual-major, pathway-minor); the result has a

@@ -120,24 +120,7 @@ class LifSimulator(Simulator):
     def configure(self, network, sections, objective):
         n = network
         ms = dict(low=0.0)
-
-        def positive(f, key, default):
-            value = f.get(key, float, default, low=0.0)
-            if value <= 0:
-                f.fail(key, f"is {value:g}: expected a positive number")
-            return value
-        neuron = dict(capacitance_pf=positive(n, "capacitance_pf", 200.0), g_leak_ns=positive(n, "g_leak_ns", 10.0),
-                      e_leak_mv=n.get("e_leak_mv", float, -60.0), e_exc_mv=n.get("e_exc_mv", float, 0.0),
-                      e_inh_mv=n.get("e_inh_mv", float, -80.0), v_threshold_mv=n.get("v_threshold_mv", float, -50.0),
-                      v_reset_mv=n.get("v_reset_mv", float, -60.0), refractory_ms=n.get("refractory_ms", float, 5.0, **ms),
-                      tau_exc_ms=positive(n, "tau_exc_ms", 5.0), tau_inh_ms=positive(n, "tau_inh_ms", 10.0),
-                      dt_ms=positive(n, "dt_ms", 0.1), g_exc_ns=n.get("g_exc_ns", float, 0.14, **ms),
-                      g_inh_ns=n.get("g_inh_ns", float, 0.35, **ms))
-        if neuron["v_threshold_mv"] <= neuron["e_leak_mv"]:
-            n.fail("v_threshold_mv", f"is {neuron['v_threshold_mv']:g}: expected above e_leak_mv "
-                   f"({neuron['e_leak_mv']:g}; v = (V - E_L) / (V_th - E_L) is scaled by their difference)")
-        if neuron["dt_ms"] > 1.0:
-            n.fail("dt_ms", f"is {neuron['dt_ms']:g}: expected at most 1 ms")
+        neuron = neuron_fields(n)
         plastic = n.get("plastic", list, ["ie"])
         if not plastic or not all(isinstance(p, str) and p in AFFERENT_PATHWAYS for p in plastic) \
                 or len(set(plastic)) != len(plastic):
@@ -249,6 +232,45 @@ class LifSimulator(Simulator):
     def describe(self, config):
         return {"eta": config.eta, "plastic": list(config.plastic), "tau_pre_ms": config.tau_pre_ms,
                 "tau_post_ms": config.tau_post_ms, "w_max": config.w_max, "target_rate_hz": config.target_rate_hz}
+
+
+NEURON_DEFAULTS = dict(capacitance_pf=200.0, g_leak_ns=10.0, e_leak_mv=-60.0, e_exc_mv=0.0, e_inh_mv=-80.0,
+                       v_threshold_mv=-50.0, v_reset_mv=-60.0, refractory_ms=5.0, tau_exc_ms=5.0, tau_inh_ms=10.0,
+                       dt_ms=0.1, g_exc_ns=0.14, g_inh_ns=0.35)
+
+
+def positive(f, key, default):
+    """A field that must be a number above 0."""
+    value = f.get(key, float, default, low=0.0)
+    if value <= 0:
+        f.fail(key, f"is {value:g}: expected a positive number")
+    return value
+
+
+def neuron_fields(n, defaults: dict | None = None, unit_conductances: bool = True) -> dict:
+    """The neuron's fields of [network] (``NEURON_DEFAULTS``, updated by ``defaults``), validated;
+    shared by the spiking simulators. ``unit_conductances``: also g_exc_ns and g_inh_ns (the
+    conductance of a synapse of weight 1; a network with its own weight units leaves them out)."""
+    d = {**NEURON_DEFAULTS, **(defaults or {})}
+    ms = dict(low=0.0)
+    neuron = dict(capacitance_pf=positive(n, "capacitance_pf", d["capacitance_pf"]),
+                  g_leak_ns=positive(n, "g_leak_ns", d["g_leak_ns"]),
+                  e_leak_mv=n.get("e_leak_mv", float, d["e_leak_mv"]), e_exc_mv=n.get("e_exc_mv", float, d["e_exc_mv"]),
+                  e_inh_mv=n.get("e_inh_mv", float, d["e_inh_mv"]),
+                  v_threshold_mv=n.get("v_threshold_mv", float, d["v_threshold_mv"]),
+                  v_reset_mv=n.get("v_reset_mv", float, d["v_reset_mv"]),
+                  refractory_ms=n.get("refractory_ms", float, d["refractory_ms"], **ms),
+                  tau_exc_ms=positive(n, "tau_exc_ms", d["tau_exc_ms"]), tau_inh_ms=positive(n, "tau_inh_ms", d["tau_inh_ms"]),
+                  dt_ms=positive(n, "dt_ms", d["dt_ms"]))
+    if unit_conductances:
+        neuron.update(g_exc_ns=n.get("g_exc_ns", float, d["g_exc_ns"], **ms),
+                      g_inh_ns=n.get("g_inh_ns", float, d["g_inh_ns"], **ms))
+    if neuron["v_threshold_mv"] <= neuron["e_leak_mv"]:
+        n.fail("v_threshold_mv", f"is {neuron['v_threshold_mv']:g}: expected above e_leak_mv "
+               f"({neuron['e_leak_mv']:g}; v = (V - E_L) / (V_th - E_L) is scaled by their difference)")
+    if neuron["dt_ms"] > 1.0:
+        n.fail("dt_ms", f"is {neuron['dt_ms']:g}: expected at most 1 ms")
+    return neuron
 
 
 def _drives(f, key, default) -> tuple[float, ...]:

@@ -1,0 +1,372 @@
+"""``rulesearch families``: families of co-active rules filtered by constraints (Confavreux et al. 2023).
+
+Every plastic pathway of the task gets the doublet rule (``families.DoubletFamily``: tau_pre,
+tau_post, alpha, beta, gamma, kappa); a candidate is one rule per pathway plus the simulator's
+nuisance parameters (the external drive), simulated once with its own input seed. It is
+*plausible* when every constraint of the task holds on its metrics.
+
+Rounds. Round 0 draws ``simulations`` candidates from the prior: taus log-uniform in
+``tau_range_ms``, coefficients uniform in ``coefficient_range``, nuisances uniform in their
+ranges. Each later round proposes from what passed so far, with scikit-learn (backend
+"sklearn"), in the prior's unit box:
+
+1. a classifier of pass/fail (gradient-boosted trees) over every simulation so far;
+2. a density model of the passing candidates (a Gaussian mixture, its covariances widened by
+   ``WIDEN`` so the proposal explores around them), mixed with ``DEFENSIVE`` of the prior so no
+   part of the prior is ever out of reach;
+3. candidates drawn from that mixture outside the prior's box are dropped; the rest are kept with
+   probability P(pass) from the classifier (rejection), until the round is full.
+
+This is a restricted proposal, not a posterior: the family is the set of plausible combinations
+found, and round 0's pass fraction is the unbiased plausible fraction of the prior. With
+``staged``, round r checks only the constraints of stages <= r (rates, then weights, then the
+rest), as the published work did; the family always satisfies all of them.
+
+Resumable: each round's candidates are drawn once and saved (proposals.npz); simulations are run
+in batches, and simulations.csv and checkpoint.json are written after each, so an interrupted
+run continues where it stopped and ends exactly as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .errors import TaskError
+from .families import DoubletFamily
+from .results import (CHECKPOINT_FILE, RUN_FILE, check_output, read_csv, read_json, savez_atomic, versions,
+                      write_csv, write_json)
+from .tasks import Task, load_task
+
+SIMULATIONS_FILE, ROUNDS_FILE, FAMILY_FILE, PROPOSALS_FILE = "simulations.csv", "rounds.csv", "family.csv", \
+    "proposals.npz"
+DEFENSIVE = 0.2  # fraction of each later round's proposal drawn from the prior
+WIDEN = 1.5  # proposal covariance = WIDEN^2 x the mixture's
+MAX_COMPONENTS = 5  # Gaussian mixture components (at most one per 10 passing candidates)
+PER_PATHWAY = ("tau_pre_ms", "tau_post_ms", "alpha", "beta", "gamma", "kappa")
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """Everything needed to start, or restart, a family filter exactly."""
+
+    task: str
+    overrides: tuple[str, ...] = ()
+    seed: int | None = None
+    rounds: int | None = None
+    simulations: int | None = None
+    workers: int | None = None
+    evaluator: str = "local"
+    scheduler: str | None = None
+
+
+class Space:
+    """The candidates' parameters: readable names and values (taus in ms) <-> the prior's unit box."""
+
+    def __init__(self, task: Task):
+        if not task.sim.constraints(task.config):
+            raise TaskError(f"{task.source}: the '{task.sim.name}' simulator has no constraints; "
+                            "'rulesearch families' needs one that has (e.g. tasks/ei-network.toml)")
+        self.family = DoubletFamily(task.space)
+        self.pathways = self.family.pathways
+        s = task.families
+        self.nuisance = task.sim.nuisance(task.config)
+        self.names = [f"{p}.{n}" for p in self.pathways for n in PER_PATHWAY] + list(self.nuisance)
+        lo, hi = [], []
+        for _ in self.pathways:  # taus in log space (log-uniform prior), then the four coefficients
+            lo += [np.log(s.tau_range_ms[0])] * 2 + [s.coefficient_range[0]] * 4
+            hi += [np.log(s.tau_range_ms[1])] * 2 + [s.coefficient_range[1]] * 4
+        for a, b in self.nuisance.values():
+            lo.append(a)
+            hi.append(b)
+        self.low, self.high = np.array(lo), np.array(hi)
+        self.log = np.array([n.endswith("_ms") for n in self.names])
+
+    @property
+    def dim(self) -> int:
+        return len(self.names)
+
+    def to_values(self, unit: np.ndarray) -> np.ndarray:
+        """(n, dim) in [0, 1] -> readable values (taus in ms)."""
+        z = self.low + unit * (self.high - self.low)
+        return np.where(self.log, np.exp(z), z)
+
+    def to_unit(self, values: np.ndarray) -> np.ndarray:
+        z = np.where(self.log, np.log(np.maximum(values, 1e-300)), values)
+        span = np.where(self.high > self.low, self.high - self.low, 1.0)
+        return (z - self.low) / span
+
+    def pack(self, values: np.ndarray, seeds: np.ndarray):
+        """Candidates (n, dim) and their input seeds -> the packed population for ``Task.metrics``."""
+        k = len(self.pathways)
+        per = values[:, :6 * k].reshape(len(values), k, 6).copy()
+        per[:, :, :2] = np.log(per[:, :, :2] / self.family.TAU_REFERENCE_MS)
+        packed = self.family.pack(per.reshape(len(values), -1))
+        extras = np.concatenate([packed.extras, values[:, 6 * k:], np.asarray(seeds, float)[:, None]], axis=1)
+        return replace(packed, extras=np.ascontiguousarray(extras))
+
+    def describe(self, row: dict, pathway: str) -> str:
+        """One pathway's rule, readable: 'pre: a + k*x_post; post: b + g*x_pre (tau_pre .., tau_post ..)'."""
+        g = {n: float(row[f"{pathway}.{n}"]) for n in PER_PATHWAY}
+        return (f"pre: {g['alpha']:.3g} {'+' if g['kappa'] >= 0 else '-'} {abs(g['kappa']):.3g}*x_post; "
+                f"post: {g['beta']:.3g} {'+' if g['gamma'] >= 0 else '-'} {abs(g['gamma']):.3g}*x_pre "
+                f"(tau_pre {g['tau_pre_ms']:.1f} ms, tau_post {g['tau_post_ms']:.1f} ms)")
+
+
+def check_backend(name: str) -> None:
+    """The proposal backend, or one line saying how to get it."""
+    if name == "sbi":
+        try:
+            import sbi  # noqa: F401
+        except ImportError:
+            raise ValueError("families backend 'sbi' needs the sbi package (neural posterior estimation): "
+                             "pip install sbi, or use backend = \"sklearn\" (the default)") from None
+        raise ValueError("families backend 'sbi' is not implemented in this version: use backend = \"sklearn\"")
+
+
+# ---------------------------------------------------------------- proposals
+
+def propose(space: Space, rounds_done: list[dict], checked: Sequence[str], n: int,
+            rng: np.random.Generator) -> np.ndarray:
+    """n candidates in the unit box: the prior when nothing has passed yet, else the restricted
+    proposal of the module docstring. ``rounds_done``: rows (dicts) of every simulation so far;
+    ``checked``: the metrics whose constraints this round checks."""
+    if not rounds_done:
+        return rng.random((n, space.dim))
+    x = space.to_unit(np.array([[float(r[k]) for k in space.names] for r in rounds_done]))
+    y = np.array([all(r[f"pass_{m}"] == "1" for m in checked) for r in rounds_done])
+    if y.sum() < 2 or y.all():
+        return rng.random((n, space.dim))
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.mixture import GaussianMixture
+    seed = int(rng.integers(2 ** 31))
+    clf = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, random_state=seed).fit(x, y)
+    k = int(max(1, min(MAX_COMPONENTS, y.sum() // 10)))
+    gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=seed).fit(x[y])
+    chol = np.linalg.cholesky(gmm.covariances_)
+    out = []
+    for _ in range(200):  # rounds of rejection; each draws 4n candidates
+        m = 4 * n
+        from_prior = rng.random(m) < DEFENSIVE
+        comp = rng.choice(k, size=m, p=gmm.weights_)
+        z = rng.standard_normal((m, space.dim))
+        cand = gmm.means_[comp] + WIDEN * np.einsum("nij,nj->ni", chol[comp], z)
+        cand[from_prior] = rng.random((from_prior.sum(), space.dim))
+        cand = cand[np.all((cand >= 0) & (cand <= 1), axis=1)]
+        if len(cand):
+            p = clf.predict_proba(cand)[:, 1]
+            out.append(cand[rng.random(len(cand)) < p])
+        if sum(len(o) for o in out) >= n:
+            break
+    got = np.concatenate(out) if out else np.zeros((0, space.dim))
+    if len(got) < n:  # the classifier rejects nearly everything: fill from the prior
+        got = np.concatenate([got, rng.random((n - len(got), space.dim))])
+    return got[:n]
+
+
+# ---------------------------------------------------------------- the run
+
+def _columns(space: Space, task: Task) -> list[str]:
+    metrics = [k.metric for k in task.sim.constraints(task.config)]
+    return (["round", "index", "seed"] + space.names + metrics + ["exploded", "stopped_s"]
+            + [f"pass_{m}" for m in metrics] + ["pass", "pass_round"])
+
+
+def _rows(space, task, round_: int, start: int, values, seeds, metrics, stage) -> list[dict]:
+    constraints = task.sim.constraints(task.config)
+    held = {k.metric: k.holds(metrics[k.metric]) for k in constraints}
+    checked = [k.metric for k in constraints if stage is None or k.stage <= stage]
+    rows = []
+    for i in range(len(values)):
+        row = {"round": str(round_), "index": str(start + i), "seed": str(int(seeds[i]))}
+        row.update({n: repr(float(v)) for n, v in zip(space.names, values[i])})
+        row.update({m: repr(float(metrics[m][i])) for m in held})
+        row["exploded"] = str(int(metrics["exploded"][i]))
+        row["stopped_s"] = repr(float(metrics["stopped_s"][i]))
+        row.update({f"pass_{m}": str(int(held[m][i])) for m in held})
+        row["pass"] = str(int(all(held[m][i] for m in held)))
+        row["pass_round"] = str(int(all(held[m][i] for m in checked)))
+        rows.append(row)
+    return rows
+
+
+def _stage(task: Task, round_: int) -> int | None:
+    return round_ if task.families.staged else None
+
+
+def _checked(task: Task, round_: int) -> list[str]:
+    stage = _stage(task, round_)
+    return [k.metric for k in task.sim.constraints(task.config) if stage is None or k.stage <= stage]
+
+
+def families_run(spec: FamilySpec, out=None, resume: bool = False,
+                 progress: Callable[[int, int, int, int, float], None] | None = None,
+                 argv: Sequence[str] | None = None, force: bool = False) -> tuple[dict, Path]:
+    """Run (or resume) a family filter into ``out``; returns (run info, folder).
+
+    ``progress(round, rounds, done, total, pass_fraction_so_far)`` after each batch.
+    """
+    from .evaluators import make_evaluator
+    started = time.time()
+    if resume:
+        out = Path(out)
+        if not (out / RUN_FILE).is_file() or not (out / CHECKPOINT_FILE).is_file():
+            raise TaskError(f"{out}: no {RUN_FILE} and {CHECKPOINT_FILE} to resume from")
+        info = read_json(out / RUN_FILE)
+        if info.get("kind") != "families":
+            raise TaskError(f"{out}: holds a '{info.get('kind', 'evolve')}' run, not a 'families' run")
+        spec = replace(spec, task=info["task"], overrides=tuple(info["overrides"]), seed=info["seed"],
+                       rounds=spec.rounds or info["rounds"], simulations=info["simulations"])
+    elif out is not None:
+        if (Path(out) / CHECKPOINT_FILE).exists():
+            raise TaskError(f"{out}: already holds a run; pass --resume {out} to continue it, or another --out")
+        check_output(out, force)
+    if not resume:
+        spec = replace(spec, task=str(Path(spec.task).resolve()))
+    task = load_task(spec.task, spec.overrides, seed=spec.seed)
+    check_backend(task.families.backend)
+    space = Space(task)
+    rounds = spec.rounds or task.families.rounds
+    n_sim = spec.simulations or task.families.simulations
+    if out is None:
+        from .runs import default_out
+        out = default_out(f"{task.name}-families")
+    out = Path(out)
+    rows = read_csv(out / SIMULATIONS_FILE) if resume and (out / SIMULATIONS_FILE).is_file() else []
+    before = float(read_json(out / CHECKPOINT_FILE).get("elapsed", 0.0)) if resume else 0.0
+    info = {"kind": "families", "command": list(argv) if argv is not None else [], "task": spec.task,
+            "task_name": task.name, "overrides": list(spec.overrides), "seed": task.seed, "rounds": rounds,
+            "simulations": n_sim, "backend": task.families.backend, "staged": task.families.staged,
+            "prior": {"tau_range_ms": list(task.families.tau_range_ms),
+                      "coefficient_range": list(task.families.coefficient_range),
+                      **{k: list(v) for k, v in space.nuisance.items()}},
+            "constraints": {k.metric: [k.low, k.high] for k in task.sim.constraints(task.config)},
+            "parameters": space.names, "network": task.sim.describe(task.config), "versions": versions(),
+            "status": "running"}
+    evaluator = make_evaluator(task, spec.evaluator, spec.workers, spec.scheduler)
+    info.update(evaluator.describe())
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / RUN_FILE, info)
+    columns = _columns(space, task)
+    t0 = time.time()
+    try:
+        for r in range(rounds):
+            done = [row for row in rows if int(row["round"]) == r]
+            if len(done) >= n_sim:
+                continue
+            proposals = out / PROPOSALS_FILE
+            stored = np.load(proposals) if proposals.is_file() else None
+            if stored is not None and int(stored["round"]) == r:
+                unit, seeds = stored["unit"], stored["seeds"]
+            else:  # drawn once per round from the seed and the simulations before it
+                rng = np.random.default_rng([task.seed, 7, r])
+                # the model learns what passed the filters so far (the previous round's constraints)
+                unit = propose(space, [row for row in rows if int(row["round"]) < r], _checked(task, r - 1), n_sim,
+                               rng)
+                seeds = rng.integers(0, 2 ** 31 - 1, n_sim)
+                savez_atomic(proposals, round=np.array(r), unit=unit, seeds=seeds)
+            values = space.to_values(unit)
+            for a in range(len(done), n_sim, task.families.batch):
+                b = min(a + task.families.batch, n_sim)
+                metrics = evaluator.metrics(space.pack(values[a:b], seeds[a:b]))
+                rows += _rows(space, task, r, a, values[a:b], seeds[a:b], metrics, _stage(task, r))
+                write_csv(out / SIMULATIONS_FILE, columns, [[row[c] for c in columns] for row in rows])
+                write_json(out / CHECKPOINT_FILE, {"round": r, "done": b, "elapsed": before + time.time() - t0})
+                if progress is not None:
+                    this = [row for row in rows if int(row["round"]) == r]
+                    progress(r, rounds, b, n_sim, np.mean([row["pass_round"] == "1" for row in this]))
+        summary = _finish(space, task, out, rows, rounds, evaluator)
+    except KeyboardInterrupt:
+        info.update(status="interrupted", elapsed_seconds=round(before + time.time() - t0, 3))
+        write_json(out / RUN_FILE, info)
+        raise
+    finally:
+        evaluator.close()
+    rechecked = summary.pop("rechecked")
+    info.update(status="done", elapsed_seconds=round(before + time.time() - t0, 3),
+                wall_seconds=round(time.time() - started, 3), evaluations=len(rows) + rechecked, **summary)
+    write_json(out / RUN_FILE, info)
+    return info, out
+
+
+def _finish(space: Space, task: Task, out: Path, rows: list[dict], rounds: int, evaluator) -> dict:
+    """rounds.csv, family.csv (with a re-simulation under new seeds), the figures; facts for run.json."""
+    from .family_plots import plot_families
+    table = []
+    for r in range(rounds):
+        this = [row for row in rows if int(row["round"]) == r]
+        table.append({"round": r, "simulations": len(this),
+                      "passed_round": sum(row["pass_round"] == "1" for row in this),
+                      "passed_all": sum(row["pass"] == "1" for row in this),
+                      "pass_fraction": np.mean([row["pass_round"] == "1" for row in this]) if this else 0.0,
+                      "pass_fraction_all": np.mean([row["pass"] == "1" for row in this]) if this else 0.0,
+                      "exploded_fraction": np.mean([row["exploded"] == "1" for row in this]) if this else 0.0})
+    write_csv(out / ROUNDS_FILE, list(table[0]), [[t[c] for c in t] for t in table])
+    family = [row for row in rows if row["pass"] == "1"]
+    recheck = None
+    if task.families.recheck and family:
+        values = np.array([[float(row[n]) for n in space.names] for row in family])
+        seeds = np.array([int(row["seed"]) for row in family]) + 1_000_003  # new input streams
+        m = {}
+        for a in range(0, len(family), task.families.batch):
+            part = evaluator.metrics(space.pack(values[a:a + task.families.batch], seeds[a:a + task.families.batch]))
+            for k, v in part.items():
+                m.setdefault(k, []).append(v)
+        m = {k: np.concatenate(v) for k, v in m.items()}
+        recheck = np.all([k.holds(m[k.metric]) for k in task.sim.constraints(task.config)], axis=0)
+    cols = ["round", "index", "seed"] + list(space.pathways) + space.names + (["recheck_pass"] if recheck is not None
+                                                                               else [])
+    family_rows = []
+    for i, row in enumerate(family):
+        line = {"round": row["round"], "index": row["index"], "seed": row["seed"],
+                **{p: space.describe(row, p) for p in space.pathways}, **{n: row[n] for n in space.names}}
+        if recheck is not None:
+            line["recheck_pass"] = str(int(recheck[i]))
+        family_rows.append([line[c] for c in cols])
+    write_csv(out / FAMILY_FILE, cols, family_rows)
+    if task.families.figures:
+        plot_families(out, space, task, rows, table)
+    return {"rounds_table": [{k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in t.items()}
+                             for t in table],
+            "family_size": len(family), "rechecked": 0 if recheck is None else len(family),
+            "recheck_pass_fraction": None if recheck is None else round(float(np.mean(recheck)), 4)}
+
+
+# ---------------------------------------------------------------- show
+
+def summarise(run_dir: str | Path) -> dict:
+    """What ``rulesearch show`` prints for a family folder: size, per parameter the plausible range
+    (5-95 % of the family) against the prior's, and the most correlated parameter pairs across pathways."""
+    run_dir = Path(run_dir)
+    info = read_json(run_dir / RUN_FILE)
+    path = run_dir / FAMILY_FILE
+    if not path.is_file():
+        raise TaskError(f"{run_dir}: no {FAMILY_FILE} (an unfinished family run: continue it with --resume)")
+    rows = read_csv(path)
+    names = info["parameters"]
+    prior = info["prior"]
+    out = {"info": info, "size": len(rows), "parameters": [], "correlations": []}
+    if not rows:
+        return out
+    x = np.array([[float(r[n]) for n in names] for r in rows])
+    for j, name in enumerate(names):
+        if name.endswith("_ms"):
+            lo, hi = prior["tau_range_ms"]
+            q = np.exp(np.quantile(np.log(x[:, j]), [0.05, 0.95]))
+            width = np.log(q[1] / q[0]) / np.log(hi / lo)
+        else:
+            lo, hi = prior.get(name, prior["coefficient_range"])
+            q = np.quantile(x[:, j], [0.05, 0.95])
+            width = (q[1] - q[0]) / (hi - lo) if hi > lo else 1.0
+        out["parameters"].append({"name": name, "low": float(q[0]), "high": float(q[1]), "prior": [lo, hi],
+                                  "width": float(width), "pinned": bool(width < 0.6)})
+    if len(rows) >= 5:
+        z = np.where([n.endswith("_ms") for n in names], np.log(x), x)
+        c = np.corrcoef(z, rowvar=False)
+        pairs = [(abs(c[a, b]), names[a], names[b], c[a, b]) for a in range(len(names)) for b in range(a)
+                 if names[a].split(".")[0] != names[b].split(".")[0] and np.isfinite(c[a, b])]
+        out["correlations"] = [{"a": a, "b": b, "r": float(r)} for _, a, b, r in sorted(pairs, reverse=True)[:6]]
+    return out

@@ -1,0 +1,81 @@
+"""rulesearch families on a miniature network: two rounds end to end, and a run interrupted in
+its second round and resumed ends exactly as an uninterrupted one."""
+from dataclasses import replace
+
+import pytest
+
+from conftest import ROOT
+from rulesearch.cli import main
+from rulesearch.family_filter import FAMILY_FILE, ROUNDS_FILE, SIMULATIONS_FILE, FamilySpec, families_run, summarise
+from rulesearch.results import read_csv, read_json
+
+# 20 neurons for 0.4 s; loose weight constraints so that some candidates pass and round 1 proposes
+# from a model of them
+MINI = ("network.n_exc=16", "network.n_inh=4", "network.p_connect=0.3", "inputs.plasticity_s=0.2",
+        "inputs.score_s=0.2", "inputs.fano_bin_ms=50", "constraints.w_creep=[0, 0.5]", "constraints.w_blow=[0, 0.5]",
+        "constraints.cv_isi=[0.3, 3]", "constraints.fano=[0, 3]", "constraints.rate_i=[1, 200]",
+        "families.batch=8", "families.simulations=24", "families.rounds=2")
+SPEC = FamilySpec(str(ROOT / "tasks" / "ei-network.toml"), MINI, seed=3, workers=1)
+
+
+def _table(path):
+    return [dict(r) for r in read_csv(path)]
+
+
+def test_two_rounds_then_show(tmp_path, capsys):
+    info, out = families_run(SPEC, tmp_path / "run")
+    sims = read_csv(out / SIMULATIONS_FILE)
+    assert len(sims) == 48 and {r["round"] for r in sims} == {"0", "1"}
+    rounds = read_csv(out / ROUNDS_FILE)
+    assert [int(r["simulations"]) for r in rounds] == [24, 24]
+    passed = [r for r in sims if r["pass"] == "1"]
+    assert 2 <= len(passed) < 48  # the model of round 1 was fitted
+    family = read_csv(out / FAMILY_FILE)
+    assert len(family) == len(passed) == info["family_size"]
+    assert family[0]["ee"].startswith("pre: ") and "tau_pre" in family[0]["ee"]
+    for row in passed:  # every plausible row passes every constraint
+        assert all(row[k] == "1" for k in row if k.startswith("pass_"))
+    for row in sims:  # candidates stay in the prior's support
+        for p in ("ee", "ei", "ie", "ii"):
+            assert 10 <= float(row[f"{p}.tau_pre_ms"]) <= 100 and -2 <= float(row[f"{p}.kappa"]) <= 2
+        assert 5 <= float(row["drive_rate_hz"]) <= 15
+    run = read_json(out / "run.json")
+    assert run["kind"] == "families" and run["status"] == "done" and run["seed"] == 3
+    assert run["evaluations"] == 48 + len(passed) and 0 <= run["recheck_pass_fraction"] <= 1
+    assert "numpy" in run["versions"] and run["elapsed_seconds"] > 0
+    for png in ("pass_fraction.png", "metrics.png", "pairs_ee.png", "pairs_ii.png"):
+        assert (out / png).stat().st_size > 1000
+    s = summarise(out)
+    assert s["size"] == len(passed) and len(s["parameters"]) == 25
+    assert main(["show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert f"family of {len(passed)} plausible rule combinations" in shown and "ee.kappa" in shown
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    spec = replace(SPEC, overrides=SPEC.overrides + ("families.figures=false",))  # figures: the test above
+    _, full = families_run(spec, tmp_path / "full")
+    calls = []
+
+    def stop(r, rounds, done, total, frac):  # Ctrl-C after the first batch of round 1
+        calls.append((r, done))
+        if r == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        families_run(spec, tmp_path / "cut", progress=stop)
+    assert calls[-1] == (1, 8)
+    assert len(read_csv(tmp_path / "cut" / SIMULATIONS_FILE)) == 32  # nothing lost
+    assert read_json(tmp_path / "cut" / "run.json")["status"] == "interrupted"
+    info, cut = families_run(FamilySpec(SPEC.task), tmp_path / "cut", resume=True)
+    for name in (SIMULATIONS_FILE, ROUNDS_FILE, FAMILY_FILE):
+        assert _table(cut / name) == _table(full / name), name
+    assert info["status"] == "done"
+
+
+def test_resume_refusals(tmp_path, capsys):
+    assert main(["families", SPEC.task, "--resume", str(tmp_path)]) == 2
+    assert "no run.json and checkpoint.json to resume from" in capsys.readouterr().err
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "a").write_text("")
+    assert main(["families", SPEC.task, "--out", str(tmp_path / "x")]) == 2
+    assert "the folder exists and is not empty" in capsys.readouterr().err
