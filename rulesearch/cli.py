@@ -228,7 +228,7 @@ def cmd_simulate(args) -> int:
     from .tasks import load_task
     from .results import check_output
     out = check_output(args.out, args.force)
-    task = load_task(args.task, args.set, seed=args.seed, require_data=False)
+    task = load_task(args.task, args.set, data=args.data, seed=args.seed, require_data=False)
     rule = task.parse(args.rule, limits=True)
     with _console().status(f"simulating {task.name} under {rule.text()}"):
         line = task.sim.synthesize(task, rule, out, args.noise, args.observed, args.animals)
@@ -461,6 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measurement noise, in units of the activity's std")
     p.add_argument("--observed", type=float, default=1.0, help="fraction of output neurons recorded")
     p.add_argument("--animals", type=_at_least(1), help="choice tasks: number of synthetic animals (default: the task's)")
+    p.add_argument("--data", help="tasks whose objective takes data instead of generated inputs, e.g. a network "
+                                  "to prune (.npz with array A)")
     common(p)
     p.set_defaults(func=cmd_simulate)
 

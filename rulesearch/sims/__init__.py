@@ -21,9 +21,10 @@ from __future__ import annotations
 
 from .base import Objective, PathwaySpec, Simulator
 from .choice import SIMULATOR as CHOICE
+from .noise_prune import SIMULATOR as NOISE_PRUNE
 from .rate import SIMULATOR as RATE
 
-SIMULATORS: dict[str, Simulator] = {s.name: s for s in (RATE, CHOICE)}
+SIMULATORS: dict[str, Simulator] = {s.name: s for s in (RATE, CHOICE, NOISE_PRUNE)}
 
 
 def objectives() -> dict[str, list[str]]:
