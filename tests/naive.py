@@ -203,15 +203,17 @@ def choice_nll_filtered_numpy(rule: Rule, odour, decision, reward, patterns, w0,
 
 
 def noise_prune_numpy(rule: Rule, A, C, keep, uniforms):
-    """Plain NumPy noise-driven pruning: the rule's scores of every pair i < j with A_ij != 0 (post i,
-    pre j) by sympy, keep probabilities min(1, k max(score, 0)) with k found by bisection so that
+    """Plain NumPy noise-driven pruning: the score of every pair i < j with A_ij != 0 is the mean of
+    the rule's values (sympy) on synapse i <- j (post i, pre j) and j <- i, keep probabilities min(1, k max(score, 0)) with k found by bisection so that
     they sum to keep * pairs, then per draw u: kept pairs A_ij / p_ij on both sides, diagonal
     A_ii + sum_j |A_ij| - sum_j |B_ij|. Returns (p (m,), eigenvalues (draws, n)), or None when a
     score is NaN/inf or none is positive."""
     f, names = rule_function(rule)
     rows, cols = np.nonzero(np.triu(A, 1))
-    env = {"w": A[rows, cols], "c": C[rows, cols], "c_pre": C[cols, cols], "c_post": C[rows, rows]}
-    s = np.broadcast_to(np.asarray(f(*[env[n] for n in names]), float), rows.shape)
+    def value(post, pre):
+        env = {"w": A[post, pre], "c": C[post, pre], "c_pre": C[pre, pre], "c_post": C[post, post]}
+        return np.broadcast_to(np.asarray(f(*[env[n] for n in names]), float), rows.shape)
+    s = (value(rows, cols) + value(cols, rows)) / 2
     if not np.all(np.isfinite(s)) or not np.any(s > 0):
         return None
     s = np.maximum(s, 0.0) / s.max()

@@ -3,9 +3,12 @@ dx/dt = A x + sigma xi, probed by noise, and the rule that decides which synapse
 (Moore and Chaudhuri 2020, "Using noise to probe recurrent neural network structure and prune
 synapses").
 
-Pathway ``keep``: a rule is a score over what a synapse (i, j) sees, ``w`` (A_ij), ``c``
-(the noise-driven covariance C_ij), ``c_pre`` (C_jj) and ``c_post`` (C_ii). Each off-diagonal
-pair {i, j} (once, with i < j: post i, pre j) is kept with probability p_ij = min(1, k score_ij),
+Pathway ``keep``: a rule is a score over what a synapse (i <- j) sees, ``w`` (A_ij), ``c``
+(the noise-driven covariance C_ij), ``c_pre`` (C_jj) and ``c_post`` (C_ii). The network stays
+symmetric, so the two synapses i <- j and j <- i are kept or pruned together: the pair's score
+is the mean of theirs (a rule cannot exploit how the neurons happen to be numbered; for a rule
+symmetric in pre and post it is the rule's value). Each off-diagonal pair {i, j} with A_ij != 0
+is kept with probability p_ij = min(1, k score_ij),
 k set so that the expected kept fraction is ``pruning.keep``; kept weights become A_ij / p_ij
 (unbiased: E[pruned A_ij] = A_ij) and the diagonal is compensated as published (row sums,
 ``kernel._pruned``). Scores <= 0 mean "never keep"; a NaN or inf score, or no positive score,
@@ -53,8 +56,9 @@ class NoisePruneConfig:
 
 @dataclass(frozen=True, eq=False)
 class NoisePruneState:
-    """The network, what noise reveals in it and the shared sampling draws; per synapse pair
-    k = (rows[k] < cols[k]), the VM's arrays (pre/post batch = pairs, one unit each)."""
+    """The network, what noise reveals in it and the shared sampling draws. Synapse pair k is
+    (rows[k] < cols[k]); the VM's arrays hold its two synapses, i <- j at batch index k and
+    j <- i at m + k (pre/post batch = synapses, one unit each)."""
 
     A: np.ndarray  # (n, n)
     C: np.ndarray  # (n, n) stationary covariance, exact or sampled
@@ -62,10 +66,10 @@ class NoisePruneState:
     rows: np.ndarray  # int (m,) post neuron i
     cols: np.ndarray  # int (m,) pre neuron j
     margin: np.ndarray  # (n,) A_ii + sum_j |A_ij| (<= 0 for diagonally dominant A)
-    pre: np.ndarray  # (3, m, 1): slot 2 c_pre = C_jj
-    post: np.ndarray  # (4, m, 1): slot 3 c_post = C_ii
-    syn: np.ndarray  # (2, m): slot 0 w = A_ij, slot 1 c = C_ij
-    trial: np.ndarray  # (0, m)
+    pre: np.ndarray  # (3, 2m, 1): slot 2 c_pre (C_jj, then C_ii)
+    post: np.ndarray  # (4, 2m, 1): slot 3 c_post (C_ii, then C_jj)
+    syn: np.ndarray  # (2, 2m): slot 0 w = A_ij, slot 1 c = C_ij (both halves alike)
+    trial: np.ndarray  # (0, 2m)
     uniforms: np.ndarray  # (samples, m) in [0, 1): pair k kept in draw s when uniforms[s, k] < p_k
 
     @property
@@ -74,7 +78,8 @@ class NoisePruneState:
 
     @property
     def w(self) -> np.ndarray:
-        return self.syn[0]
+        """(m,) the pairs' weights A_ij."""
+        return self.syn[0, :self.rows.shape[0]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,14 +112,14 @@ def make_state(A: np.ndarray, config: NoisePruneConfig, seed: int) -> NoisePrune
                                int(_seed(seed, 1).integers(2**31)))
     rows, cols = np.nonzero(np.triu(A, 1))
     m = rows.shape[0]
-    pre, post, syn = np.zeros((3, m, 1)), np.zeros((4, m, 1)), np.zeros((2, m))
-    pre[2, :, 0] = C[cols, cols]
-    post[3, :, 0] = C[rows, rows]
-    syn[0], syn[1] = A[rows, cols], C[rows, cols]
+    pre, post, syn = np.zeros((3, 2 * m, 1)), np.zeros((4, 2 * m, 1)), np.zeros((2, 2 * m))
+    pre[2, :, 0] = np.concatenate([C[cols, cols], C[rows, rows]])
+    post[3, :, 0] = np.concatenate([C[rows, rows], C[cols, cols]])
+    syn[0], syn[1] = np.tile(A[rows, cols], 2), np.tile(C[rows, cols], 2)
     margin = np.diag(A) + np.abs(A - np.diag(np.diag(A))).sum(axis=1)
     uniforms = _seed(seed, 2).random((config.samples, m))
     return NoisePruneState(A, C, eigenvalues, rows.astype(np.int64), cols.astype(np.int64), margin, pre, post,
-                           syn, np.zeros((0, m)), uniforms)
+                           syn, np.zeros((0, 2 * m)), uniforms)
 
 
 def load_matrix(path: str | Path) -> PruneData:
@@ -216,17 +221,20 @@ class NoisePruneSimulator(Simulator):
 
     def simulate(self, task, packed, record=False, **options):
         s = task.state
-        scores = vm.evaluate(packed, s.pre, s.post, s.syn, s.trial)
-        return prune_population(scores, s.rows, s.cols, s.w, s.margin, task.config.keep, s.uniforms, record)
+        return prune_population(self.scores(task, packed), s.rows, s.cols, s.w, s.margin, task.config.keep,
+                                s.uniforms, record)
 
     def scores(self, task, packed) -> np.ndarray:
-        """Each rule's score of every synapse pair, (n_ind, m), by the VM."""
+        """Each rule's score of every synapse pair (n_ind, m): the mean of its two synapses' values,
+        computed by the VM (NaN or inf stays so: the rule is then blown)."""
         s = task.state
-        return vm.evaluate(packed, s.pre, s.post, s.syn, s.trial)
+        both = vm.evaluate(packed, s.pre, s.post, s.syn, s.trial)
+        m = s.rows.shape[0]
+        return 0.5 * (both[:, :m] + both[:, m:])
 
     def visited_states(self, task, packed, pathway, names, n_samples, rng):
         s = task.state
-        k = rng.integers(0, s.rows.shape[0], n_samples)
+        k = rng.integers(0, s.syn.shape[1], n_samples)  # either synapse of a pair
         columns = {"w": s.syn[0, k], "c": s.syn[1, k], "c_pre": s.pre[2, k, 0], "c_post": s.post[3, k, 0]}
         missing = [v for v in names if v not in columns]
         if missing:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, prange
+from threadpoolctl import threadpool_limits
 
 from ...vm import FASTMATH
 
@@ -213,10 +214,13 @@ def prune_population(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray, w: 
         raise ValueError(f"keep {keep}: expected a fraction in (0, 1]")
     n = margin.shape[0]
     matrices = np.zeros((n_ind, uniforms.shape[0], n, n) if record else (1, 1, 1, 1))
-    eig, kept, expected, blown = _prune_population(scores, np.ascontiguousarray(rows, np.int64),
-                                                   np.ascontiguousarray(cols, np.int64),
-                                                   np.ascontiguousarray(w, np.float64), margin, keep * m,
-                                                   uniforms, n, record, matrices)
+    # One LAPACK thread per eigenvalue problem: the parallelism is over individuals (prange), and
+    # BLAS threads spinning inside every Numba thread made a search 25x slower on a busy 2-core machine.
+    with threadpool_limits(limits=1, user_api="blas"):
+        eig, kept, expected, blown = _prune_population(scores, np.ascontiguousarray(rows, np.int64),
+                                                       np.ascontiguousarray(cols, np.int64),
+                                                       np.ascontiguousarray(w, np.float64), margin, keep * m,
+                                                       uniforms, n, record, matrices)
     return PruneResult(eig, kept, expected, blown, matrices if record else None)
 
 
