@@ -449,9 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into an existing, non-empty --out")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("simulate", help="write activity data from a ground-truth rule",
-                       description='Write synthetic data (activity NPZ, or a folder of per-fly choices) from a rule.',
-                       epilog='example:\n  rulesearch simulate tasks/fit-activity.toml --rule "x*y - 0.5*y**2*w" --out d.npz --noise 0.1',
+    p = sub.add_parser("simulate", help="write activity data from a ground-truth rule, or prune a network",
+                       description='Write synthetic data (activity NPZ, or a folder of per-fly choices) from a rule; '
+                                   'noise-prune tasks: the network pruned under the rule (NPZ) and its spectra (PNG).',
+                       epilog='example:\n  rulesearch simulate tasks/fit-activity.toml --rule "x*y - 0.5*y**2*w" --out d.npz --noise 0.1\n  rulesearch simulate tasks/noise-prune.toml --rule "abs(w)*(c_pre + c_post - 2*sign(w)*c)" --data net.npz --out pruned.npz',
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task")
     p.add_argument("--rule", required=True, help='rule text, e.g. "x*y - 0.5*y**2*w"')

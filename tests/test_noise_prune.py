@@ -143,6 +143,10 @@ def _bad_task(tmp_path, old, new):
     ("keep = 0.2", "keep = 1.5", "field 'pruning.keep' is 1.5: expected at most 1.0"),
     ("samples = 8", "samples = 0", "field 'pruning.samples' is 0: expected at least 1"),
     ("samples = 8", "sample = 8", "field 'pruning.sample' is not a known field"),
+    ("trajectory_weight = 0.0", "trajectory_weight = -1", "field 'pruning.trajectory_weight' is -1.0: expected at "
+                                                          "least 0.0"),
+    ("trajectory_time = 50.0", "trajectory_time = 0", "field 'pruning.trajectory_time' is 0.0: expected a "
+                                                      "positive time"),
     ('covariance = "exact"', 'covariance = "approx"', "field 'noise.covariance' is 'approx': expected one of "
                                                       "exact, sampled"),
     ("sigma = 1.0", "sigma = 0.0", "field 'noise.sigma' is 0.0: expected a positive noise std"),
@@ -236,3 +240,33 @@ def test_evolve_runs_on_the_pruning_grammar(tmp_path):
     assert main(["evolve", str(TASK), "--population", "12", "--generations", "1", "--seed", "2", "--out", str(out),
                  "--set", "network.n=40", "--set", "pruning.samples=2"]) == 0
     assert (out / "pareto.csv").exists()
+
+
+def test_trajectory_error_term():
+    """Optional: the pruned network run on the original's noise; nothing pruned -> no error; the
+    kernel's error against plain NumPy; the published rule closer than the control."""
+    from rulesearch.sims.noise_prune.kernel import noise_trajectory
+    over = SMALL + ("pruning.trajectory_weight=1.0", "pruning.trajectory_time=20.0", "noise.dt=0.05",
+                    "pruning.samples=2")
+    task = load_task(TASK, over, seed=3)
+    rules = [task.parse(t) for t in (PUBLISHED_RULE, "abs(w)")]
+    res = task.simulate(rules, record=True)
+    noise, dt, sigma, ref = task.state.trajectories
+    for i in range(2):
+        for s in range(2):
+            x = noise_trajectory(res.matrices[i, s], noise, dt, sigma)
+            expected = np.sqrt(np.sum((x - ref) ** 2) / np.sum(ref**2))
+            assert res.trajectory_error[i, s] == pytest.approx(expected, rel=1e-9)
+    assert res.trajectory_error[0].mean() < res.trajectory_error[1].mean()
+    eig_only = load_task(TASK, SMALL + ("pruning.samples=2",), seed=3).evaluate(rules)
+    np.testing.assert_allclose(task.evaluate(rules), eig_only + res.trajectory_error.mean(axis=1), rtol=1e-9)
+    full = load_task(TASK, over + ("pruning.keep=1.0",), seed=3).simulate(rules[:1])
+    assert full.trajectory_error.max() < 1e-12
+
+
+def test_rule_text_with_abs_reads_back():
+    """pareto.csv's expression is read back by --rule: |a| is written abs(a), not sympy's Abs(a)."""
+    task = load_task(TASK, ("network.n=20",))
+    for text in ("abs(c_pre*w)", PUBLISHED_RULE, "abs(w*(-c + 0.666667*c_post + w))"):
+        rule = task.parse(text)
+        assert "Abs" not in rule.text() and task.parse(rule.text()).to_sympy() == rule.to_sympy()

@@ -28,7 +28,7 @@ import numpy as np
 from ... import vm
 from ...errors import DataError, TaskError
 from ..base import Objective, PathwaySpec, Simulator, provided
-from .kernel import PruneResult, keep_probabilities, prune_population, sampled_covariance
+from .kernel import PruneResult, keep_probabilities, noise_trajectory, prune_population, sampled_covariance
 from .network import PUBLISHED_CLUSTERS, NetworkSpec, check_matrix, clustered_network, exact_covariance
 from .objectives import preserve_dynamics_loss, slow_mode_error
 
@@ -52,6 +52,8 @@ class NoisePruneConfig:
     sample_time: float  # sampled: length of the sampled run, time units of A
     keep: float  # expected fraction of synapse pairs kept
     samples: int  # sampling draws per candidate (shared by all candidates)
+    trajectory_weight: float = 0.0  # > 0: the loss also weighs the noise-driven trajectories' error
+    trajectory_time: float = 50.0  # length of the compared runs, time units of A (steps of noise.dt)
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,6 +73,7 @@ class NoisePruneState:
     syn: np.ndarray  # (2, 2m): slot 0 w = A_ij, slot 1 c = C_ij (both halves alike)
     trial: np.ndarray  # (0, 2m)
     uniforms: np.ndarray  # (samples, m) in [0, 1): pair k kept in draw s when uniforms[s, k] < p_k
+    trajectories: tuple | None = None  # (noise (steps, n), dt, sigma, the original's run (steps, n))
 
     @property
     def n(self) -> int:
@@ -100,13 +103,14 @@ def make_state(A: np.ndarray, config: NoisePruneConfig, seed: int) -> NoisePrune
     """Everything a population is scored on, for the network A (already checked)."""
     n = A.shape[0]
     eigenvalues = np.linalg.eigvalsh(A)
+    needs_dt = config.covariance == "sampled" or config.trajectory_weight > 0
+    if needs_dt and config.dt * abs(eigenvalues[0]) >= 1.0:
+        raise TaskError(f"{config.source}: field 'noise.dt' is {config.dt:g}: expected less than "
+                        f"{1.0 / abs(eigenvalues[0]):.3g} (1 / the fastest rate |lambda|) for a stable "
+                        "Euler-Maruyama run")
     if config.covariance == "exact":
         C = exact_covariance(A, config.sigma)
     else:
-        if config.dt * abs(eigenvalues[0]) >= 1.0:
-            raise TaskError(f"{config.source}: field 'noise.dt' is {config.dt:g}: expected less than "
-                            f"{1.0 / abs(eigenvalues[0]):.3g} (1 / the fastest rate |lambda|) for a stable "
-                            "Euler-Maruyama run")
         burn = BURN_IN_TIME_CONSTANTS / abs(eigenvalues[-1])
         C = sampled_covariance(A, config.sigma, config.dt, config.sample_time, burn,
                                int(_seed(seed, 1).integers(2**31)))
@@ -118,8 +122,12 @@ def make_state(A: np.ndarray, config: NoisePruneConfig, seed: int) -> NoisePrune
     syn[0], syn[1] = np.tile(A[rows, cols], 2), np.tile(C[rows, cols], 2)
     margin = np.diag(A) + np.abs(A - np.diag(np.diag(A))).sum(axis=1)
     uniforms = _seed(seed, 2).random((config.samples, m))
+    trajectories = None
+    if config.trajectory_weight > 0:
+        noise = _seed(seed, 3).standard_normal((max(1, int(round(config.trajectory_time / config.dt))), n))
+        trajectories = (noise, config.dt, config.sigma, noise_trajectory(A, noise, config.dt, config.sigma))
     return NoisePruneState(A, C, eigenvalues, rows.astype(np.int64), cols.astype(np.int64), margin, pre, post,
-                           syn, np.zeros((0, 2 * m)), uniforms)
+                           syn, np.zeros((0, 2 * m)), uniforms, trajectories)
 
 
 def load_matrix(path: str | Path) -> PruneData:
@@ -183,9 +191,14 @@ class NoisePruneSimulator(Simulator):
         if not keep > 0:
             p.fail("keep", f"is {keep!r}: expected a fraction in (0, 1] of the synapses to keep")
         samples = p.get("samples", int, 8, low=1)
+        trajectory_weight = p.get("trajectory_weight", float, 0.0, low=0.0)
+        trajectory_time = p.get("trajectory_time", float, 50.0)
+        if not trajectory_time > 0:
+            p.fail("trajectory_time", f"is {trajectory_time!r}: expected a positive time (time units of A)")
         p.finish()
         return NoisePruneConfig(network.path, NetworkSpec(n, tuple(clusters), density, long_range), seed,
-                                sigma, covariance, dt, sample_time, keep, samples)
+                                sigma, covariance, dt, sample_time, keep, samples, trajectory_weight,
+                                trajectory_time)
 
     def pathways(self, config):
         variables = provided("w", "c", "c_pre", "c_post",
@@ -194,7 +207,7 @@ class NoisePruneSimulator(Simulator):
                                        "c_pre": "noise-driven variance C_jj of the presynaptic neuron",
                                        "c_post": "noise-driven variance C_ii of the postsynaptic neuron"},
                              latex={"w": "A_{ij}", "c": "C_{ij}", "c_pre": "C_{jj}", "c_post": "C_{ii}"})
-        return (PathwaySpec("keep", variables, r"p_{ij} \propto", 1.0,
+        return (PathwaySpec("keep", variables, r"s_{ij}", 1.0,
                             "score of a synapse; kept with probability min(1, k score)"),)
 
     def generate(self, config, seed):
@@ -222,7 +235,7 @@ class NoisePruneSimulator(Simulator):
     def simulate(self, task, packed, record=False, **options):
         s = task.state
         return prune_population(self.scores(task, packed), s.rows, s.cols, s.w, s.margin, task.config.keep,
-                                s.uniforms, record)
+                                s.uniforms, record, s.trajectories)
 
     def scores(self, task, packed) -> np.ndarray:
         """Each rule's score of every synapse pair (n_ind, m): the mean of its two synapses' values,

@@ -28,6 +28,7 @@ class PruneResult:
     kept: np.ndarray  # (n_ind, samples) fraction of the synapses kept in each draw
     expected_kept: np.ndarray  # (n_ind,) sum of p_ij / number of synapses
     blown: np.ndarray  # bool (n_ind,): a non-finite score, or no positive score at all
+    trajectory_error: np.ndarray | None = None  # (n_ind, samples) when trajectories are compared
     matrices: np.ndarray | None = None  # recorded: (n_ind, samples, n, n) pruned networks
 
 
@@ -54,6 +55,41 @@ def _ou_steps(A, x, noise, dt, scale, cov, accumulate):
                 ci = cov[i]
                 for j in range(i, n):
                     ci[j] += xi * x[j]
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _trajectory_error(B, noise, dt, scale, reference):
+    """sqrt(sum_t |x_t - ref_t|^2 / sum_t |ref_t|^2) for the run of dx/dt = B x + sigma xi from
+    x = 0 with the same noise as the reference run ``reference`` (steps, n) of the original network."""
+    n = B.shape[0]
+    x = np.zeros(n)
+    bx = np.empty(n)
+    num = 0.0
+    den = 0.0
+    for t in range(noise.shape[0]):
+        for i in range(n):
+            s = 0.0
+            for j in range(n):
+                s += B[i, j] * x[j]
+            bx[i] = s
+        for i in range(n):
+            x[i] += dt * bx[i] + scale * noise[t, i]
+            d = x[i] - reference[t, i]
+            num += d * d
+            den += reference[t, i] * reference[t, i]
+    return np.sqrt(num / den) if den > 0 else 0.0
+
+
+def noise_trajectory(A: np.ndarray, noise: np.ndarray, dt: float, sigma: float) -> np.ndarray:
+    """The run (steps, n) of dx/dt = A x + sigma xi from x = 0 by Euler-Maruyama, noise (steps, n)."""
+    A = np.ascontiguousarray(A, np.float64)
+    noise = np.ascontiguousarray(noise, np.float64)
+    out = np.empty_like(noise)
+    x = np.zeros(A.shape[0])
+    for t in range(noise.shape[0]):  # NumPy per step: done once per task, not per candidate
+        x = x + dt * (A @ x) + sigma * np.sqrt(dt) * noise[t]
+        out[t] = x
+    return out
 
 
 def noise_run_steps(A: np.ndarray, dt: float, sample_time: float, burn_in_time: float) -> tuple[int, int]:
@@ -161,11 +197,13 @@ def _pruned(rows, cols, w, margin, p, u, B):
 
 
 @njit(cache=True, parallel=True)
-def _prune_population(scores, rows, cols, w, margin, keep_count, uniforms, n, record, matrices):
+def _prune_population(scores, rows, cols, w, margin, keep_count, uniforms, n, record, matrices,
+                      noise, dt, scale, reference):
     n_ind, m = scores.shape
     samples = uniforms.shape[0]
     eig = np.zeros((n_ind, samples, n))
     kept = np.zeros((n_ind, samples))
+    traj = np.zeros((n_ind, samples))
     expected = np.zeros(n_ind)
     blown = np.zeros(n_ind, np.bool_)
     for ind in prange(n_ind):
@@ -177,10 +215,12 @@ def _prune_population(scores, rows, cols, w, margin, keep_count, uniforms, n, re
         B = np.empty((n, n))
         for s in range(samples):
             kept[ind, s] = _pruned(rows, cols, w, margin, p, uniforms[s], B) / m
+            if noise.shape[0] > 0:
+                traj[ind, s] = _trajectory_error(B, noise, dt, scale, reference)
             eig[ind, s] = np.linalg.eigvalsh(B)
             if record:
                 matrices[ind, s] = B
-    return eig, kept, expected, blown
+    return eig, kept, expected, blown, traj
 
 
 def keep_probabilities(score: np.ndarray, keep: float) -> np.ndarray:
@@ -194,14 +234,17 @@ def keep_probabilities(score: np.ndarray, keep: float) -> np.ndarray:
 
 
 def prune_population(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray, w: np.ndarray, margin: np.ndarray,
-                     keep: float, uniforms: np.ndarray, record: bool = False) -> PruneResult:
+                     keep: float, uniforms: np.ndarray, record: bool = False,
+                     trajectories: tuple | None = None) -> PruneResult:
     """Prune the network once per row of ``uniforms`` under each rule's scores.
 
     scores (n_ind, m): one score per synapse pair k = (rows[k] < cols[k]) and rule; w (m,) the
     pairs' weights A_ij; margin (n,) = A_ii + sum_j |A_ij| (<= 0: what the diagonal has beyond the
     off-diagonal row sums, kept as it is); keep: expected kept fraction in (0, 1]; uniforms
     (samples, m) in [0, 1), shared by all rules. ``record`` keeps every pruned matrix
-    (n_ind * samples * n * n floats).
+    (n_ind * samples * n * n floats). ``trajectories`` = (noise (steps, n), dt, sigma, reference
+    (steps, n)): also run every pruned network on that noise and compare with the original's run
+    ``reference`` (``noise_trajectory``); costs steps * n^2 per draw.
     """
     scores = np.ascontiguousarray(scores, np.float64)
     uniforms = np.ascontiguousarray(uniforms, np.float64)
@@ -216,12 +259,20 @@ def prune_population(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray, w: 
     matrices = np.zeros((n_ind, uniforms.shape[0], n, n) if record else (1, 1, 1, 1))
     # One LAPACK thread per eigenvalue problem: the parallelism is over individuals (prange), and
     # BLAS threads spinning inside every Numba thread made a search 25x slower on a busy 2-core machine.
+    if trajectories is None:
+        noise, dt, sigma, reference = np.zeros((0, n)), 0.0, 0.0, np.zeros((0, n))
+    else:
+        noise, dt, sigma, reference = trajectories
     with threadpool_limits(limits=1, user_api="blas"):
-        eig, kept, expected, blown = _prune_population(scores, np.ascontiguousarray(rows, np.int64),
+        eig, kept, expected, blown, traj = _prune_population(scores, np.ascontiguousarray(rows, np.int64),
                                                        np.ascontiguousarray(cols, np.int64),
                                                        np.ascontiguousarray(w, np.float64), margin, keep * m,
-                                                       uniforms, n, record, matrices)
-    return PruneResult(eig, kept, expected, blown, matrices if record else None)
+                                                       uniforms, n, record, matrices,
+                                                       np.ascontiguousarray(noise, np.float64), float(dt),
+                                                       float(sigma * np.sqrt(dt)),
+                                                       np.ascontiguousarray(reference, np.float64))
+    return PruneResult(eig, kept, expected, blown, traj if trajectories is not None else None,
+                       matrices if record else None)
 
 
 def pruned_matrix(rows: np.ndarray, cols: np.ndarray, w: np.ndarray, margin: np.ndarray, p: np.ndarray,

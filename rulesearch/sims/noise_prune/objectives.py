@@ -38,8 +38,15 @@ def preserve_dynamics_loss(task, result: PruneResult) -> np.ndarray:
 
     Squared, so that one mode moved far costs more than many moved a little (an unbiased rule
     that keeps each synapse with probability p and rescales it by 1/p has an error variance
-    that this measures). Blown rules (``result.blown``) get the worst loss from the task.
+    that this measures). With ``pruning.trajectory_weight`` > 0 the loss adds that weight times
+    the mean over draws of the relative error of the noise-driven trajectories, sqrt(sum_t
+    |x'_t - x_t|^2 / sum_t |x_t|^2), the pruned and the original network driven from 0 by the
+    same noise for ``pruning.trajectory_time``. Blown rules (``result.blown``) get the worst loss
+    from the task.
     """
     lam0 = task.state.eigenvalues
     rel = relative_eigenvalue_errors(lam0, result.eigenvalues)  # (n_ind, samples, n)
-    return (rel**2 @ mode_weights(lam0)).mean(axis=1)
+    loss = (rel**2 @ mode_weights(lam0)).mean(axis=1)
+    if result.trajectory_error is not None:
+        loss = loss + task.config.trajectory_weight * result.trajectory_error.mean(axis=1)
+    return loss
