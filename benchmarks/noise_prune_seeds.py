@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--out", default="results/noise-prune-seeds")
     ap.add_argument("--seeds", type=int, nargs="+", default=list(range(1, 11)))
     ap.add_argument("--big", type=int, default=2000, help="neurons of the comparison network (0: skip)")
+    ap.add_argument("--big-rules", type=int, default=4, help="distinct selected rules compared there, most "
+                                                             "often selected first (default 4)")
     ap.add_argument("--figure", help="write the spectra figure of the big comparison here")
     ap.add_argument("--set", action="append", default=[], help="task override, as for rulesearch --set")
     args = ap.parse_args()
@@ -77,7 +79,7 @@ def main() -> None:
         rho = float(spearmanr(scores[0], scores[1])[0])
         same = positive_multiple(rule.to_sympy()[0], published.to_sympy()[0])
         ok = same or rho >= 0.99
-        found.append(rule_text)
+        found.append(rule.text())  # canonical: abs(c_pre*w) and c_pre*abs(w) count as one
         rows.append([seed, rule_text, loss, round(rho, 5), int(same), int(ok), round(wall, 1)])
         print(f"seed {seed:2d}  {wall:6.1f} s  loss {loss:.5g}  spearman {rho:.5f}  equivalent={same!s:5s} "
               f"passed={ok!s:5s} {rule_text}", flush=True)
@@ -92,7 +94,7 @@ def big(out: Path, args, found: collections.Counter) -> None:
     from rulesearch.sims.noise_prune.report import compare_rules, plot_spectra
     path = write_network(out / f"network{args.big}.npz", args.big, 2000)
     task = load_task(TASK, list(args.set) + ["pruning.samples=10", "pruning.keep=0.2"], data=path, seed=1)
-    rules = {f"selected: {t}": task.parse(t) for t, _ in found.most_common()}
+    rules = {f"selected {k}x: {t}": task.parse(t) for t, k in found.most_common(args.big_rules)}
     rules.update(published=task.parse(PUBLISHED_RULE), control=task.parse(CONTROL_RULE))
     start = time.perf_counter()
     with threadpool_limits(limits=1, user_api="blas"):

@@ -197,14 +197,14 @@ def test_data_errors(tmp_path, rng, arrays, message):
     path = tmp_path / "net.npz"
     np.savez(path, **arrays(rng))
     with pytest.raises(DataError, match=message) as info:
-        load_task(TASK, data=path)
+        load_task(TASK, SMALL, data=path)
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
 def test_data_not_npz(tmp_path):
     (tmp_path / "net.npz").write_text("hello")
     with pytest.raises(DataError, match="not an NPZ file \\(expected arrays A\\)"):
-        load_task(TASK, data=tmp_path / "net.npz")
+        load_task(TASK, SMALL, data=tmp_path / "net.npz")
 
 
 @pytest.mark.parametrize("make, culprit", [
