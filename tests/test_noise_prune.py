@@ -235,11 +235,14 @@ def test_cli_bad_input_is_one_line_with_exit_code_2(tmp_path, capsys, make, culp
     assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
-def test_evolve_runs_on_the_pruning_grammar(tmp_path):
+def test_evolve_runs_on_the_pruning_grammar_and_a_given_network(tmp_path):
+    np.savez(tmp_path / "net.npz", A=_network(40, 8))
     out = tmp_path / "run"
     assert main(["evolve", str(TASK), "--population", "12", "--generations", "1", "--seed", "2", "--out", str(out),
-                 "--set", "network.n=40", "--set", "pruning.samples=2"]) == 0
-    assert (out / "pareto.csv").exists()
+                 "--data", str(tmp_path / "net.npz"), "--set", "pruning.samples=2"]) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["data"].endswith("net.npz") and info["neurons"] == 40
+    assert "Abs(" not in (out / "pareto.csv").read_text()
 
 
 def test_trajectory_error_term():
