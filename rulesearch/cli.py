@@ -239,7 +239,7 @@ def cmd_simulate(args) -> int:
     from .tasks import load_task
     from .results import check_output
     out = check_output(args.out, args.force)
-    task = load_task(args.task, args.set, seed=args.seed, require_data=False)
+    task = load_task(args.task, args.set, data=args.data, seed=args.seed, require_data=False)
     rule = task.parse(args.rule, limits=True)
     with _console().status(f"simulating {task.name} under {rule.text()}"):
         line = task.sim.synthesize(task, rule, out, args.noise, args.observed, args.animals)
@@ -553,11 +553,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="write into an existing, non-empty --out")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("simulate", help="write data simulated under a rule",
+    p = sub.add_parser("simulate", help="write data simulated under a rule, or prune a network",
                        description='Write data simulated under a rule: activity (NPZ), a folder of per-fly choices, '
-                                   'or spike trains and weight trajectories of a spiking task (NPZ and a figure).',
+                                   'spike trains and weight trajectories of a spiking task (NPZ and a figure), or, for '
+                                   'noise-prune tasks, the network pruned under the rule (NPZ) and its spectra (PNG).',
                        epilog='examples:\n  rulesearch simulate tasks/fit-activity.toml --rule "x*y - 0.5*y**2*w" --out d.npz --noise 0.1'
-                              '\n  rulesearch simulate tasks/istdp.toml --rule "pre: x_post - 0.2; post: x_pre" --out istdp.npz',
+                              '\n  rulesearch simulate tasks/istdp.toml --rule "pre: x_post - 0.2; post: x_pre" --out istdp.npz'
+                              '\n  rulesearch simulate tasks/noise-prune.toml --rule "abs(w)*(c_pre + c_post - 2*sign(w)*c)" '
+                              '--data net.npz --out pruned.npz',
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task")
     p.add_argument("--rule", required=True, help='rule text, e.g. "x*y - 0.5*y**2*w"')
@@ -567,6 +570,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measurement noise, in units of the activity's std")
     p.add_argument("--observed", type=float, default=1.0, help="fraction of output neurons recorded")
     p.add_argument("--animals", type=_at_least(1), help="choice tasks: number of synthetic animals (default: the task's)")
+    p.add_argument("--data", help="tasks whose objective takes data instead of generated inputs, e.g. a network "
+                                  "to prune (.npz with array A)")
     common(p)
     p.set_defaults(func=cmd_simulate)
 

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 import sympy
+from sympy.printing.str import StrPrinter
 
 from .errors import GrammarError
 from .grammar import Grammar
@@ -414,10 +415,17 @@ def canonical_sympy(e: sympy.Expr) -> sympy.Expr:
     return sympy.expand(sympy.simplify(e))
 
 
+class _RuleTextPrinter(StrPrinter):
+    """sympy's text, with |a| written ``abs(a)`` (the grammar's name; sympy reads it back too)."""
+
+    def _print_Abs(self, e):
+        return f"abs({self._print(e.args[0])})"
+
+
 def sympy_text(e: sympy.Expr) -> str:
     """Text that both sympy and ``parse_rule`` read back; floats kept to 6 significant digits."""
     e = e.xreplace({f: sympy.Float(float(f"{float(f):.6g}")) for f in e.atoms(sympy.Float)})
-    return sympy.sstr(e, full_prec=False)
+    return _RuleTextPrinter({"full_prec": False}).doprint(e)
 
 
 def to_latex(e: sympy.Expr, grammar: Grammar, own: dict | None = None, digits: int = 4) -> str:

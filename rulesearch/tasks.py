@@ -290,8 +290,8 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data=None,
                 average_fraction, search, fit, seed, tuple(overrides), families)
     needs_data = sim.objectives[objective].needs_data
     if data is not None:
-        if not needs_data:
-            data_objectives = sorted(k for k, o in sim.objectives.items() if o.needs_data)
+        if not (needs_data or sim.objectives[objective].accepts_data):
+            data_objectives = sorted(k for k, o in sim.objectives.items() if o.needs_data or o.accepts_data)
             raise TaskError(f"{path}: objective '{objective}' does not use --data (objectives that "
                             f"do: {', '.join(data_objectives) or 'none'})")
         if isinstance(data, (str, Path)):

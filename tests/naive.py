@@ -362,3 +362,59 @@ def simulate_lif_network(rule: Rule, part_of, n_e, n_total, src, tgt, w0, neuron
             last[i] = s
             spikes.append((s, i))
     return w, spikes
+
+
+def noise_prune_numpy(rule: Rule, A, C, keep, uniforms):
+    """Plain NumPy noise-driven pruning: the score of every pair i < j with A_ij != 0 is the mean of
+    the rule's values (sympy) on synapse i <- j (post i, pre j) and j <- i, keep probabilities min(1, k max(score, 0)) with k found by bisection so that
+    they sum to keep * pairs, then per draw u: kept pairs A_ij / p_ij on both sides, diagonal
+    A_ii + sum_j |A_ij| - sum_j |B_ij|. Returns (p (m,), eigenvalues (draws, n)), or None when a
+    score is NaN/inf or none is positive."""
+    f, names = rule_function(rule)
+    rows, cols = np.nonzero(np.triu(A, 1))
+    def value(post, pre):
+        env = {"w": A[post, pre], "c": C[post, pre], "c_pre": C[pre, pre], "c_post": C[post, post]}
+        return np.broadcast_to(np.asarray(f(*[env[n] for n in names]), float), rows.shape)
+    s = (value(rows, cols) + value(cols, rows)) / 2
+    if not np.all(np.isfinite(s)) or not np.any(s > 0):
+        return None
+    s = np.maximum(s, 0.0) / s.max()
+    target = keep * len(s)
+    if target >= np.count_nonzero(s):
+        p = (s > 0).astype(float)
+    else:
+        lo, hi = 0.0, 1.0
+        while np.minimum(1.0, hi * s).sum() < target:
+            hi *= 2.0
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if np.minimum(1.0, mid * s).sum() < target else (lo, mid)
+        p = np.minimum(1.0, hi * s)
+    off = np.abs(A - np.diag(np.diag(A))).sum(axis=1)
+    eigs = []
+    for u in uniforms:
+        kept = u < p
+        B = np.zeros_like(A)
+        B[rows[kept], cols[kept]] = A[rows[kept], cols[kept]] / p[kept]
+        B = B + B.T
+        B[np.diag_indices_from(B)] = np.diag(A) + off - np.abs(B).sum(axis=1)
+        eigs.append(np.linalg.eigvalsh(B))
+    return p, np.array(eigs)
+
+
+def ou_covariance_numpy(A, sigma, dt, burn_steps, steps, seed, chunk):
+    """Euler-Maruyama run of dx/dt = A x + sigma xi from 0, noise drawn as the kernel draws it
+    (``chunk`` steps at a time from default_rng(seed)); mean of x x^T over the sampled steps."""
+    rng = np.random.default_rng(seed)
+    n = A.shape[0]
+    x, cov = np.zeros(n), np.zeros((n, n))
+    for total, sampled in ((burn_steps, False), (steps, True)):
+        done = 0
+        while done < total:
+            k = min(chunk, total - done)
+            for z in rng.standard_normal((k, n)):
+                x = x + dt * (A @ x) + sigma * np.sqrt(dt) * z
+                if sampled:
+                    cov += np.outer(x, x)
+            done += k
+    return cov / steps

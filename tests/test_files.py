@@ -34,6 +34,8 @@ def test_shipped_tasks_load(path, tmp_path):
     if task.objective == "fit_activity":  # data-fitting tasks: make data, then load with it
         save_activity(tmp_path / "d.npz", simulate_activity(task, task.parse(rules[0]), seed=3))
         task = load_task(path, data=tmp_path / "d.npz")
+    if task.objective == "preserve_dynamics":  # scores over a synapse's weight and covariances
+        rules = ["abs(w)*(c_pre + c_post - 2*sign(w)*c)", "abs(w)"]
     if task.objective == "fit_choices":
         rules = ["x*(r - rbar)", "x*r"]
         save_choices_npz(tmp_path / "c.npz", simulate_choices(task, task.parse(rules[0]), animals=2, seed=3))

@@ -4,7 +4,8 @@ import pytest
 from scipy.linalg import subspace_angles
 
 from conftest import ROOT
-from naive import choice_nll_numpy, simulate_lateral, simulate_lif, simulate_lif_network, simulate_rate
+from naive import (choice_nll_numpy, noise_prune_numpy, ou_covariance_numpy, simulate_lateral, simulate_lif,
+                   simulate_lif_network, simulate_rate)
 from rulesearch.sims import SIMULATORS
 from rulesearch.sims.choice import simulate_choices
 from rulesearch.sims.rate.objectives import pca_subspace_parts
@@ -108,6 +109,30 @@ def _lif_network(rng, rules, overrides=()):
         assert np.abs(w - s.w0).max() > 1e-3  # the rules did move the weights
 
 
+def _noise_prune(rng):
+    """Pruned spectra of several rules (one with negative scores, one blown) on a small network
+    with a sampled covariance, against the NumPy twin; the sampled covariance itself too."""
+    from rulesearch.sims.noise_prune import kernel
+    task = load_task(ROOT / "tasks" / "noise-prune.toml", ("network.n=40", 'noise.covariance="sampled"',
+                                                           "noise.sample_time=50.0", "noise.dt=0.05",
+                                                           "pruning.samples=3"), seed=2)
+    s = task.state
+    rules = [task.parse(t) for t in ("abs(w)*(c_pre + c_post - 2*sign(w)*c)", "abs(w)", "w*c_post + 0.1",
+                                     "square(w)*c_pre*c_post", "-abs(w)")]
+    res = task.simulate(rules)
+    for i, rule in enumerate(rules):
+        twin = noise_prune_numpy(rule, s.A, s.C, task.config.keep, s.uniforms)
+        assert res.blown[i] == (twin is None)
+        if twin is not None:
+            np.testing.assert_allclose(res.expected_kept[i], twin[0].mean(), rtol=1e-9)
+            np.testing.assert_allclose(res.eigenvalues[i], twin[1], rtol=1e-8, atol=1e-10)
+    assert res.blown.tolist() == [False, False, False, False, True]
+    C = kernel.sampled_covariance(s.A, 0.7, 0.05, 30.0, 5.0, seed=4)
+    burn, steps = kernel.noise_run_steps(s.A, 0.05, 30.0, 5.0)
+    np.testing.assert_allclose(C, ou_covariance_numpy(s.A, 0.7, 0.05, burn, steps, 4, kernel.CHUNK_STEPS),
+                               rtol=1e-9, atol=1e-12)
+
+
 NETWORK_RULES = ("ee.pre: 2*x_post - 0.5; ee.post: x_pre - w; ei.pre: x_post; ei.post: -0.5*x_pre; "
                  "ie.pre: x_post - 0.2; ie.post: x_pre; ii.pre: -x_post*w; ii.post: 0.3",
                  "ee.pre: 0; ee.post: 0; ei.pre: 0; ei.post: 0; ie.pre: 0; ie.post: 0; ii.pre: 0; ii.post: 0")
@@ -122,7 +147,8 @@ NAIVE_CASES = {"rate": [_rate, lambda rng: _lateral(rng, False), lambda rng: _la
                "lif_network": [lambda rng: _lif_network(rng, NETWORK_RULES[:1]),
                                lambda rng: _lif_network(rng, ("ie.pre: x_post*v - 0.2; ie.post: x_pre",),
                                                         ('network.plastic=["ie"]', 'grammar="stdp-voltage"',
-                                                         "network.eta=0.2"))]}
+                                                         "network.eta=0.2"))],
+               "noise_prune": [_noise_prune]}
 
 
 @pytest.mark.parametrize("name", sorted(SIMULATORS))

@@ -23,9 +23,10 @@ from .base import Objective, PathwaySpec, Simulator
 from .choice import SIMULATOR as CHOICE
 from .lif import SIMULATOR as LIF
 from .lif_network import SIMULATOR as LIF_NETWORK
+from .noise_prune import SIMULATOR as NOISE_PRUNE
 from .rate import SIMULATOR as RATE
 
-SIMULATORS: dict[str, Simulator] = {s.name: s for s in (RATE, CHOICE, LIF, LIF_NETWORK)}
+SIMULATORS: dict[str, Simulator] = {s.name: s for s in (RATE, CHOICE, LIF, LIF_NETWORK, NOISE_PRUNE)}
 
 
 def objectives() -> dict[str, list[str]]:

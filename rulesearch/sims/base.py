@@ -44,12 +44,14 @@ def provided(*names: str, meanings: dict | None = None, latex: dict | None = Non
 
 @dataclass(frozen=True)
 class Objective:
-    """A loss over a simulation result: ``fn(task, result) -> (n_individuals,)``."""
+    """A loss over a simulation result: ``fn(task, result) -> (n_individuals,)``. ``needs_data``:
+    only with ``--data``; ``accepts_data``: ``--data`` is optional (it replaces generated inputs)."""
 
     name: str
     fn: Callable[["Task", Any], np.ndarray]
     needs_data: bool = False
     description: str = ""
+    accepts_data: bool = False
 
 
 class Simulator:
