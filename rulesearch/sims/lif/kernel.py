@@ -61,6 +61,20 @@ class LifResult:
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
+def update_neurons(s, v, g_e, g_i, last_spike, ref_steps, g_leak, e_leak, e_exc, e_inh, dt, c_pf, decay_e, decay_i):
+    """Step 1 for every neuron: exponential Euler on V with the conductances of the start of the step
+    (V stays at reset until ``ref_steps`` steps after its last spike), exact decay of the
+    conductances. Shared by the spiking kernels."""
+    for i in range(v.shape[0]):
+        if s - last_spike[i] >= ref_steps:
+            g_tot = g_leak + g_e[i] + g_i[i]
+            v_inf = (g_leak * e_leak + g_e[i] * e_exc + g_i[i] * e_inh) / g_tot
+            v[i] = v_inf + (v[i] - v_inf) * np.exp(-dt * g_tot / c_pf)
+        g_e[i] *= decay_e
+        g_i[i] *= decay_i
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _trial(code, arg, consts, code_start, const_start, depth, ind, parts, trial_index,
            path, exc, w0, spk_ptr, spk_aff, path_ptr, path_aff, neuron, eta, w_max, tau_pre, tau_post,
            score_from, spikes_scored, spikes_total, w_out, spike_rec, w_rec, record_every):
@@ -96,13 +110,8 @@ def _trial(code, arg, consts, code_start, const_start, depth, ind, parts, trial_
     n_spk = 0
     for s in range(n_steps):
         # 1. state update with the conductances of the start of the step
-        for i in range(n_post):
-            if s - last_spike[i] >= ref_steps:
-                g_tot = g_leak + g_e[i] + g_i[i]
-                v_inf = (g_leak * e_leak + g_e[i] * e_exc + g_i[i] * e_inh) / g_tot
-                v[i] = v_inf + (v[i] - v_inf) * np.exp(-dt * g_tot / c_pf)
-            g_e[i] *= decay_e
-            g_i[i] *= decay_i
+        update_neurons(s, v, g_e, g_i, last_spike, ref_steps, g_leak, e_leak, e_exc, e_inh, dt, c_pf,
+                       decay_e, decay_i)
         # 2. threshold
         any_spike = False
         for i in range(n_post):

@@ -35,6 +35,7 @@ import numpy as np
 from numba import njit, prange
 
 from ...vm import FASTMATH, PackedPrograms, run_program
+from ..lif.kernel import update_neurons
 from ..lif.kernel import (C_PF, DT_MS, E_EXC, E_INH, E_LEAK, G_LEAK, N_POST_SLOTS, N_PRE_SLOTS, N_SYN_SLOTS,
                           REF_STEPS, TAU_EXC, TAU_INH, V_RESET, V_SCALED, V_TH, W, X_POST, X_PRE)
 
@@ -139,13 +140,8 @@ def _network(code, arg, consts, code_start, const_start, depth, ind, parts, part
     s = 0
     while s < n_steps:
         # 1. state update
-        for i in range(n):
-            if s - last_spike[i] >= ref_steps:
-                g_tot = g_leak + g_e[i] + g_i[i]
-                v_inf = (g_leak * e_leak + g_e[i] * e_exc + g_i[i] * e_inh) / g_tot
-                v[i] = v_inf + (v[i] - v_inf) * np.exp(-dt * g_tot / c_pf)
-            g_e[i] *= decay_e
-            g_i[i] *= decay_i
+        update_neurons(s, v, g_e, g_i, last_spike, ref_steps, g_leak, e_leak, e_exc, e_inh, dt, c_pf,
+                       decay_e, decay_i)
         # 2. threshold
         n_spk_e = 0
         any_spike = False
