@@ -28,43 +28,11 @@ def rules(n: int) -> list[str]:
 def brian2_population(task, texts) -> tuple[float, float, np.ndarray]:
     """(wall seconds of the first rule, incl. code generation, wall seconds of the rest, spike counts)."""
     import brian2 as b2
+    from rulesearch.sims.lif.brian2_twin import vogels_network
     c, s = task.config, task.state
-    ptr = s.spk_ptr[0]
-    steps = np.repeat(np.arange(s.n_steps), np.diff(ptr))
-    affs = s.spk_aff[ptr[0]:ptr[-1]]
-    b2.start_scope()
-    ms, mV, nS, pF = b2.ms, b2.mV, b2.nS, b2.pF
-    b2.defaultclock.dt = c.dt_ms * ms
-    ns = dict(C=c.capacitance_pf * pF, gl=c.g_leak_ns * nS, el=c.e_leak_mv * mV, ee=c.e_exc_mv * mV,
-              ei=c.e_inh_mv * mV, vt=c.v_threshold_mv * mV, vr=c.v_reset_mv * mV, taue=c.tau_exc_ms * ms,
-              taui=c.tau_inh_ms * ms, gexc=c.g_exc_ns * nS, ginh=c.g_inh_ns * nS, eta=c.eta, wmax=c.w_max,
-              taupre=c.tau_pre_ms * ms, taupost=c.tau_post_ms * ms)
-    neuron = b2.NeuronGroup(1, """dv/dt = (gl*(el - v) + ge*(ee - v) + gi*(ei - v)) / C : volt (unless refractory)
-                                  dge/dt = -ge / taue : siemens
-                                  dgi/dt = -gi / taui : siemens""",
-                            threshold="v > vt", reset="v = vr", refractory=c.refractory_ms * ms,
-                            method="exponential_euler", namespace=ns)
-    inputs = b2.SpikeGeneratorGroup(c.n_aff, affs, steps * c.dt_ms * ms)
-    exc = b2.Synapses(inputs, neuron, "w : 1", on_pre="ge += w * gexc", namespace=ns)
-    exc.connect(i=np.flatnonzero(s.exc), j=0)
-    exc.w = s.w0[0, 0, s.exc]
-    inh = b2.Synapses(inputs, neuron, """w : 1
-                                         a : 1 (shared)
-                                         b : 1 (shared)
-                                         dapre/dt = -apre / taupre : 1 (event-driven)
-                                         dapost/dt = -apost / taupost : 1 (event-driven)""",
-                      on_pre="""apre += 1
-                                w = clip(w + eta * (apost - a), 0, wmax)
-                                gi += w * ginh""",
-                      on_post="""apost += 1
-                                 w = clip(w + eta * b * apre, 0, wmax)""", namespace=ns)
-    inh.connect(i=np.flatnonzero(~s.exc), j=0)
-    inh.w = s.w0[0, 0, ~s.exc]
-    neuron.v = c.e_leak_mv * mV
-    monitor = b2.SpikeMonitor(neuron)
-    net = b2.Network(neuron, inputs, exc, inh, monitor)
+    net, inh, monitor = vogels_network(b2, task)
     net.store()
-    duration = s.n_steps * c.dt_ms * ms
+    duration = s.n_steps * c.dt_ms * b2.ms
     counts, first, rest = [], 0.0, 0.0
     for k, text in enumerate(texts):
         # (locals named a or b would clash with the synapses' a and b in Brian2's namespace lookup)

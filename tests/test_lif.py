@@ -6,6 +6,7 @@ import pytest
 from conftest import ROOT
 from rulesearch.cli import main
 from rulesearch.errors import TaskError
+from rulesearch.sims.lif.brian2_twin import vogels_network
 from rulesearch.sims.lif.objectives import balance, output_rates
 from rulesearch.tasks import load_task, pack_rules
 
@@ -28,41 +29,12 @@ def test_brian2_agrees_on_spike_times_and_weights():
     task = load_task(ISTDP, SHORT)
     c, s = task.config, task.state
     ours = task.simulate([task.parse("pre: x_post - 0.2; post: x_pre")], record=True)
-    steps, affs = _spike_times(task)
-
     b2.prefs.codegen.target = "numpy"  # no C compilation in the test
-    b2.start_scope()
-    ms, mV, nS, pF = b2.ms, b2.mV, b2.nS, b2.pF
-    b2.defaultclock.dt = c.dt_ms * ms
-    ns = dict(C=c.capacitance_pf * pF, gl=c.g_leak_ns * nS, el=c.e_leak_mv * mV, ee=c.e_exc_mv * mV,
-              ei=c.e_inh_mv * mV, vt=c.v_threshold_mv * mV, vr=c.v_reset_mv * mV, taue=c.tau_exc_ms * ms,
-              taui=c.tau_inh_ms * ms, gexc=c.g_exc_ns * nS, ginh=c.g_inh_ns * nS, eta=c.eta, wmax=c.w_max,
-              taupre=c.tau_pre_ms * ms, taupost=c.tau_post_ms * ms)
-    neuron = b2.NeuronGroup(1, """dv/dt = (gl*(el - v) + ge*(ee - v) + gi*(ei - v)) / C : volt (unless refractory)
-                                  dge/dt = -ge / taue : siemens
-                                  dgi/dt = -gi / taui : siemens""",
-                            threshold="v > vt", reset="v = vr", refractory=c.refractory_ms * ms,
-                            method="exponential_euler", namespace=ns)
-    neuron.v = c.e_leak_mv * mV
-    inputs = b2.SpikeGeneratorGroup(c.n_aff, affs, steps * c.dt_ms * ms)
-    exc = b2.Synapses(inputs, neuron, "w : 1", on_pre="ge += w * gexc", namespace=ns)
-    exc.connect(i=np.flatnonzero(s.exc), j=0)
-    exc.w = s.w0[0, 0, s.exc]
-    inh = b2.Synapses(inputs, neuron, """w : 1
-                                         dapre/dt = -apre / taupre : 1 (event-driven)
-                                         dapost/dt = -apost / taupost : 1 (event-driven)""",
-                      on_pre="""apre += 1
-                                w = clip(w + eta * (apost - 0.2), 0, wmax)
-                                gi += w * ginh""",
-                      on_post="""apost += 1
-                                 w = clip(w + eta * apre, 0, wmax)""", namespace=ns)
-    inh.connect(i=np.flatnonzero(~s.exc), j=0)
-    inh.w = s.w0[0, 0, ~s.exc]
-    monitor = b2.SpikeMonitor(neuron)
-    net = b2.Network(neuron, inputs, exc, inh, monitor)
-    net.run(s.n_steps * c.dt_ms * ms)
+    net, inh, monitor = vogels_network(b2, task)
+    inh.a, inh.b = 0.2, 1.0
+    net.run(s.n_steps * c.dt_ms * b2.ms)
 
-    theirs = np.round(np.asarray(monitor.t / ms) / c.dt_ms).astype(np.int64)
+    theirs = np.round(np.asarray(monitor.t / b2.ms) / c.dt_ms).astype(np.int64)
     mine = ours.spike_steps[0, 0]
     assert len(theirs) >= 10
     np.testing.assert_array_equal(mine[mine >= 0], theirs)
