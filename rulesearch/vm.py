@@ -19,6 +19,7 @@ from typing import Sequence
 import numpy as np
 from numba import njit, prange
 
+from ._borrow import segment
 from .primitives import (
     DIV_EPS,
     EXP_MAX,
@@ -48,6 +49,18 @@ from .primitives import (
 # Reassociation lets LLVM vectorise the loops; NaN and inf keep their IEEE meaning
 # (no 'nnan'/'ninf'), which blow-up detection relies on.
 FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
+# The VM divides exactly: with 'arcp' a division by a value repeated over a block becomes a
+# multiplication by its reciprocal, one ulp away from the same division elsewhere, and the VM's
+# entry points (whole rows, single synapses, with tangents) must agree to the last bit.
+_BINARY_MATH = FASTMATH - {"arcp"}
+
+# Shape classes of a value during evaluation: what it varies over. A value is stored compactly in its
+# class's layout, so a subexpression of the postsynaptic activity alone (y*y) costs n_out operations
+# per network, one of the presynaptic activity alone n_in, not n_out * n_in; a binary result's class
+# is the union (bitwise or) of its operands'. Layouts, for B networks: BATCH (B,), PRE (B, n_in),
+# POST (B, n_out), SYN (B, n_out, n_in), row-major.
+CLS_BATCH, CLS_PRE, CLS_POST, CLS_SYN = 0, 1, 2, 3
+MAX_STACK = 31  # the classes of the stack's entries are kept 2 bits each in one int64
 
 
 @dataclass(frozen=True)
@@ -89,6 +102,9 @@ def pack(programs: Sequence[Program], parts: int = 1) -> PackedPrograms:
     programs per individual)."""
     if not programs:
         raise ValueError("pack() needs at least one program")
+    if max(p.depth for p in programs) > MAX_STACK:
+        raise ValueError(f"a program needs a stack of {max(p.depth for p in programs)} entries; the VM "
+                         f"keeps at most {MAX_STACK}")
     if len(programs) % parts:
         raise ValueError(f"{len(programs)} programs do not split into individuals of {parts} pathways")
     code_start = np.zeros(len(programs) + 1, np.int64)
@@ -137,7 +153,222 @@ def interleave(packs: Sequence[PackedPrograms]) -> PackedPrograms:
                           max(pk.depth for pk in packs), len(packs))
 
 
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
+# The row VM (``run_rows``): every value, the simulator's variables and the stack alike, is a row of
+# one 2-D array ``mem``, addressed by its row index. Slicing a row view per instruction, or passing
+# several arrays to a helper, costs reference counting (atomic operations) that at a hundred synapses
+# outweighs the arithmetic; with one array and inlined helpers the interpreter's loop has none.
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _f(op, c, x, y):
+    """op(x, y), x the first operand; OP_AXPB: c + x * y; OP_DIV protected."""
+    if op == OP_MUL:
+        return x * y
+    if op == OP_ADD:
+        return x + y
+    if op == OP_SUB:
+        return x - y
+    if op == OP_AXPB:
+        return c + x * y
+    return x / y if abs(y) > DIV_EPS else 0.0
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _run_run(op, c, a, b, n):
+    """b[:n] = op(a[:n], b[:n]) (a, b borrowed views that do not overlap)."""
+    if op == OP_MUL:
+        for j in range(n):
+            b[j] = a[j] * b[j]
+    elif op == OP_ADD:
+        for j in range(n):
+            b[j] = a[j] + b[j]
+    elif op == OP_SUB:
+        for j in range(n):
+            b[j] = a[j] - b[j]
+    elif op == OP_AXPB:
+        for j in range(n):
+            b[j] = c + a[j] * b[j]
+    else:
+        for j in range(n):
+            q = b[j]
+            b[j] = a[j] / q if abs(q) > DIV_EPS else 0.0
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _scalar_run(op, c, s, b, n):
+    """b[:n] = op(s, b[:n])."""
+    if op == OP_MUL:
+        for j in range(n):
+            b[j] = s * b[j]
+    elif op == OP_ADD:
+        for j in range(n):
+            b[j] = s + b[j]
+    elif op == OP_SUB:
+        for j in range(n):
+            b[j] = s - b[j]
+    elif op == OP_AXPB:
+        for j in range(n):
+            b[j] = c + s * b[j]
+    else:
+        for j in range(n):
+            q = b[j]
+            b[j] = s / q if abs(q) > DIV_EPS else 0.0
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _run_scalar(op, c, a, s, d, n):
+    """d[:n] = op(a[:n], s) (a, d borrowed views that do not overlap)."""
+    if op == OP_MUL:
+        for j in range(n):
+            d[j] = a[j] * s
+    elif op == OP_ADD:
+        for j in range(n):
+            d[j] = a[j] + s
+    elif op == OP_SUB:
+        for j in range(n):
+            d[j] = a[j] - s
+    elif op == OP_AXPB:
+        for j in range(n):
+            d[j] = c + a[j] * s
+    else:
+        ok = abs(s) > DIV_EPS
+        for j in range(n):
+            d[j] = a[j] / s if ok else 0.0
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _rows_binary(op, c, mem, ar, ca, br, cb, n_batch, n_out, n_in):
+    """mem[br] = op(mem[ar], mem[br]) for compact values of classes ca and cb (ar != br); returns the
+    result's class. Output blocks are written last to first: a block never overwrites compact input
+    of b not yet read (a lower class's element e sits at or before block e)."""
+    cls = ca | cb
+    if cls == CLS_SYN:
+        n_blocks, size = n_batch * n_out, n_in
+    elif cls == CLS_PRE:
+        n_blocks, size = n_batch, n_in
+    elif cls == CLS_POST:
+        n_blocks, size = n_batch, n_out
+    else:
+        n_blocks, size = 1, n_batch
+    if ca == cls and cb == cls:  # the common case: one pass over the whole row
+        n = n_blocks * size
+        _run_run(op, c, segment(mem, ar, 0, n), segment(mem, br, 0, n), n)
+        return cls
+    for e in range(n_blocks - 1, -1, -1):
+        batch = e // n_out if cls == CLS_SYN else e
+        base = e * size
+        a_run = ca == cls or ca == CLS_PRE  # else one value repeated over the block
+        ao = base if ca == cls else batch * n_in
+        if cb == cls:
+            if a_run:
+                _run_run(op, c, segment(mem, ar, ao, size), segment(mem, br, base, size), size)
+            else:
+                _scalar_run(op, c, mem[ar, e] if ca == CLS_POST else mem[ar, batch], segment(mem, br, base, size),
+                            size)
+        elif cb != CLS_PRE:  # b is one value over the block: read it, then overwrite
+            sb = mem[br, e] if cb == CLS_POST else mem[br, batch]
+            _run_scalar(op, c, segment(mem, ar, ao, size), sb, segment(mem, br, base, size), size)
+        else:  # b a run of presynaptic values at another offset of its own row (n_out > 1: rare)
+            bo = batch * n_in
+            sa = 0.0 if a_run else (mem[ar, e] if ca == CLS_POST else mem[ar, batch])
+            for j in range(size):
+                mem[br, base + j] = _f(op, c, mem[ar, ao + j] if a_run else sa, mem[br, bo + j])
+    return cls
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _class_size(cls, n_batch, n_out, n_in):
+    if cls == CLS_SYN:
+        return n_batch * n_out * n_in
+    if cls == CLS_PRE:
+        return n_batch * n_in
+    if cls == CLS_POST:
+        return n_batch * n_out
+    return n_batch
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
+def run_rows(code, arg, consts, mem, var_row, stack_row, n_batch, n_out, n_in):
+    """Evaluate one postfix program (already sliced) for every synapse of B networks, leaving the
+    result in ``mem[stack_row]`` in the compact layout of the class it returns (CLS_*).
+
+    mem: float64 (rows, >= B*n_out*n_in) holding the variables and the stack: variable (kind, slot)
+    in row ``var_row[kind] + slot`` (var_row: a tuple of 4 ints, for kinds PRE, POST, SYN, TRIAL; compact layouts (B, n_in),
+    (B, n_out), (B, n_out, n_in), (B,)), the stack in rows ``stack_row`` onwards (program depth
+    rows). Binary operators take their first operand from the top of the stack
+    (``rules.compile_expr`` emits reversed prefix order). Each instruction runs over a whole class
+    before the next starts, so interpretation costs per instruction, not per synapse.
+    """
+    classes = 0  # 2 bits per stack entry
+    sp = 0
+    for pc in range(code.shape[0]):
+        op = code[pc]
+        a = arg[pc]
+        if op <= OP_CONST:
+            r = stack_row + sp
+            if op == OP_CONST:
+                cls = CLS_BATCH
+                v = consts[a]
+                for k in range(n_batch):
+                    mem[r, k] = v
+            else:
+                kind = op - OP_LOAD_PRE
+                cls = (kind + 1) & 3  # PRE, POST, SYN, TRIAL -> CLS_PRE, CLS_POST, CLS_SYN, CLS_BATCH
+                m = _class_size(cls, n_batch, n_out, n_in)
+                dst, src = segment(mem, r, 0, m), segment(mem, var_row[kind] + a, 0, m)
+                for k in range(m):
+                    dst[k] = src[k]
+            classes = (classes & ~(3 << (2 * sp))) | (cls << (2 * sp))
+            sp += 1
+        elif op == OP_MUL_CONST:  # top = const * top
+            m = _class_size((classes >> (2 * (sp - 1))) & 3, n_batch, n_out, n_in)
+            top = segment(mem, stack_row + sp - 1, 0, m)
+            v = consts[a]
+            for k in range(m):
+                top[k] *= v
+        elif op < 20 or op >= OP_MUL_VAR:
+            if op < 20:  # binary: first operand on top
+                sp -= 1
+                ar, ca = stack_row + sp, (classes >> (2 * sp)) & 3
+                bop, c = op, 0.0
+            else:  # top = v * top, c + v * top for a variable v
+                kind = (a >> 4) & 3
+                ar, ca = var_row[kind] + (a & 15), (kind + 1) & 3
+                bop = OP_MUL if op == OP_MUL_VAR else OP_AXPB
+                c = consts[a >> 6] if op == OP_AXPB else 0.0
+            top = sp - 1
+            cb = (classes >> (2 * top)) & 3
+            cls = _rows_binary(bop, c, mem, ar, ca, stack_row + top, cb, n_batch, n_out, n_in)
+            classes = (classes & ~(3 << (2 * top))) | (cls << (2 * top))
+        else:
+            m = _class_size((classes >> (2 * (sp - 1))) & 3, n_batch, n_out, n_in)
+            top = segment(mem, stack_row + sp - 1, 0, m)
+            if op == OP_NEG:
+                for k in range(m):
+                    top[k] = -top[k]
+            elif op == OP_SQUARE:
+                for k in range(m):
+                    v = top[k]
+                    top[k] = v * v
+            elif op == OP_CUBE:
+                for k in range(m):
+                    v = top[k]
+                    top[k] = v * v * v
+            elif op == OP_TANH:
+                for k in range(m):
+                    top[k] = np.tanh(top[k])
+            elif op == OP_EXP:
+                for k in range(m):
+                    top[k] = np.exp(min(top[k], EXP_MAX))
+            elif op == OP_ABS:
+                for k in range(m):
+                    top[k] = abs(top[k])
+            elif op == OP_SIGN:
+                for k in range(m):
+                    q = top[k]
+                    top[k] = 1.0 if q > 0 else (-1.0 if q < 0 else 0.0)
+    return classes & 3
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
 def run_program(code, arg, consts, pre, post, syn, trial, stack, out):
     """Evaluate one postfix program (already sliced) for every synapse; result into ``out``.
 
@@ -262,7 +493,7 @@ def run_program(code, arg, consts, pre, post, syn, trial, stack, out):
         out[k] = stack[0, k]
 
 
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
 def run_program_at(code, arg, consts, c0, c1, k0, pre, post, syn, trial, stack):
     """One program (``code[c0:c1]``, its constants from ``consts[k0:]``) at a single synapse; returns
     its value. pre, post, syn, trial: 1-D arrays of slot values; stack: float64 (depth,) scratch.
@@ -338,7 +569,7 @@ def run_program_at(code, arg, consts, c0, c1, k0, pre, post, syn, trial, stack):
     return stack[0]
 
 
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
 def _broadcast_variable(kind, slot, pre, post, syn, trial, row):
     """One variable laid out per synapse (b, i, j) into row."""
     n_batch, n_in, n_out = pre.shape[1], pre.shape[2], post.shape[2]
@@ -360,7 +591,7 @@ def _broadcast_variable(kind, slot, pre, post, syn, trial, row):
                 k += 1
 
 
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
 def run_program_tangents(code, arg, consts, pre, post, syn, trial, stack, tangent, var, out, grad):
     """``run_program`` in forward-mode differentiation: the rule's value into ``out`` and its
     derivatives with respect to x (pre slot 0), y (post slot 0) and w (syn slot 0) into grad
@@ -479,14 +710,53 @@ def run_program_tangents(code, arg, consts, pre, post, syn, trial, stack, tangen
 @njit(cache=True, parallel=True)
 def _run_packed(code, arg, consts, code_start, const_start, depth, pre, post, syn, trial):
     n_prog = code_start.shape[0] - 1
-    n = pre.shape[1] * post.shape[2] * pre.shape[2]
+    n_pre, n_batch, n_in = pre.shape
+    n_post, _, n_out = post.shape
+    n_syn, n_trial = syn.shape[0], trial.shape[0]
+    n = n_batch * n_out * n_in
     out = np.empty((n_prog, n))
+    var_row = (0, n_pre, n_pre + n_post, n_pre + n_post + n_syn)
+    stack_row = n_pre + n_post + n_syn + n_trial
     for p in prange(n_prog):
-        stack = np.empty((depth, n))
+        mem = np.empty((stack_row + depth, n))
+        for s in range(n_pre):
+            for b in range(n_batch):
+                for j in range(n_in):
+                    mem[s, b * n_in + j] = pre[s, b, j]
+        for s in range(n_post):
+            for b in range(n_batch):
+                for i in range(n_out):
+                    mem[n_pre + s, b * n_out + i] = post[s, b, i]
+        for s in range(n_syn):
+            for k in range(n):
+                mem[var_row[2] + s, k] = syn[s, k]
+        for s in range(n_trial):
+            for b in range(n_batch):
+                mem[var_row[3] + s, b] = trial[s, b]
         c0, c1 = code_start[p], code_start[p + 1]
         k0, k1 = const_start[p], const_start[p + 1]
-        run_program(code[c0:c1], arg[c0:c1], consts[k0:k1], pre, post, syn, trial, stack, out[p])
+        cls = run_rows(code[c0:c1], arg[c0:c1], consts[k0:k1], mem, var_row, stack_row, n_batch, n_out, n_in)
+        broadcast_compact(cls, mem, stack_row, n_batch, n_out, n_in, out[p])
     return out
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def broadcast_compact(cls, mem, row, n_batch, n_out, n_in, out):
+    """The compact value ``mem[row]`` of class ``cls`` laid out per synapse (b, i, j) into out
+    (B*n_out*n_in,)."""
+    k = 0
+    for b in range(n_batch):
+        for i in range(n_out):
+            for j in range(n_in):
+                if cls == CLS_SYN:
+                    out[k + j] = mem[row, k + j]
+                elif cls == CLS_PRE:
+                    out[k + j] = mem[row, b * n_in + j]
+                elif cls == CLS_POST:
+                    out[k + j] = mem[row, b * n_out + i]
+                else:
+                    out[k + j] = mem[row, b]
+            k += n_in
 
 
 def evaluate(packed: PackedPrograms, pre: np.ndarray, post: np.ndarray, syn: np.ndarray,

@@ -165,3 +165,41 @@ def test_shape_errors(full, rng):
     pre, post, syn, trial = _inputs(rng)
     with pytest.raises(ValueError, match="inconsistent shapes"):
         evaluate(pack(parse_rule("x", full).programs()), pre, post, syn[:, :5], trial)
+
+
+@st.composite
+def reward_trees(draw, depth=4):
+    """Trees over every kind of variable (pre, post, synapse, trial) and every binary operator."""
+    if depth == 0 or draw(st.integers(0, 3)) == 0:
+        if draw(st.integers(0, 4)):
+            return [("var", draw(st.sampled_from(["x", "y", "w", "r", "rbar"])))]
+        return [("const", draw(st.floats(-2, 2, allow_nan=False, width=32)))]
+    op = draw(st.sampled_from(OPS))
+    out = [("op", op)]
+    for _ in range(PRIMITIVES[op].arity):
+        out += draw(reward_trees(depth=depth - 1))
+    return out
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(reward_trees(), st.integers(0, 2**31), st.sampled_from([(1, 1, 7), (3, 2, 5), (2, 4, 1)]))
+def test_row_vm_matches_the_per_synapse_vm(tree, seed, shape):
+    """run_rows (values kept compact per class: per trial, per input, per output, per synapse) gives
+    the values of run_program (every value laid out per synapse), for batches of several trials,
+    one or several outputs and inputs, with trial variables (reward) too."""
+    from rulesearch.vm import run_program
+    from conftest import ROOT
+    from rulesearch.grammar import load_grammar
+    rule = Rule((tuple(tree),), _grammar(load_grammar(ROOT / "grammars" / "reward.toml")))
+    n_batch, n_out, n_in = shape
+    rng = np.random.default_rng(seed)
+    pre = rng.uniform(-2, 2, size=(1, n_batch, n_in))
+    post = rng.uniform(-2, 2, size=(1, n_batch, n_out))
+    syn = rng.uniform(-2, 2, size=(1, n_batch * n_out * n_in))
+    trial = rng.uniform(-2, 2, size=(2, n_batch))
+    packed = pack(rule.programs())
+    got = evaluate(packed, pre, post, syn, trial)[0]
+    want = np.empty_like(got)
+    run_program(packed.code, packed.arg, packed.consts, pre, post, syn, trial,
+                np.empty((packed.depth, got.size)), want)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit, prange
 
-from ...vm import FASTMATH, PackedPrograms, run_program
+from ..._borrow import borrowed, segment
+from ...vm import CLS_BATCH, CLS_POST, CLS_PRE, CLS_SYN, FASTMATH, PackedPrograms, run_rows
 
 ACTIVATIONS = {"linear": 0, "sigmoid": 1, "tanh": 2}
 LATERAL = {"none": 0, "symmetric": 1, "hierarchical": 2}
@@ -89,106 +90,160 @@ def _solve_lateral(mb, h, y, a, n_out, lateral):
     return True
 
 
+@njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
+def _add_checked(w, d, eta, bound, n):
+    """w[:n] += eta * d[:n]; returns how many weights left [-bound, bound] and a sum that NaN or inf
+    poison (v * 0 is NaN for them): counted rather than a running maximum, so that it vectorises."""
+    over = 0
+    poison = 0.0
+    for j in range(n):
+        v = w[j] + eta * d[j]
+        w[j] = v
+        over += abs(v) > bound
+        poison += v * 0.0
+    return over, poison
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
+def _apply_update(cls, mem, r, eta, mask, w_row, bound, n_batch, n_out, n_in):
+    """mem[w_row] += eta * mem[r], mem[r] a compact VM result of class ``cls`` (mask: 1 where a
+    synapse exists, or empty for all; mem a borrowed view). Returns whether every weight stayed
+    finite and within ``bound``."""
+    over = 0
+    poison = 0.0
+    m = n_out * n_in
+    if cls == CLS_SYN and mask.shape[0] == 0:
+        o, p = _add_checked(segment(mem, w_row, 0, n_batch * m), segment(mem, r, 0, n_batch * m), eta, bound,
+                            n_batch * m)
+        return o == 0 and p == 0.0
+    for b in range(n_batch):
+        for i in range(n_out):
+            base = b * m + i * n_in
+            w = segment(mem, w_row, base, n_in)
+            if mask.shape[0]:  # the lateral pathway (n_out * n_out synapses per trial): no need to vectorise
+                for j in range(n_in):
+                    if cls == CLS_SYN:
+                        d = mem[r, base + j]
+                    elif cls == CLS_PRE:
+                        d = mem[r, b * n_in + j]
+                    else:
+                        d = mem[r, b * n_out + i] if cls == CLS_POST else mem[r, b]
+                    v = w[j] + eta * d * mask[base + j]
+                    w[j] = v
+                    over += abs(v) > bound
+                    poison += v * 0.0
+            elif cls == CLS_SYN or cls == CLS_PRE:
+                o, p = _add_checked(w, segment(mem, r, base if cls == CLS_SYN else b * n_in, n_in), eta, bound, n_in)
+                over += o
+                poison += p
+            else:
+                d = eta * (mem[r, b * n_out + i] if cls == CLS_POST else mem[r, b])
+                for j in range(n_in):
+                    v = w[j] + d
+                    w[j] = v
+                    over += abs(v) > bound
+                    poison += v * 0.0
+    return over == 0 and poison == 0.0
+
+
+# Rows of the VM's memory (``vm.run_rows``): the presynaptic input, the output, the weights, then
+# the stack. The lateral rule's presynaptic activity is the other output: its X row is the Y row.
+X, Y, W, STACK = 0, 1, 2, 3
+FF_ROWS = (X, Y, W, STACK)
+LATERAL_ROWS = (Y, Y, W, STACK)
+
+
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _run_rule(code, arg, consts, lcode, larg, lconsts, depth, x, w0, m0, target, eta, eta_lat, act, lateral,
-              bound, average_from, w_final, w_sum, m_final, m_sum, record, y_rec, w_rec, m_rec):
+def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0, target, eta, eta_lat, act,
+              lateral, bound, average_from, w_final, w_sum, m_final, m_sum, record, y_rec, w_rec, m_rec):
     """One rule on all trials at once (trials are the VM's batch). Returns (sse, count, blown).
 
-    lcode/larg/lconsts: the lateral pathway's program (used when lateral > 0)."""
-    n_trials, n_steps, n_in = x.shape
-    n_out = w0.shape[1]
+    xt: inputs (steps, trials * n_in), a step's inputs of every trial in one row; lcode/larg/lconsts:
+    the lateral pathway's program (used when lateral > 0)."""
+    n_steps = xt_.shape[0]
+    n_trials, n_out, n_in = w0.shape
     m = n_out * n_in
     n = n_trials * m
-    stack = np.empty((depth, n))
-    dw = np.empty(n)
-    pre = np.empty((1, n_trials, n_in))
-    post = np.empty((1, n_trials, n_out))
-    syn = np.empty((1, n))
-    trial = np.zeros((0, n_trials))
+    mem_ = np.zeros((STACK + depth, n))
     mm = n_out * n_out
     nl = n_trials * mm if lateral else 0
-    lstack = np.empty((depth, nl))
-    dm = np.empty(nl)
-    lsyn = np.empty((1, nl))
+    lmem_ = np.zeros((STACK + depth, nl))
+    # the time loop works on borrowed views (no reference counting); the owners stay alive to the end
+    code, arg, consts, mem, xt = borrowed(code_), borrowed(arg_), borrowed(consts_), borrowed(mem_), borrowed(xt_)
+    lcode, larg, lconsts, lmem = borrowed(lcode_), borrowed(larg_), borrowed(lconsts_), borrowed(lmem_)
     mask = np.zeros(nl)  # 1 where a lateral synapse exists (i != k; hierarchical: i > k)
     h = np.empty(n_out)
+    y = np.empty(n_out)
     scratch = np.empty((n_out, n_out + 1))
     for b in range(n_trials):
         for i in range(n_out):
             for j in range(n_in):
-                syn[0, b * m + i * n_in + j] = w0[b, i, j]
+                mem[W, b * m + i * n_in + j] = w0[b, i, j]
             if lateral:
                 for k in range(n_out):
                     ok = (i > k) if lateral == 2 else (i != k)
                     mask[b * mm + i * n_out + k] = 1.0 if ok else 0.0
-                    lsyn[0, b * mm + i * n_out + k] = m0[b, i, k] if ok else 0.0
+                    lmem[W, b * mm + i * n_out + k] = m0[b, i, k] if ok else 0.0
     has_target = target.shape[0] > 0
     sse = np.zeros(n_trials)
     count = np.zeros(n_trials, np.int64)
     blown = False
-    w = syn[0]
-    ml = lsyn[0]
+    no_mask = np.zeros(0)
     for t in range(n_steps):
+        x_now, x_row = segment(xt, t, 0, n_trials * n_in), segment(mem, X, 0, n_trials * n_in)
+        for k in range(n_trials * n_in):
+            x_row[k] = x_now[k]
         for b in range(n_trials):
-            xb = x[b, t]
-            pb = pre[0, b]
-            for j in range(n_in):
-                pb[j] = xb[j]
+            x_b = segment(mem, X, b * n_in, n_in)
             for i in range(n_out):
-                row = w[b * m + i * n_in: b * m + (i + 1) * n_in]
+                w_bi = segment(mem, W, b * m + i * n_in, n_in)
                 s = 0.0
                 for j in range(n_in):
-                    s += row[j] * xb[j]
+                    s += w_bi[j] * x_b[j]
                 if lateral:
                     h[i] = s
                 else:
-                    post[0, b, i] = _activate(s, act)
-            if lateral and not _solve_lateral(ml[b * mm:(b + 1) * mm], h, post[0, b], scratch, n_out, lateral):
-                blown = True
+                    mem[Y, b * n_out + i] = _activate(s, act)
+            if lateral:
+                if not _solve_lateral(lmem[W, b * mm:(b + 1) * mm], h, y, scratch, n_out, lateral):
+                    blown = True
+                for i in range(n_out):
+                    mem[Y, b * n_out + i] = y[i]
+                    lmem[Y, b * n_out + i] = y[i]
             if has_target:
                 for i in range(n_out):
                     v = target[b, t, i]
                     if v == v:  # NaN marks an unrecorded neuron
-                        d = post[0, b, i] - v
+                        d = mem[Y, b * n_out + i] - v
                         sse[b] += d * d
                         count[b] += 1
             if record:
                 for i in range(n_out):
-                    y_rec[b, t, i] = post[0, b, i]
+                    y_rec[b, t, i] = mem[Y, b * n_out + i]
                 for k in range(m):
-                    w_rec[b, t, k] = syn[0, b * m + k]
+                    w_rec[b, t, k] = mem[W, b * m + k]
                 for k in range(mm if lateral else 0):
-                    m_rec[b, t, k] = ml[b * mm + k]
+                    m_rec[b, t, k] = lmem[W, b * mm + k]
         if blown:
             break
-        run_program(code, arg, consts, pre, post, syn, trial, stack, dw)
-        if lateral:  # the lateral rule sees the other output as its presynaptic activity
-            run_program(lcode, larg, lconsts, post, post, lsyn, trial, lstack, dm)
-        # Branch-free so that the loop vectorises: the largest |w| and a sum that NaN/inf poison.
-        largest = 0.0
-        poison = 0.0
-        for k in range(n):
-            v = w[k] + eta * dw[k]
-            w[k] = v
-            largest = max(largest, abs(v))
-            poison += v * 0.0
-        for k in range(nl):
-            v = ml[k] + (eta_lat * dm[k] if mask[k] > 0.0 else 0.0)
-            ml[k] = v
-            largest = max(largest, abs(v))
-            poison += v * 0.0
-        if not (largest <= bound and poison == 0.0):
+        cls = run_rows(code, arg, consts, mem, FF_ROWS, STACK, n_trials, n_out, n_in)
+        if lateral:
+            lcls = run_rows(lcode, larg, lconsts, lmem, LATERAL_ROWS, STACK, n_trials, n_out, n_out)
+        ok = _apply_update(cls, mem, STACK, eta, no_mask, W, bound, n_trials, n_out, n_in)
+        if lateral:
+            ok = _apply_update(lcls, lmem, STACK, eta_lat, mask, W, bound, n_trials, n_out, n_out) and ok
+        if not ok:
             blown = True
             break
         if t >= average_from:
             for k in range(n):
-                w_sum[k] += w[k]
+                w_sum[k] += mem[W, k]
             for k in range(nl):
-                m_sum[k] += ml[k]
+                m_sum[k] += lmem[W, k]
     for k in range(n):
-        w_final[k] = syn[0, k]
+        w_final[k] = mem_[W, k]
     for k in range(nl):
-        m_final[k] = ml[k]
+        m_final[k] = lmem_[W, k]
     return sse, count, blown
 
 
@@ -197,6 +252,8 @@ def _simulate_population(code, arg, consts, code_start, const_start, depth, part
                          eta, eta_lat, act, lateral, bound, average_from, record, y_rec, w_rec, m_rec):
     n_ind = (code_start.shape[0] - 1) // parts
     n_trials, n_steps, n_in = x.shape
+    # the VM reads a step's inputs of all trials as one contiguous row (a copy unless one trial)
+    xt = x[0] if n_trials == 1 else np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(n_steps, n_trials * n_in)
     n_out = w0.shape[1]
     n = n_trials * n_out * n_in
     nl = n_trials * n_out * n_out if lateral else 0
@@ -216,7 +273,7 @@ def _simulate_population(code, arg, consts, code_start, const_start, depth, part
         j0, j1 = const_start[q], const_start[q + 1]
         r = np.int64(ind) if record else np.int64(0)
         s, c, b = _run_rule(code[c0:c1], arg[c0:c1], consts[k0:k1], code[l0:l1], arg[l0:l1], consts[j0:j1],
-                            depth, x, w0, m0, target, eta, eta_lat, act, lateral, bound, average_from,
+                            depth, xt, w0, m0, target, eta, eta_lat, act, lateral, bound, average_from,
                             w_final[ind], w_mean[ind], m_final[ind], m_mean[ind], record,
                             y_rec[r], w_rec[r], m_rec[r])
         sse[ind] = s
