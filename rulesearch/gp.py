@@ -22,6 +22,7 @@ from deap.tools import emo
 
 from . import vm
 from .grammar import Grammar
+from .lockstep import run_lockstep
 from .primitives import PRIMITIVES, VARIABLES
 from .errors import GrammarError
 from .fronts import (
@@ -303,22 +304,26 @@ class Search:
                 state.archive[k] = (state.cache[k], r.complexity, r.exprs)
 
     def _optimise_constants(self, population: list, state: _State) -> None:
+        """Tune the constants of the best ``optimise_top`` new rules side by side (their losses share
+        population calls, ``lockstep``); the results equal tuning them one after another."""
         k = self.task.search.optimise_top
         candidates = sorted((i for i in population if not i.optimised and
                              i.fitness.values[0] < WORST_LOSS and
                              any(isinstance(type(n), gp.MetaEphemeral) for t in i for n in t)),
                             key=lambda i: i.fitness.values)
-        seen = set()
+        chosen, seen = [], set()
         for ind in candidates:
             if len(seen) >= k:
                 break
             if ind.key in seen:
                 continue
             seen.add(ind.key)
-            rule = self.lang.rule(ind)
-            best = optimise_constants(rule, lambda rs: self._loss_of_rules(rs, state),
-                                      ind.fitness.values[0], max_iter=SEARCH_CONSTANT_ITERATIONS,
-                                      smooth=self.task.sim.smooth_loss)
+            chosen.append(ind)
+        smooth = self.task.sim.smooth_loss
+        jobs = [functools.partial(_tune, self.lang.rule(ind), start=ind.fitness.values[0],
+                                  max_iter=SEARCH_CONSTANT_ITERATIONS, smooth=smooth) for ind in chosen]
+        results = run_lockstep(jobs, lambda rs: self._loss_of_rules(rs, state))
+        for ind, best in zip(chosen, results):
             ind.optimised = True
             if best is not None:
                 new = self.lang.individual(best)
@@ -533,15 +538,11 @@ class Search:
             self._explore_front(state)
         raw = pareto_front([(l, c, exprs) for l, c, exprs in state.archive.values()])
         loss_fn = lambda rules: self._loss_of_rules(rules, state)
+        kept = [(loss, Rule(exprs, self.space)) for loss, comp, exprs in raw if loss < WORST_LOSS]
+        snap_tol, smooth = self.task.search.snap_tol, self.task.sim.smooth_loss
+        jobs = [functools.partial(_polish, rule, start=loss, snap_tol=snap_tol, smooth=smooth) for loss, rule in kept]
         final = {}
-        for loss, comp, exprs in raw:
-            if loss >= WORST_LOSS:
-                continue
-            rule = Rule(exprs, self.space)
-            if rule.constants():
-                rule = optimise_constants(rule, loss_fn, loss, FINAL_CONSTANT_ITERATIONS,
-                                          smooth=self.task.sim.smooth_loss) or rule
-            rule = readable(rule, loss_fn, self.task.search.snap_tol)
+        for rule in run_lockstep(jobs, loss_fn):
             final.setdefault(rule.text(), rule)
         rules = list(final.values())
         losses = loss_fn(rules) if rules else []
@@ -645,6 +646,18 @@ def monomials(grammar: Grammar, degree: int) -> list[tuple]:
                 tokens = (("op", "mul"), ("var", n)) + tokens
             out.append(tokens)
     return out
+
+
+def _tune(rule: Rule, loss: Callable, start: float, max_iter: int, smooth: bool) -> Rule | None:
+    """One rule's constant optimisation (a ``lockstep`` job)."""
+    return optimise_constants(rule, loss, start, max_iter=max_iter, smooth=smooth)
+
+
+def _polish(rule: Rule, loss: Callable, start: float, snap_tol: float, smooth: bool) -> Rule:
+    """A front rule's final form (a ``lockstep`` job): constants tuned, then snapped and canonical."""
+    if rule.constants():
+        rule = optimise_constants(rule, loss, start, FINAL_CONSTANT_ITERATIONS, smooth=smooth) or rule
+    return readable(rule, loss, snap_tol)
 
 
 def subtree_end(expr, start: int) -> int:

@@ -505,12 +505,35 @@ def _from_sympy(e, g: Grammar) -> list:
 
 # ---------------------------------------------------------------- programs
 
+def _variable_first(expr: Expr) -> list:
+    """The same expression with the operands of each product swapped where that puts a lone variable
+    first (``square(y)*w`` -> ``w*square(y)``): the program then multiplies by the variable in place
+    (MUL_VAR) instead of copying it onto the stack first. Exact: a*b == b*a in IEEE arithmetic."""
+    def walk(i):
+        kind, value = expr[i]
+        if kind != "op":
+            return [expr[i]], i + 1
+        node = [expr[i]]
+        args, j = [], i + 1
+        for _ in range(PRIMITIVES[value].arity):
+            sub, j = walk(j)
+            args.append(sub)
+        if value == "mul" and args[0][0][0] != "var" and len(args[1]) == 1 and args[1][0][0] == "var":
+            args.reverse()
+        for a in args:
+            node += a
+        return node, j
+
+    out, _ = walk(0)
+    return out
+
+
 def compile_expr(expr: Expr, pathway: Pathway | None = None) -> Program:
     """Prefix expression -> postfix VM program; variables are read from the slots ``pathway``
     gives them (default: the catalogue ``primitives.VARIABLES``)."""
     code, arg, consts = [], [], []
     depth = max_depth = 0
-    for kind, value in reversed(expr):  # reversed prefix = postfix of the mirrored tree
+    for kind, value in reversed(_variable_first(expr)):  # reversed prefix = postfix of the mirrored tree
         if kind == "var":
             var = pathway.variable(value) if pathway is not None else VARIABLES[value]
             if var.kind not in KINDS or not 0 <= var.slot < 16:
