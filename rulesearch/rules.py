@@ -10,6 +10,7 @@ Rules of several pathways are written ``"ff: x*y - y**2*w; lat: -x*y"``.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -150,7 +151,7 @@ class Rule:
         return "; ".join(f"{p.symbol} = {t}" for p, t in zip(self.space.pathways, parts))
 
     def programs(self) -> tuple[Program, ...]:
-        return tuple(compile_expr(e, p) for e, p in zip(self.exprs, self.space.pathways))
+        return tuple(_compile_cached(e, p) for e, p in zip(self.exprs, self.space.pathways))
 
     def constants(self) -> list[float]:
         return [v for e in self.exprs for k, v in e if k == "const"]
@@ -526,6 +527,13 @@ def _variable_first(expr: Expr) -> list:
 
     out, _ = walk(0)
     return out
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _compile_cached(expr: Expr, pathway: Pathway) -> Program:
+    """compile_expr, remembered: a search compiles each rule it evaluates twice (semantic key, loss)
+    and meets the same subtrees again and again. Programs are never modified after compilation."""
+    return compile_expr(expr, pathway)
 
 
 def compile_expr(expr: Expr, pathway: Pathway | None = None) -> Program:
