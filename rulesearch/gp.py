@@ -421,6 +421,7 @@ class Search:
     def _run(self, state, checkpoint, progress) -> EvolveResult:
         start = time.perf_counter()
         stopped = "generations"
+        elapsed_before = 0.0 if state is None else state.elapsed  # a resumed run's earlier time
         if state is None:
             self.rng.seed(self.seed)
             state = _State([self._new_individual() for _ in range(self.mu)], {}, {}, [])
@@ -436,7 +437,6 @@ class Search:
                 self._sweep_pathways(state)
             self._optimise_constants(state.population, state)
             self._record(state, start, checkpoint, progress)
-        elapsed_before = state.elapsed
         interrupt = GracefulInterrupt()
         try:
             while state.generation < self.generations:

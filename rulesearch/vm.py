@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 from numba import njit, prange
 
-from ._borrow import segment
+from ._borrow import borrowed, segment
 from .primitives import (
     DIV_EPS,
     EXP_MAX,
@@ -171,7 +171,7 @@ def _f(op, c, x, y):
     return x / y if abs(y) > DIV_EPS else 0.0
 
 
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
 def _run_run(op, c, a, b, n):
     """b[:n] = op(a[:n], b[:n]) (a, b borrowed views that do not overlap)."""
     if op == OP_MUL:
@@ -192,7 +192,7 @@ def _run_run(op, c, a, b, n):
             b[j] = a[j] / q if abs(q) > DIV_EPS else 0.0
 
 
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
 def _scalar_run(op, c, s, b, n):
     """b[:n] = op(s, b[:n])."""
     if op == OP_MUL:
@@ -213,7 +213,7 @@ def _scalar_run(op, c, s, b, n):
             b[j] = s / q if abs(q) > DIV_EPS else 0.0
 
 
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
 def _run_scalar(op, c, a, s, d, n):
     """d[:n] = op(a[:n], s) (a, d borrowed views that do not overlap)."""
     if op == OP_MUL:
@@ -286,17 +286,18 @@ def _class_size(cls, n_batch, n_out, n_in):
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
-def run_rows(code, arg, consts, mem, var_row, stack_row, n_batch, n_out, n_in):
+def run_rows(code, arg, consts, mem, rows, n_batch, n_out, n_in):
     """Evaluate one postfix program (already sliced) for every synapse of B networks, leaving the
     result in ``mem[stack_row]`` in the compact layout of the class it returns (CLS_*).
 
     mem: float64 (rows, >= B*n_out*n_in) holding the variables and the stack: variable (kind, slot)
-    in row ``var_row[kind] + slot`` (var_row: a tuple of 4 ints, for kinds PRE, POST, SYN, TRIAL; compact layouts (B, n_in),
-    (B, n_out), (B, n_out, n_in), (B,)), the stack in rows ``stack_row`` onwards (program depth
-    rows). Binary operators take their first operand from the top of the stack
+    in row ``rows[kind] + slot`` (kinds PRE, POST, SYN, TRIAL; compact layouts (B, n_in), (B, n_out),
+    (B, n_out, n_in), (B,)), the stack in rows ``rows[4]`` onwards (program depth rows). rows: int64
+    (5,), an array rather than constants so that one compiled version serves every simulator. Binary operators take their first operand from the top of the stack
     (``rules.compile_expr`` emits reversed prefix order). Each instruction runs over a whole class
     before the next starts, so interpretation costs per instruction, not per synapse.
     """
+    stack_row = rows[4]
     classes = 0  # 2 bits per stack entry
     sp = 0
     for pc in range(code.shape[0]):
@@ -313,7 +314,7 @@ def run_rows(code, arg, consts, mem, var_row, stack_row, n_batch, n_out, n_in):
                 kind = op - OP_LOAD_PRE
                 cls = (kind + 1) & 3  # PRE, POST, SYN, TRIAL -> CLS_PRE, CLS_POST, CLS_SYN, CLS_BATCH
                 m = _class_size(cls, n_batch, n_out, n_in)
-                dst, src = segment(mem, r, 0, m), segment(mem, var_row[kind] + a, 0, m)
+                dst, src = segment(mem, r, 0, m), segment(mem, rows[kind] + a, 0, m)
                 for k in range(m):
                     dst[k] = src[k]
             classes = (classes & ~(3 << (2 * sp))) | (cls << (2 * sp))
@@ -331,7 +332,7 @@ def run_rows(code, arg, consts, mem, var_row, stack_row, n_batch, n_out, n_in):
                 bop, c = op, 0.0
             else:  # top = v * top, c + v * top for a variable v
                 kind = (a >> 4) & 3
-                ar, ca = var_row[kind] + (a & 15), (kind + 1) & 3
+                ar, ca = rows[kind] + (a & 15), (kind + 1) & 3
                 bop = OP_MUL if op == OP_MUL_VAR else OP_AXPB
                 c = consts[a >> 6] if op == OP_AXPB else 0.0
             top = sp - 1
@@ -715,8 +716,8 @@ def _run_packed(code, arg, consts, code_start, const_start, depth, pre, post, sy
     n_syn, n_trial = syn.shape[0], trial.shape[0]
     n = n_batch * n_out * n_in
     out = np.empty((n_prog, n))
-    var_row = (0, n_pre, n_pre + n_post, n_pre + n_post + n_syn)
     stack_row = n_pre + n_post + n_syn + n_trial
+    rows = np.array([0, n_pre, n_pre + n_post, n_pre + n_post + n_syn, stack_row])
     for p in prange(n_prog):
         mem = np.empty((stack_row + depth, n))
         for s in range(n_pre):
@@ -729,13 +730,15 @@ def _run_packed(code, arg, consts, code_start, const_start, depth, pre, post, sy
                     mem[n_pre + s, b * n_out + i] = post[s, b, i]
         for s in range(n_syn):
             for k in range(n):
-                mem[var_row[2] + s, k] = syn[s, k]
+                mem[rows[2] + s, k] = syn[s, k]
         for s in range(n_trial):
             for b in range(n_batch):
-                mem[var_row[3] + s, b] = trial[s, b]
+                mem[rows[3] + s, b] = trial[s, b]
         c0, c1 = code_start[p], code_start[p + 1]
         k0, k1 = const_start[p], const_start[p + 1]
-        cls = run_rows(code[c0:c1], arg[c0:c1], consts[k0:k1], mem, var_row, stack_row, n_batch, n_out, n_in)
+        # borrowed views, as the simulators pass: run_rows is compiled for one signature only
+        cls = run_rows(borrowed(code[c0:c1]), borrowed(arg[c0:c1]), borrowed(consts[k0:k1]), borrowed(mem),
+                       borrowed(rows), n_batch, n_out, n_in)
         broadcast_compact(cls, mem, stack_row, n_batch, n_out, n_in, out[p])
     return out
 

@@ -104,7 +104,7 @@ def _add_checked(w, d, eta, bound, n):
     return over, poison
 
 
-@njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _apply_update(cls, mem, r, eta, mask, w_row, bound, n_batch, n_out, n_in):
     """mem[w_row] += eta * mem[r], mem[r] a compact VM result of class ``cls`` (mask: 1 where a
     synapse exists, or empty for all; mem a borrowed view). Returns whether every weight stayed
@@ -149,8 +149,8 @@ def _apply_update(cls, mem, r, eta, mask, w_row, bound, n_batch, n_out, n_in):
 # Rows of the VM's memory (``vm.run_rows``): the presynaptic input, the output, the weights, then
 # the stack. The lateral rule's presynaptic activity is the other output: its X row is the Y row.
 X, Y, W, STACK = 0, 1, 2, 3
-FF_ROWS = (X, Y, W, STACK)
-LATERAL_ROWS = (Y, Y, W, STACK)
+FF_ROWS = np.array([X, Y, W, -1, STACK])  # no trial variables
+LATERAL_ROWS = np.array([Y, Y, W, -1, STACK])
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
@@ -171,6 +171,8 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
     # the time loop works on borrowed views (no reference counting); the owners stay alive to the end
     code, arg, consts, mem, xt = borrowed(code_), borrowed(arg_), borrowed(consts_), borrowed(mem_), borrowed(xt_)
     lcode, larg, lconsts, lmem = borrowed(lcode_), borrowed(larg_), borrowed(lconsts_), borrowed(lmem_)
+    ff_rows_, lateral_rows_ = FF_ROWS.copy(), LATERAL_ROWS.copy()
+    ff_rows, lateral_rows = borrowed(ff_rows_), borrowed(lateral_rows_)
     mask = np.zeros(nl)  # 1 where a lateral synapse exists (i != k; hierarchical: i > k)
     h = np.empty(n_out)
     y = np.empty(n_out)
@@ -226,9 +228,9 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
                     m_rec[b, t, k] = lmem[W, b * mm + k]
         if blown:
             break
-        cls = run_rows(code, arg, consts, mem, FF_ROWS, STACK, n_trials, n_out, n_in)
+        cls = run_rows(code, arg, consts, mem, ff_rows, n_trials, n_out, n_in)
         if lateral:
-            lcls = run_rows(lcode, larg, lconsts, lmem, LATERAL_ROWS, STACK, n_trials, n_out, n_out)
+            lcls = run_rows(lcode, larg, lconsts, lmem, lateral_rows, n_trials, n_out, n_out)
         ok = _apply_update(cls, mem, STACK, eta, no_mask, W, bound, n_trials, n_out, n_in)
         if lateral:
             ok = _apply_update(lcls, lmem, STACK, eta_lat, mask, W, bound, n_trials, n_out, n_out) and ok
@@ -240,6 +242,7 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
                 w_sum[k] += mem[W, k]
             for k in range(nl):
                 m_sum[k] += lmem[W, k]
+    ff_rows_[0] += lateral_rows_[0] * 0  # the owners of the borrowed views live to here
     for k in range(n):
         w_final[k] = mem_[W, k]
     for k in range(nl):
