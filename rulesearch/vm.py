@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ._borrow import borrowed, segment
+from .threads import run_strided
 from .primitives import (
     DIV_EPS,
     EXP_MAX,
@@ -708,18 +709,17 @@ def run_program_tangents(code, arg, consts, pre, post, syn, trial, stack, tangen
             grad[d, k] = tangent[d, 0, k]
 
 
-@njit(cache=True, parallel=True)
-def _run_packed(code, arg, consts, code_start, const_start, depth, pre, post, syn, trial):
-    n_prog = code_start.shape[0] - 1
+@njit(cache=True, nogil=True)
+def _run_packed(first, step, code, arg, consts, code_start, const_start, depth, pre, post, syn, trial, out):
+    """Programs first, first + step, ... (one thread's share) on the same variables, into out[p]."""
     n_pre, n_batch, n_in = pre.shape
     n_post, _, n_out = post.shape
     n_syn, n_trial = syn.shape[0], trial.shape[0]
     n = n_batch * n_out * n_in
-    out = np.empty((n_prog, n))
     stack_row = n_pre + n_post + n_syn + n_trial
     rows = np.array([0, n_pre, n_pre + n_post, n_pre + n_post + n_syn, stack_row])
-    for p in prange(n_prog):
-        mem = np.empty((stack_row + depth, n))
+    mem = np.empty((stack_row + depth, n))
+    for p in range(first, code_start.shape[0] - 1, step):
         for s in range(n_pre):
             for b in range(n_batch):
                 for j in range(n_in):
@@ -740,7 +740,6 @@ def _run_packed(code, arg, consts, code_start, const_start, depth, pre, post, sy
         cls = run_rows(borrowed(code[c0:c1]), borrowed(arg[c0:c1]), borrowed(consts[k0:k1]), borrowed(mem),
                        borrowed(rows), n_batch, n_out, n_in)
         broadcast_compact(cls, mem, stack_row, n_batch, n_out, n_in, out[p])
-    return out
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
@@ -775,8 +774,10 @@ def evaluate(packed: PackedPrograms, pre: np.ndarray, post: np.ndarray, syn: np.
     if post.shape[1] != n_batch or trial.shape[1] != n_batch or syn.shape[1] != n_batch * n_out * n_in:
         raise ValueError(f"inconsistent shapes: pre {pre.shape}, post {post.shape}, syn {syn.shape}, "
                          f"trial {trial.shape}")
-    return _run_packed(packed.code, packed.arg, packed.consts, packed.code_start,
-                       packed.const_start, packed.depth, pre, post, syn, trial)
+    out = np.empty((packed.n_programs, n_batch * n_out * n_in))
+    run_strided(_run_packed, packed.n_programs, packed.code, packed.arg, packed.consts, packed.code_start,
+                packed.const_start, packed.depth, pre, post, syn, trial, out)
+    return out
 
 
 def evaluate_tangents(packed: PackedPrograms, pre: np.ndarray, post: np.ndarray, syn: np.ndarray,

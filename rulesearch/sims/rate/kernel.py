@@ -9,8 +9,8 @@ y_t, W changes by eta * f(x_j, y_i, W_ij) and M by eta_lat * g(y_k, y_i, M_ik) (
 rule's presynaptic activity is the other output y_k); M has no self-connections and, in
 the hierarchical network, only entries i > k.
 
-One Numba call simulates a whole population of rules over all trials; individuals
-run in parallel across threads, trials as one batch through the VM. All individuals
+One call simulates a whole population of rules over all trials; individuals run in
+parallel across threads (``threads.run_strided``), trials as one batch through the VM. All individuals
 see the same inputs and initial weights.
 """
 from __future__ import annotations
@@ -18,9 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..._borrow import borrowed, segment
+from ...threads import run_strided
 from ...vm import CLS_BATCH, CLS_POST, CLS_PRE, CLS_SYN, FASTMATH, PackedPrograms, run_rows
 
 ACTIVATIONS = {"linear": 0, "sigmoid": 1, "tanh": 2}
@@ -250,24 +251,14 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
     return sse, count, blown
 
 
-@njit(cache=True, parallel=True)
-def _simulate_population(code, arg, consts, code_start, const_start, depth, parts, x, w0, m0, target,
-                         eta, eta_lat, act, lateral, bound, average_from, record, y_rec, w_rec, m_rec):
-    n_ind = (code_start.shape[0] - 1) // parts
-    n_trials, n_steps, n_in = x.shape
-    # the VM reads a step's inputs of all trials as one contiguous row (a copy unless one trial)
-    xt = x[0] if n_trials == 1 else np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(n_steps, n_trials * n_in)
-    n_out = w0.shape[1]
-    n = n_trials * n_out * n_in
-    nl = n_trials * n_out * n_out if lateral else 0
-    w_final = np.empty((n_ind, n))
-    w_mean = np.zeros((n_ind, n))
-    m_final = np.empty((n_ind, nl))
-    m_mean = np.zeros((n_ind, nl))
-    sse = np.zeros((n_ind, n_trials))
-    count = np.zeros((n_ind, n_trials), np.int64)
-    blown = np.zeros(n_ind, np.bool_)
-    for ind in prange(n_ind):
+@njit(cache=True, nogil=True)
+def _simulate_individuals(first, step, code, arg, consts, code_start, const_start, depth, parts, xt, w0, m0,
+                          target, eta, eta_lat, act, lateral, bound, average_from, record, y_rec, w_rec, m_rec,
+                          w_final, w_mean, m_final, m_mean, sse, count, blown):
+    """Individuals first, first + step, ... of the population (one thread's share, ``threads``)."""
+    n_ind = blown.shape[0]
+    n_steps = xt.shape[0]
+    for ind in range(first, n_ind, step):
         p = ind * parts
         c0, c1 = code_start[p], code_start[p + 1]
         k0, k1 = const_start[p], const_start[p + 1]
@@ -282,11 +273,10 @@ def _simulate_population(code, arg, consts, code_start, const_start, depth, part
         sse[ind] = s
         count[ind] = c
         blown[ind] = b
-        for k in range(n):
+        for k in range(w_mean.shape[1]):
             w_mean[ind, k] /= max(n_steps - average_from, 1)
-        for k in range(nl):
+        for k in range(m_mean.shape[1]):
             m_mean[ind, k] /= max(n_steps - average_from, 1)
-    return w_final, w_mean, m_final, m_mean, sse, count, blown
 
 
 def simulate(packed: PackedPrograms, x: np.ndarray, w0: np.ndarray, eta: float,
@@ -339,10 +329,17 @@ def simulate(packed: PackedPrograms, x: np.ndarray, w0: np.ndarray, eta: float,
     w_rec = np.zeros(shape + (n_out * n_in,))
     m_rec = np.zeros(shape + (n_out * n_out if parts == 2 else 0,))
     average_from = steps - 1 if average_from is None else int(np.clip(average_from, 0, steps - 1))
-    w_final, w_mean, m_final, m_mean, sse, count, blown = _simulate_population(
-        packed.code, packed.arg, packed.consts, packed.code_start, packed.const_start,
-        packed.depth, parts, x, w0, m0, target, float(eta), float(eta_lat), ACTIVATIONS[activation],
-        LATERAL[lateral], float(weight_bound), average_from, record, y_rec, w_rec, m_rec)
+    n = trials * n_out * n_in
+    nl = trials * n_out * n_out if parts == 2 else 0
+    w_final, w_mean = np.empty((n_ind, n)), np.zeros((n_ind, n))
+    m_final, m_mean = np.empty((n_ind, nl)), np.zeros((n_ind, nl))
+    sse, count, blown = np.zeros((n_ind, trials)), np.zeros((n_ind, trials), np.int64), np.zeros(n_ind, np.bool_)
+    # the VM reads a step's inputs of all trials as one contiguous row
+    xt = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(steps, trials * n_in)
+    run_strided(_simulate_individuals, n_ind, packed.code, packed.arg, packed.consts, packed.code_start,
+                packed.const_start, packed.depth, parts, xt, w0, m0, target, float(eta), float(eta_lat),
+                ACTIVATIONS[activation], LATERAL[lateral], float(weight_bound), average_from, record,
+                y_rec, w_rec, m_rec, w_final, w_mean, m_final, m_mean, sse, count, blown)
     lat = parts == 2
     return RateResult(w_final.reshape(n_ind, trials, n_out, n_in),
                       w_mean.reshape(n_ind, trials, n_out, n_in), sse, count, blown,
