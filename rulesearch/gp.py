@@ -105,15 +105,27 @@ class Language:
             const_class = gp.MetaEphemeral("const", func)
         return cls(grammar, pset, const_class)
 
+    @functools.cached_property
+    def _shared_tokens(self) -> dict:
+        """Token of each operator and variable node, by identity: DEAP trees share these node objects
+        (constants are instances of their own), and a lookup is cheaper than type tests per node."""
+        nodes = [n for ns in self.pset.primitives.values() for n in ns] + \
+                [n for ns in self.pset.terminals.values() for n in ns if not isinstance(n, type)]
+        return {id(n): ("op", n.name) if isinstance(n, gp.Primitive) else ("var", n.name) for n in nodes}
+
     def to_tokens(self, tree) -> tuple:
+        shared = self._shared_tokens
         out = []
         for node in tree:
-            if isinstance(node, gp.Primitive):
-                out.append(("op", node.name))
-            elif isinstance(type(node), gp.MetaEphemeral):
-                out.append(("const", float(node.value)))
-            else:
-                out.append(("var", node.name))
+            token = shared.get(id(node))
+            if token is None:
+                if isinstance(node, gp.Primitive):
+                    token = ("op", node.name)
+                elif isinstance(type(node), gp.MetaEphemeral):
+                    token = ("const", float(node.value))
+                else:
+                    token = ("var", node.name)
+            out.append(token)
         return tuple(out)
 
     def to_tree(self, tokens) -> gp.PrimitiveTree:
