@@ -105,6 +105,11 @@ def _print_heldout(h: dict | None) -> None:
         print(f"held-out drives (output rate / inhibitory-excitatory tuning correlation): {per}; "
               f"target {h['target_rate_hz']:g} Hz, loss {h['loss']:.4g}" + ("; weights blew up" if h["blown"] else ""))
         return
+    if h.get("blown"):
+        where = f"{h['trials']}, {h['decisions']} decisions" if "decisions" in h else f"{h['trials']} trials"
+        print(f"held-out ({where}): the rule's weights blew up (left the weight bound or became NaN): "
+              "no held-out loss or R^2")
+        return
     if "deviance_explained" in h:  # choice tasks
         line = (f"held-out ({h['trials']}, {h['decisions']} decisions): cross-entropy {h['loss']:.4g}, "
                 f"deviance explained {100 * h['deviance_explained']:.1f} %")
@@ -281,10 +286,8 @@ def cmd_latex(args) -> int:
 
 
 def _latex_fit(args) -> int:
-    import sympy
-
     from .export import latex_coefficient_table, latex_equation
-    from .rules import symbol, to_latex
+    from .rules import parse_rule
     from .runs import read_fit
     _, family, params = read_fit(args.run)
     if family.kind == "doublet":
@@ -296,17 +299,18 @@ def _latex_fit(args) -> int:
                          f"rulesearch distill {args.run}")
     if args.table:
         cut = args.threshold * abs(params).max()
+        # each monomial as the rule line prints it: products of the family's variables, x_j (r - \bar{r})
         rows = [{"term": r["term"], "value": r["value"],
-                 "latex": to_latex(sympy.Mul(*[symbol(v) ** p for v, p in zip(r["family"].variables, r["exponents"])]),
-                                   r["family"].grammar)}
+                 "latex": parse_rule(r["monomial"], r["family"].grammar).latex(lhs=False)}
                 for r in family.coefficient_rows(params) if abs(r["value"]) > cut]
         print(latex_coefficient_table(sorted(rows, key=lambda r: -abs(r["value"]))))
     else:
-        rule = family.rule(params, args.threshold).canonical()
-        if rule.space.multi:
-            print("\n".join(f"{p.symbol} = {t}" for p, t in zip(rule.space.pathways, rule.latex_parts())))
+        # in the family's variables, as fitted (x_j (r - \bar{r}), not its expansion)
+        if hasattr(family, "latex_parts"):  # one family per pathway
+            parts = family.latex_parts(params, args.threshold)
+            print("\n".join(f"{p.symbol} = {t}" for p, t in zip(family.space.pathways, parts)))
         else:
-            print(latex_equation(rule.latex(lhs=False)))
+            print(latex_equation(family.latex(params, args.threshold)))
     return 0
 
 

@@ -163,6 +163,35 @@ def test_a_blowing_up_rule_does_not_change_the_others():
     assert both[0] == both[2] == 1e10 and both[1] == alone
 
 
+def test_taylor_rule_over_expression_variables_is_printed_as_fitted():
+    """The published 18-term family over x, r - rbar and w: terms are products of those variables."""
+    from rulesearch.families import TaylorFamily
+    task = load_task(FLY, require_data=False)
+    fam = TaylorFamily(task.grammar, ("x", "r - rbar", "w"), (2, 2, 1))
+    assert fam.n_params == 18 and fam.monomial_text((1, 1, 0)) == "x*(r - rbar)"
+    theta = np.zeros(18)
+    theta[fam.names.index("theta_x1_(r-rbar)1_w0")] = 1.05
+    theta[fam.names.index("theta_x0_(r-rbar)0_w1")] = -0.05
+    theta[fam.names.index("theta_x2_(r-rbar)1_w1")] = 0.001  # below 1 % of the largest
+    assert fam.text(theta, 0.01) == "-0.05*w + 1.05*x*(r - rbar)"
+    assert fam.latex(theta, 0.01) == r"- 0.05 w_{ij} + 1.05 x_j \left(r - \bar{r}\right)"
+    # the printed text is the same function (read back, expanded)
+    assert task.parse(fam.text(theta, 0.01)).canonical().text() == fam.rule(theta, 0.01).canonical().text()
+    # a lone coefficient on an expression input stays on it (sympy alone would distribute it)
+    theta[fam.names.index("theta_x0_(r-rbar)1_w0")] = 0.2
+    assert fam.text(theta, 0.01) == "-0.05*w + 1.05*x*(r - rbar) + 0.2*(r - rbar)"
+
+
+def test_heldout_scores_of_a_blowing_up_rule_say_so():
+    from rulesearch.fit import heldout_scores
+    task = load_task(FLY, SHORT, require_data=False, seed=1)
+    task = with_data(task, simulate_choices(task, task.parse("x*(r - rbar)"), seed=1))
+    _, test = task.split()
+    held = heldout_scores(test, pack_rules([task.parse("rbar + w")]), "x*(r - rbar)")
+    assert held["blown"] is True and held["loss"] is None and "deviance_explained" not in held
+    assert heldout_scores(test, pack_rules([task.parse("x*(r - rbar)")]), None)["blown"] is False
+
+
 def _fly_files(tmp_path):
     good = {"X": np.array([[1, 0], [0, 1], [0, 1]]), "Y": np.array([[0], [1], [1]]), "R": np.array([[1], [0]])}
     savemat(tmp_path / "fly_a.mat", good)
@@ -211,10 +240,26 @@ def test_cli_simulate_evolve_fit_compare(tmp_path, capsys):
     common = ["--data", str(flies), "--set", "protocol.trials_per_block=40", "--seed", "1"]
     assert main(["evolve", FLY, "--out", str(tmp_path / "full"), "--population", "60", "--generations", "2"]
                 + common) == 0
+    held = json.loads((tmp_path / "full" / "run.json").read_text())["heldout"]  # evolve scores held-out trials
+    assert held["blown"] is False and 0 < held["decisions"] and np.isfinite(held["deviance_explained"])
+    assert held["true_rule"] == "-0.05*w + x*(r - rbar)" and np.isfinite(held["weight_r2"])
+    assert "held-out (every 4-th trial of 6 animals" in capsys.readouterr().out
     assert main(["evolve", FLY, "--out", str(tmp_path / "nofor"), "--population", "60", "--generations", "2",
                  "--set", "grammar=reward-no-forgetting"] + common) == 0
     assert main(["fit", FLY, "--out", str(tmp_path / "taylor"), "--generations", "3"] + common) == 0
-    capsys.readouterr()
+    # the Taylor rule is printed in the family's variables (x, y, w, r - rbar), never expanded into r and rbar
+    rule = json.loads((tmp_path / "taylor" / "run.json").read_text())["rule"]
+    assert "(r - rbar)" in rule and "rbar*" not in rule and "*rbar" not in rule, rule
+    assert f"rule (terms above 5% of the largest): {rule}" in capsys.readouterr().out
+    monomials = [r["monomial"] for r in csv.DictReader((tmp_path / "taylor" / "coefficients.csv").open())]
+    assert "x*(r - rbar)" in monomials and "y**2*w*(r - rbar)**2" in monomials
+    assert main(["latex", str(tmp_path / "taylor"), "--table", "--threshold", "0"]) == 0
+    table = capsys.readouterr().out
+    assert r"\texttt{theta\_x1\_y0\_w0\_(r-rbar)1} & $x_j \left(r - \bar{r}\right)$" in table
+    assert main(["latex", str(tmp_path / "taylor")]) == 0
+    assert r"\left(r - \bar{r}\right)" in capsys.readouterr().out
+    assert main(["show", str(tmp_path / "taylor")]) == 0
+    assert f"rule             {rule}" in capsys.readouterr().out
     out = tmp_path / "cmp"
     assert main(["compare", str(tmp_path / "full"), str(tmp_path / "nofor"), str(tmp_path / "taylor"),
                  "--out", str(out)]) == 0
