@@ -42,6 +42,8 @@ def cmd_evolve(args) -> int:
                  f"{result.elapsed:.1f} s)")
     sel = result.selected
     print(f"selected: {sel.expression}   (loss {sel.loss:.4g}, complexity {sel.complexity})")
+    if result.selection and result.selection.get("method") == "noise":
+        _explain_selection(front_rows(result), result.selection)
     heldout = read_json(out / RUN_FILE).get("heldout")
     if heldout:
         _print_heldout(heldout)
@@ -420,8 +422,15 @@ def _explain_selection(rows, selection: dict | None) -> None:
     if not better:
         return
     best = min(float(r["loss"]) for r in rows)
+    if selection and selection.get("method") == "noise" and "excess" in selection:
+        k = rows.index(selected)
+        print(f"{'why selected':16s} the simplest rule whose loss exceeds the best's ({selection['best']}) by at most "
+              f"{selection['se_multiple']:g} standard error(s) of the difference, paired over "
+              f"{selection['n_units']} {selection['units']}: here {selection['excess'][k]:.4g} <= "
+              f"{selection['se_multiple']:g} x {selection['se'][k]:.4g}")
+        return
     rule = "the simplest rule with loss <= best * (1 + rel_tol) + abs_tol"
-    if selection:
+    if selection and "rel_tol" in selection:
         limit = best * (1 + selection["rel_tol"]) + selection["abs_tol"]
         rule += f" = {best:.4g} * (1 + {selection['rel_tol']:g}) + {selection['abs_tol']:g} = {limit:.4g}"
     print(f"{'why selected':16s} {rule}; the {len(better)} rule(s) below it on the front have a lower loss "

@@ -32,6 +32,7 @@ from .fronts import (
     pareto_front,
     readable,
     select_rule,
+    select_within_noise,
 )
 from .rules import Rule, RuleSpace, negate, rule_from_sympy, simplify_identities
 from .tasks import WORST_LOSS, Task, pack_rules
@@ -550,10 +551,18 @@ class Search:
         if not front:  # every rule blew up: report the simplest one anyway
             l, c, exprs = min(state.archive.values(), key=lambda v: (v[1], v[0]))
             front = [FrontEntry(Rule(exprs, self.space), l, c)]
-        chosen = select_rule(front, self.task.search.selection_rel_tol, self.task.search.selection_abs_tol)
+        settings = self.task.search
+        if settings.selection == "noise":  # simplest within the sampling noise of the best (paired units)
+            objective = self.task.sim.objectives[self.task.objective]
+            chosen, selection = select_within_noise(front, self.task.unit_losses([e.rule for e in front]),
+                                                    settings.selection_se, objective.unit_name)
+        else:
+            chosen = select_rule(front, settings.selection_rel_tol, settings.selection_abs_tol)
+            selection = {"method": "tolerance", "rel_tol": settings.selection_rel_tol,
+                         "abs_tol": settings.selection_abs_tol}
         front = [FrontEntry(e.rule, e.loss, e.complexity, i == chosen) for i, e in enumerate(front)]
         return EvolveResult(front, state.history, state.evaluations, state.generation,
-                            state.elapsed, self.seed, stopped, state.blown)
+                            state.elapsed, self.seed, stopped, state.blown, selection)
 
     # -- checkpoints (plain JSON: tokens, numbers and the RNG state)
     def state_to_json(self, state: _State) -> dict:

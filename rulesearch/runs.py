@@ -189,7 +189,8 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     heldout = None if test is None else heldout_scores(test, pack_rules([result.selected.rule]),
                                                       (task.data_meta or {}).get("rule"))
     info.update(**_times(result, state, started), blown_evaluations=result.blown,
-                selection={"rel_tol": task.search.selection_rel_tol, "abs_tol": task.search.selection_abs_tol},
+                selection=result.selection or {"method": "tolerance", "rel_tol": task.search.selection_rel_tol,
+                                               "abs_tol": task.search.selection_abs_tol},
                 selected=result.selected.expression,
                 selected_loss=result.selected.loss, heldout=heldout)
     write_json(out / RUN_FILE, info)

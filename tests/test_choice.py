@@ -11,7 +11,7 @@ from conftest import ROOT
 from naive import choice_nll_filtered_numpy, choice_nll_numpy
 from rulesearch.choices import ChoiceData, load_choices, save_choices_npz
 from rulesearch.cli import main
-from rulesearch.errors import DataError
+from rulesearch.errors import DataError, TaskError
 from rulesearch.sims.choice import simulate_choices
 from rulesearch.sims import choice
 from rulesearch.tasks import load_task, pack_rules, with_data
@@ -302,3 +302,95 @@ def test_seeded_recovery_of_the_reward_rule(tmp_path):
     assert 0.5 < c < 1.5 and float(terms.get(rbar * x, 0)) == pytest.approx(-c), result.selected.expression
     assert all(abs(float(v)) < 0.05 for k, v in terms.items() if k not in (r * x, rbar * x)), \
         result.selected.expression
+
+
+# ---------------------------------------------------------------- recorded inputs and initial weights
+
+RICH = SHORT + ("protocol.record_inputs=true",)
+
+
+def _rich_data(seed=3, rule="x*(r - rbar)"):
+    task = load_task(FLY, RICH, require_data=False, seed=seed)
+    return task, simulate_choices(task, task.parse(rule), seed=seed)
+
+
+def test_recorded_inputs_and_initial_weights_round_trip(tmp_path):
+    from rulesearch.choices import save_choices_mat
+    task, data = _rich_data()
+    n_in, n_out = task.config.n_in, task.config.n_out
+    assert data.inputs.shape == (len(data.animal), n_in) and data.w0.shape == (4, n_out, n_in)
+    # the recorded inputs are the odour's mean pattern plus the encounter's noise
+    noise = data.inputs - task.state.patterns[data.odour]
+    assert 0.5 * np.sqrt(0.015) < noise.std() < 1.5 * np.sqrt(0.015)
+    save_choices_npz(tmp_path / "c.npz", data)
+    save_choices_mat(tmp_path / "flies", data)
+    for back in (load_choices(tmp_path / "c.npz"), load_choices(tmp_path / "flies")):
+        np.testing.assert_array_equal(back.inputs, data.inputs)
+        np.testing.assert_array_equal(back.w0, data.w0)
+    # without the option nothing extra is written, and the same seed samples the same decisions
+    plain = simulate_choices(load_task(FLY, SHORT, require_data=False, seed=3), task.parse("x*(r - rbar)"), seed=3)
+    assert plain.inputs is None and plain.w0 is None
+    np.testing.assert_array_equal(plain.decision, data.decision)
+
+
+def test_recorded_inputs_and_weights_refusals(tmp_path):
+    _, data = _rich_data()
+    base = dict(animal=data.animal, odour=data.odour, decision=data.decision, reward=data.reward)
+    n = len(data.animal)
+    cases = [
+        (dict(inputs=data.inputs[:-1]), r"'inputs' has shape \(%d, 2\): expected \(N, n_in\) = \(%d, n_in\)" % (n - 1, n)),
+        (dict(inputs=np.where(np.arange(n)[:, None] == 5, np.nan, data.inputs)), "array 'inputs' has NaN or inf"),
+        (dict(inputs=data.inputs[:, 0]), r"array 'inputs' has shape \(%d,\) and dtype float64: expected numbers \(N, n_in\)" % n),
+        (dict(w0=data.w0[:3]), r"'w0' has shape \(3, 10, 2\): expected \(animals, n_out, n_in\) with 4 animals"),
+        (dict(inputs=data.inputs, w0=data.w0[:, :, :1]), "'w0' has 1 inputs per unit .* but 'inputs' has 2 per encounter"),
+    ]
+    for k, (extra, message) in enumerate(cases):
+        np.savez(tmp_path / f"bad{k}.npz", **base, **extra)
+        with pytest.raises(DataError, match=f"bad{k}.npz: .*{message}"):
+            load_choices(tmp_path / f"bad{k}.npz")
+    one = {"X": np.array([[1, 0], [0, 1]]), "Y": np.array([[0], [1]]), "R": np.array([[1]])}
+    savemat(tmp_path / "m1.mat", {**one, "inputs": np.ones((3, 2))})
+    with pytest.raises(DataError, match=r"m1.mat: variable inputs has shape \(3, 2\): expected \(N, n_in\) = \(2, n_in\)"):
+        load_choices(tmp_path / "m1.mat")
+    savemat(tmp_path / "m2.mat", {**one, "w0": np.ones((2, 2, 2))})
+    with pytest.raises(DataError, match=r"m2.mat: variable w0 has shape \(2, 2, 2\) .*expected \(n_out, n_in\)"):
+        load_choices(tmp_path / "m2.mat")
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    savemat(folder / "a.mat", {**one, "inputs": np.ones((2, 2))})
+    savemat(folder / "b.mat", one)
+    with pytest.raises(DataError, match="mixed: a records variable inputs but b does not"):
+        load_choices(folder)
+    # data that do not fit the task's network: one line naming the field
+    np.savez(tmp_path / "wide.npz", **base, inputs=np.ones((n, 3)))
+    with pytest.raises(TaskError, match=r"wide.npz: recorded 'inputs' have 3 values per encounter: the task's "
+                                        "network.n_in is 2"):
+        load_task(FLY, SHORT, data=tmp_path / "wide.npz")
+    np.savez(tmp_path / "w0.npz", **base, w0=np.ones((4, 5, 2)))
+    with pytest.raises(TaskError, match="w0.npz: recorded initial weights 'w0' are 5 x 2 per animal"):
+        load_task(FLY, SHORT, data=tmp_path / "w0.npz")
+
+
+@pytest.mark.parametrize("with_w0", [True, False])
+def test_recorded_inputs_likelihood_matches_numpy_reference(with_w0):
+    """The model driven by each encounter's recorded input (and recorded initial weights): no input
+    noise to average over; with w0 recorded nothing is uncertain and the weight filter is the
+    deterministic model; without, the filter tracks the weights from the prior alone."""
+    task, data = _rich_data(seed=2)
+    if not with_w0:
+        data = replace(data, w0=None)
+    task = with_data(load_task(FLY, SHORT, require_data=False, seed=7), data)  # another seed: generated w0 differ
+    w0 = data.w0 if with_w0 else task.state.w0
+    assert not with_w0 or not np.allclose(load_task(FLY, SHORT, require_data=False, seed=7).state.w0, data.w0)
+    rules = [task.parse(t) for t in RULES]
+    sim = task.simulate(rules, record=True)
+    p = task.config.protocol
+
+    def reference(rule, a, o, d, r, fitted):
+        x = data.animal_inputs(a)
+        if with_w0:
+            return choice_nll_numpy(rule, np.arange(len(o)), d, r, x, w0[a], task.config.readout, task.etas[0],
+                                    p.reward_window, 0.0, fitted)
+        return choice_nll_filtered_numpy(rule, np.arange(len(o)), d, r, x, w0[a], task.config.readout, task.etas[0],
+                                         p.reward_window, 0.0, task.config.init_std ** 2, fitted, fitted)
+    _check_against(task, data, rules, sim, reference, rel=1e-9, atol=1e-12)

@@ -46,6 +46,7 @@ class Protocol:
     animals: int = 18  # synthetic animals written by 'rulesearch simulate'
     heldout_every: int = 4  # every 4th trial of every animal is held out from fitting (0: none)
     weight_filter: bool = True  # track each animal's weights from its decisions (see kernel.simulate)
+    record_inputs: bool = False  # 'rulesearch simulate' also writes each encounter's input and the initial weights
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,16 @@ class ChoiceState:
     choices: ChoiceArrays | None = None  # recorded behaviour laid out for the kernel
     data: ChoiceData | None = None
 
+    @property
+    def recorded_inputs(self) -> bool:
+        """The data record each encounter's input vector (no input noise left to model)."""
+        return self.data is not None and self.data.inputs is not None
+
+    @property
+    def recorded_w0(self) -> bool:
+        """The data record each animal's initial weights (no prior uncertainty about them)."""
+        return self.data is not None and self.data.w0 is not None
+
 
 def _load_protocol(pf) -> Protocol:
     d = Protocol()
@@ -87,7 +98,8 @@ def _load_protocol(pf) -> Protocol:
         readout=pf.get("readout", float, d.readout),
         animals=pf.get("animals", int, d.animals, low=1),
         heldout_every=pf.get("heldout_every", int, d.heldout_every, low=0),
-        weight_filter=pf.get("weight_filter", bool, d.weight_filter))
+        weight_filter=pf.get("weight_filter", bool, d.weight_filter),
+        record_inputs=pf.get("record_inputs", bool, d.record_inputs))
     pf.finish()
     if protocol.heldout_every == 1:
         pf.fail("heldout_every", "is 1: that would hold out every trial (use 0 for none, or >= 2)")
@@ -112,11 +124,18 @@ def fit_choices_loss(task, result: ChoiceResult) -> np.ndarray:
     return result.nll.sum(axis=1) / max(result.count.sum(), 1.0)
 
 
+def fit_choices_animals(task, result: ChoiceResult) -> np.ndarray:
+    """``fit_choices_loss`` split by animal (n_ind, animals): each animal's NLL over all scored
+    decisions, so the animals sum to the loss."""
+    return result.nll / max(result.count.sum(), 1.0)
+
+
 class ChoiceSimulator(Simulator):
     name = "choice"
     sections = ("inputs", "protocol")
     objectives = {"fit_choices": Objective("fit_choices", fit_choices_loss, needs_data=True,
-                                           description="cross-entropy of recorded decisions")}
+                                           description="cross-entropy of recorded decisions",
+                                           units=fit_choices_animals, unit_name="animals")}
     data_help = "recorded choices: pass --data FILE.npz, a per-fly .mat file or a folder of them"
 
     def configure(self, network, sections, objective):
@@ -148,12 +167,29 @@ class ChoiceSimulator(Simulator):
             log.warning("skipped %s", line)
         per = [data.per_animal(a) for a in range(data.n_animals)]
         patterns, w0 = choice_inputs(task.config, data.n_animals, task.seed)
-        # Recorded behaviour does not contain the Kenyon-cell activity of each encounter: the model
-        # sees each odour's mean pattern and treats the noise as unknown (averaged over, and tracked
-        # by the weight filter). Drawing fresh noise instead would not match the noise the animal saw
-        # and biases the fitted learning rate down (errors in variables: c = 0.75-0.8 instead of 1 for
-        # x*(r - rbar) on 18 synthetic flies).
-        arrays = arrays_from_choices([q[0] for q in per], [q[1] for q in per], [q[2] for q in per], patterns,
+        c = task.config
+        if data.w0 is not None:
+            if data.w0.shape[1:] != (c.n_out, c.n_in):
+                raise TaskError(f"{data.source}: recorded initial weights 'w0' are {data.w0.shape[1]} x "
+                                f"{data.w0.shape[2]} per animal: the task's network is n_out x n_in = "
+                                f"{c.n_out} x {c.n_in}")
+            w0 = data.w0
+        odours = [q[0] for q in per]
+        rows = patterns
+        if data.inputs is not None:
+            if data.inputs.shape[1] != c.n_in:
+                raise TaskError(f"{data.source}: recorded 'inputs' have {data.inputs.shape[1]} values per encounter: "
+                                f"the task's network.n_in is {c.n_in}")
+            # each encounter is its own pattern: the model sees exactly the recorded input
+            rows = np.concatenate([data.animal_inputs(a) for a in range(data.n_animals)])
+            starts = np.cumsum([0] + [len(o) for o in odours])
+            odours = [np.arange(starts[a], starts[a + 1]) for a in range(data.n_animals)]
+        # Without recorded inputs, the model sees each odour's mean pattern and treats the
+        # Kenyon-cell noise as unknown (averaged over, and tracked by the weight filter). Drawing
+        # fresh noise instead would not match the noise the animal saw and biases the fitted
+        # learning rate down (errors in variables: c = 0.75-0.8 instead of 1 for x*(r - rbar) on
+        # 18 synthetic flies).
+        arrays = arrays_from_choices(odours, [q[1] for q in per], [q[2] for q in per], rows,
                                      p.reward_window, p.heldout_every)
         return replace(task, state=ChoiceState(patterns, w0, arrays, data), data_source=data.source,
                        data_meta=data.meta)
@@ -176,8 +212,13 @@ class ChoiceSimulator(Simulator):
         if s.choices is None:
             raise TaskError(f"{task.source}: the choice model needs recorded choices: pass --data")
         p = c.protocol
-        return simulate(packed, s.choices, s.w0, c.readout, task.etas[0], c.weight_bound, record,
-                        p.odour_variance, p.weight_filter if filtered is None else filtered, c.init_std ** 2)
+        # recorded inputs leave no input noise to model, recorded initial weights no prior uncertainty;
+        # with neither the filter has nothing to track and is exactly the deterministic model (tested)
+        noise_var = 0.0 if s.recorded_inputs else p.odour_variance
+        prior_var = 0.0 if s.recorded_w0 else c.init_std ** 2
+        filtered = p.weight_filter if filtered is None else filtered
+        return simulate(packed, s.choices, s.w0, c.readout, task.etas[0], c.weight_bound, record, noise_var,
+                        filtered and (noise_var > 0 or prior_var > 0), prior_var)
 
     def visited_states(self, task, packed, pathway, names, n_samples, rng):
         """Every update of every animal: the accepted encounter's input, activity and weights."""
@@ -189,7 +230,7 @@ class ChoiceSimulator(Simulator):
         i = rng.integers(0, n_out, n_samples)
         j = rng.integers(0, n_in, n_samples)
         W = sim.w[0][b, k]  # (n, n_out, n_in) before the update
-        x = task.state.patterns[ch.odour[b, ch.trial_end[b, k]]]  # (n, n_in) the accepted odour's pattern
+        x = ch.patterns[ch.odour[b, ch.trial_end[b, k]]]  # (n, n_in) the accepted encounter's input
         y = np.tanh(np.einsum("nij,nj->ni", W, x))
         rows = np.arange(n_samples)
         columns = {"x": x[rows, j], "y": y[rows, i], "w": W[rows, i, j], "r": ch.r[b, k], "rbar": ch.rbar[b, k]}
@@ -260,15 +301,17 @@ def simulate_choices(task, rule, animals: int | None = None, seed: int = 0) -> C
     p = c.protocol
     animals = animals or p.animals
     patterns, w0 = choice_inputs(c, animals, seed)
-    odour, decision, reward, stopped = sample(
+    odour, decision, reward, stopped, *inputs = sample(
         pack_rules([rule]), w0, patterns, float(np.sqrt(p.odour_variance)), np.array(p.blocks),
-        p.trials_per_block, p.reward_window, c.readout, task.etas[0], c.weight_bound, seed)
+        p.trials_per_block, p.reward_window, c.readout, task.etas[0], c.weight_bound, seed, p.record_inputs)
     meta = {"rule": rule.text(), "task": task.source, "seed": seed, "animals": animals, "eta": task.etas[0],
             "overrides": list(task.overrides), "stopped_early": [int(s) for s in stopped],
-            "versions": versions()}
+            "recorded": ["inputs", "w0"] if p.record_inputs else [], "versions": versions()}
     animal = np.concatenate([np.full(len(o), a, np.int64) for a, o in enumerate(odour)])
     return ChoiceData(animal, np.concatenate(odour), np.concatenate(decision), np.concatenate(reward),
-                      tuple(f"fly{a + 1:02d}" for a in range(animals)), meta)
+                      tuple(f"fly{a + 1:02d}" for a in range(animals)), meta,
+                      inputs=np.concatenate(inputs[0]) if p.record_inputs else None,
+                      w0=w0 if p.record_inputs else None)
 
 
 SIMULATOR = ChoiceSimulator()

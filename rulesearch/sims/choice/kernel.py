@@ -32,8 +32,8 @@ MAX_ENCOUNTERS_PER_TRIAL = 1000  # a sampled animal that rejects this often in a
 class ChoiceArrays:
     """Recorded behaviour laid out for the kernel (padded per animal)."""
 
-    odour: np.ndarray  # int64 (A, E) odour of each encounter
-    patterns: np.ndarray  # (n_odours, n_in) the model's input for each odour
+    odour: np.ndarray  # int64 (A, E) each encounter's row of ``patterns`` (its odour; with recorded inputs its own row)
+    patterns: np.ndarray  # (n_patterns, n_in) the model's inputs: each odour's mean, or every recorded encounter's
     decision: np.ndarray  # int64 (A, E)
     n_enc: np.ndarray  # int64 (A,)
     trial_end: np.ndarray  # int64 (A, T): encounter index of each trial's acceptance
@@ -277,8 +277,9 @@ def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, tri
                     w_rec[b, k, q] = w[b * m + q]
             # without the filter weights are fixed within a trial and inputs are the odours'
             # patterns: one forward pass per odour presented serves every encounter of that odour
-            for o in range(n_odours):
-                fresh[o] = False
+            # (recorded inputs: one pattern per encounter, so only this trial's are reset)
+            for e in range(e_next[b], last + 1):
+                fresh[odour[b, e]] = False
             for e in range(e_next[b], last + 1):
                 o = odour[b, e]
                 if filtered:
@@ -379,7 +380,7 @@ def simulate(packed: PackedPrograms, arrays: ChoiceArrays, w0: np.ndarray, reado
 
 @njit(cache=True, fastmath=FASTMATH)
 def _sample_animals(code, arg, consts, depth, w0, patterns, noise_std, block_probs, trials_per_block, window,
-                    readout, eta, bound, seed, odour_out, decision_out, reward_out):
+                    readout, eta, bound, seed, odour_out, decision_out, reward_out, input_out):
     np.random.seed(seed)
     A, n_out, n_in = w0.shape
     m = n_out * n_in
@@ -415,6 +416,9 @@ def _sample_animals(code, arg, consts, depth, w0, patterns, noise_std, block_pro
                 accept = np.random.random() < 1.0 / (1.0 + np.exp(-logit))
                 e = n_enc[b]
                 odour_out[b, e] = o
+                if input_out.shape[1] > 0:
+                    for j in range(n_in):
+                        input_out[b, e, j] = x[j]
                 decision_out[b, e] = 1 if accept else 0
                 n_enc[b] += 1
                 if accept:
@@ -442,11 +446,12 @@ def _sample_animals(code, arg, consts, depth, w0, patterns, noise_std, block_pro
 
 def sample(packed: PackedPrograms, w0: np.ndarray, patterns: np.ndarray, noise_std: float,
            block_probs: np.ndarray, trials_per_block: int, window: int, readout: np.ndarray, eta: float,
-           weight_bound: float, seed: int):
+           weight_bound: float, seed: int, record_inputs: bool = False):
     """Run the protocol for A animals under one rule (``packed`` holds one program).
 
     Returns (odour, decision, reward) lists of per-animal arrays, and per animal
-    whether it stopped early (rejected ``MAX_ENCOUNTERS_PER_TRIAL`` times in a row).
+    whether it stopped early (rejected ``MAX_ENCOUNTERS_PER_TRIAL`` times in a row);
+    with ``record_inputs`` also the list of each animal's encounter inputs (n, n_in), noise included.
     Raises ``ValueError`` if the rule's weights blow up.
     """
     if packed.n_programs != 1:
@@ -456,15 +461,17 @@ def sample(packed: PackedPrograms, w0: np.ndarray, patterns: np.ndarray, noise_s
     odour = np.zeros((A, cap), np.int64)
     decision = np.zeros((A, cap), np.int64)
     reward = np.zeros((A, cap))
+    inputs = np.zeros((A, cap, patterns.shape[1]) if record_inputs else (A, 0, 0))
     n_enc, stopped, blown = _sample_animals(
         packed.code, packed.arg, packed.consts, packed.depth, np.ascontiguousarray(w0, np.float64),
         np.ascontiguousarray(patterns, np.float64), float(noise_std), np.ascontiguousarray(block_probs, np.float64),
         int(trials_per_block), int(window), np.ascontiguousarray(readout, np.float64), float(eta),
-        float(weight_bound), int(seed), odour, decision, reward)
+        float(weight_bound), int(seed), odour, decision, reward, inputs)
     if blown:
         raise ValueError(f"the rule's weights left the bound |w| <= {weight_bound:g} while sampling animals")
-    return ([odour[b, :n_enc[b]] for b in range(A)], [decision[b, :n_enc[b]] for b in range(A)],
-            [reward[b, :n_enc[b]] for b in range(A)], stopped)
+    out = ([odour[b, :n_enc[b]] for b in range(A)], [decision[b, :n_enc[b]] for b in range(A)],
+           [reward[b, :n_enc[b]] for b in range(A)], stopped)
+    return out + ([inputs[b, :n_enc[b]] for b in range(A)],) if record_inputs else out
 
 
 def arrays_from_choices(odour, decision, reward, patterns: np.ndarray, window: int,
