@@ -112,6 +112,14 @@ def _print_heldout(h: dict | None) -> None:
         print(f"held-out ({where}): the rule's weights blew up (left the weight bound or became NaN): "
               "no held-out loss or R^2")
         return
+    if "encounters" in h:  # the choice model's output against recorded activity
+        line = (f"held-out ({h['trials']}, {h['encounters']} recorded encounters): loss {h['loss']:.4g}, "
+                f"output R^2 vs data {h['activity_r2_data']:.4f}")
+        if "weight_r2" in h:
+            line += (f"; vs true rule {h['true_rule']} (loss {h['true_rule_loss']:.4g}): weight R^2 "
+                     f"{h['weight_r2']:.4f}, output R^2 {h['activity_r2']:.4f}")
+        print(line)
+        return
     if "deviance_explained" in h:  # choice tasks
         line = (f"held-out ({h['trials']}, {h['decisions']} decisions): cross-entropy {h['loss']:.4g}, "
                 f"deviance explained {100 * h['deviance_explained']:.1f} %")

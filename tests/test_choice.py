@@ -394,3 +394,80 @@ def test_recorded_inputs_likelihood_matches_numpy_reference(with_w0):
         return choice_nll_filtered_numpy(rule, np.arange(len(o)), d, r, x, w0[a], task.config.readout, task.etas[0],
                                          p.reward_window, 0.0, task.config.init_std ** 2, fitted, fitted)
     _check_against(task, data, rules, sim, reference, rel=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------- the activity objective
+
+ACTIVITY = str(ROOT / "tasks" / "fly-choice-activity.toml")
+
+
+def test_activity_objective_matches_numpy_reference():
+    """P(accept) per encounter against recorded activity (noisy, 70 % of encounters recorded), every
+    rule of a population, against the plain NumPy twin; and the generating rule's output equals the
+    probabilities the sampler drew the decisions from."""
+    from naive import choice_activity_numpy
+    task = load_task(ACTIVITY, SHORT, require_data=False, seed=4)
+    data = simulate_choices(task, task.parse("x*(r - rbar) - 0.05*w"), seed=4, activity_noise=0.1, observed=0.7)
+    assert 0.2 < np.mean(np.isnan(data.activity)) < 0.4
+    task = with_data(load_task(ACTIVITY, SHORT, require_data=False, seed=9), data)
+    rules = [task.parse(t) for t in RULES]
+    sim = task.simulate(rules, record=True)
+    p = task.config.protocol
+    fitted = lambda t: t % p.heldout_every != p.heldout_every - 1  # noqa: E731
+    for k, rule in enumerate(rules):
+        total, count = 0.0, 0
+        for a in range(data.n_animals):
+            _, d, r = data.per_animal(a)
+            sse, n, probs, weights = choice_activity_numpy(rule, data.animal_inputs(a), d, r, data.animal_activity(a),
+                                                           data.w0[a], task.config.readout, task.etas[0],
+                                                           p.reward_window, fitted)
+            assert sim.sse[k, a] == pytest.approx(sse, rel=1e-9)
+            np.testing.assert_allclose(sim.p[k, a, :len(d)], probs, rtol=1e-9)
+            np.testing.assert_allclose(sim.w[k, a, :len(weights)], weights, rtol=1e-9, atol=1e-12)
+            total, count = total + sse, count + n
+        assert task.evaluate([rule])[0] == pytest.approx(total / count, rel=1e-9)
+    # the sampler's own probabilities (noise-free) are the generating rule's output
+    again = simulate_choices(load_task(ACTIVITY, SHORT, require_data=False, seed=4),
+                             task.parse("x*(r - rbar) - 0.05*w"), seed=4, activity_noise=0.0)
+    truth = with_data(task, again).simulate([task.parse("x*(r - rbar) - 0.05*w")], record=True)
+    for a in range(again.n_animals):
+        np.testing.assert_allclose(truth.p[0, a, :len(again.animal_activity(a))], again.animal_activity(a), rtol=1e-9)
+
+
+def test_activity_data_refusals(tmp_path):
+    task, data = _rich_data()
+    base = dict(animal=data.animal, odour=data.odour, decision=data.decision, reward=data.reward)
+    n = len(data.animal)
+    np.savez(tmp_path / "none.npz", **base)
+    with pytest.raises(TaskError, match="none.npz: objective 'fit_choice_activity' needs recorded activity"):
+        load_task(ACTIVITY, SHORT, data=tmp_path / "none.npz")
+    np.savez(tmp_path / "short.npz", **base, activity=np.zeros(n - 2))
+    with pytest.raises(DataError, match=r"short.npz: 'activity' has shape \(%d,\): expected \(N,\) = \(%d,\)" % (n - 2, n)):
+        load_choices(tmp_path / "short.npz")
+    np.savez(tmp_path / "inf.npz", **base, activity=np.full(n, np.inf))
+    with pytest.raises(DataError, match="inf.npz: 'activity' has inf"):
+        load_choices(tmp_path / "inf.npz")
+    one = {"X": np.array([[1, 0], [0, 1]]), "Y": np.array([[0], [1]]), "R": np.array([[1]])}
+    savemat(tmp_path / "a.mat", {**one, "activity": np.ones(3)})
+    with pytest.raises(DataError, match=r"a.mat: variable activity has shape \(3,\): expected \(N,\) = \(2,\)"):
+        load_choices(tmp_path / "a.mat")
+    with pytest.raises(ValueError, match="--noise and --observed are for activity data"):
+        task.sim.synthesize(task, task.parse("x*(r - rbar)"), tmp_path / "f", 0.1, 1.0, None)
+
+
+def test_cli_activity_simulate_evolve_fit(tmp_path, capsys):
+    flies = tmp_path / "flies"
+    over = ["--set", "protocol.trials_per_block=30", "--seed", "2"]
+    assert main(["simulate", ACTIVITY, "--rule", "x*(r - rbar)", "--animals", "4", "--noise", "0.1",
+                 "--observed", "0.5", "--out", str(flies)] + over) == 0
+    assert "output recorded at" in capsys.readouterr().out
+    back = load_choices(flies)
+    assert back.activity is not None and back.inputs is not None and back.w0.shape == (4, 10, 2)
+    assert main(["evolve", ACTIVITY, "--data", str(flies), "--out", str(tmp_path / "evo"), "--population", "40",
+                 "--generations", "1"] + over) == 0
+    held = json.loads((tmp_path / "evo" / "run.json").read_text())["heldout"]
+    assert held["encounters"] > 0 and held["true_rule"] == "x*(r - rbar)" and np.isfinite(held["weight_r2"])
+    assert "recorded encounters" in capsys.readouterr().out
+    assert main(["fit", ACTIVITY, "--data", str(flies / "choices.npz"), "--out", str(tmp_path / "fit"),
+                 "--generations", "2"] + over) == 0
+    assert "output R^2 vs data" in capsys.readouterr().out
