@@ -326,9 +326,18 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data=None,
 DEFAULT_FIT_GENERATIONS = {"taylor": 1000, "mlp": 1500, "doublet": 150}
 
 
+# named Taylor families (``fit.preset``): variables and powers; "published" is MetaLearnPlasticity's
+# default (x, r - rbar up to power 2, w up to power 1: its 3x3x3 coefficients with the w**2 terms masked)
+TAYLOR_PRESETS = {"published": (("x", "r - rbar", "w"), (2, 2, 1))}
+
+
 def _load_fit(ff: Fields) -> Fit:
     from .families import FAMILIES, MLP_ACTIVATIONS
     d = Fit()
+    preset = ff.get("preset", str, None, choices=tuple(TAYLOR_PRESETS))
+    if preset:  # replaces the task's variables and powers (--set fit.preset=published on any reward task)
+        ff.table = {**ff.table, "variables": list(TAYLOR_PRESETS[preset][0]),
+                    "max_power": list(TAYLOR_PRESETS[preset][1])}
 
     def names(key, default):
         value = ff.get(key, list, default)

@@ -471,3 +471,18 @@ def test_cli_activity_simulate_evolve_fit(tmp_path, capsys):
     assert main(["fit", ACTIVITY, "--data", str(flies / "choices.npz"), "--out", str(tmp_path / "fit"),
                  "--generations", "2"] + over) == 0
     assert "output R^2 vs data" in capsys.readouterr().out
+
+
+def test_published_model_task_and_family_preset():
+    """tasks/fly-choice-published.toml holds the published model's numbers; fit.preset = "published"
+    is its 18-term Taylor family on any reward task."""
+    from rulesearch.fit import make_family
+    task = load_task(ROOT / "tasks" / "fly-choice-published.toml", require_data=False)
+    c = task.config
+    assert (c.eta, c.protocol.readout, c.protocol.odour_variance, c.init_std, c.n_in, c.n_out) == \
+        (0.5, 0.5, 0.0025, 0.01, 2, 10)
+    assert task.fit.variables == ("x", "r - rbar", "w") and make_family(task).n_params == 18
+    other = load_task(FLY, ('fit.preset="published"',), require_data=False)
+    assert other.fit.variables == ("x", "r - rbar", "w") and other.fit.max_power == (2, 2, 1)
+    with pytest.raises(TaskError, match="field 'fit.preset' is 'paper': expected one of published"):
+        load_task(FLY, ('fit.preset="paper"',), require_data=False)
