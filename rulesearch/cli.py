@@ -42,7 +42,7 @@ def cmd_evolve(args) -> int:
                  f"{result.elapsed:.1f} s)")
     sel = result.selected
     print(f"selected: {sel.expression}   (loss {sel.loss:.4g}, complexity {sel.complexity})")
-    if result.selection and result.selection.get("method") == "noise":
+    if result.selection and result.selection.get("method") in ("noise", "heldout"):
         _explain_selection(front_rows(result), result.selection)
     heldout = read_json(out / RUN_FILE).get("heldout")
     if heldout:
@@ -430,10 +430,11 @@ def _explain_selection(rows, selection: dict | None) -> None:
     if not better:
         return
     best = min(float(r["loss"]) for r in rows)
-    if selection and selection.get("method") == "noise" and "excess" in selection:
+    if selection and selection.get("method") in ("noise", "heldout") and "excess" in selection:
         k = rows.index(selected)
-        print(f"{'why selected':16s} the simplest rule whose loss exceeds the best's ({selection['best']}) by at most "
-              f"{selection['se_multiple']:g} standard error(s) of the difference, paired over "
+        which = "held-out " if selection.get("losses") == "held-out" else ""
+        print(f"{'why selected':16s} the simplest rule whose {which}loss exceeds the best's ({selection['best']}) by at "
+              f"most {selection['se_multiple']:g} standard error(s) of the difference, paired over "
               f"{selection['n_units']} {selection['units']}: here {selection['excess'][k]:.4g} <= "
               f"{selection['se_multiple']:g} x {selection['se'][k]:.4g}")
         return

@@ -93,7 +93,7 @@ def select_within_noise(front: Sequence[FrontEntry], units: np.ndarray, se_multi
     ok[best] = True
     index = min(np.flatnonzero(ok), key=lambda i: (front[i].complexity, front[i].loss))
     info = {"method": "noise", "se_multiple": se_multiple, "units": unit_name, "n_units": n,
-            "best": front[best].expression, "best_loss": float(front[best].loss),
+            "best": front[best].expression, "best_loss": float(totals[best]),
             "excess": [float(v) if np.isfinite(v) else None for v in excess],
             "se": [float(v) if np.isfinite(v) else None for v in se],
             "within_noise": [bool(v) for v in ok]}

@@ -173,7 +173,8 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     split = task.sim.split_info(train, test) if task.data_source else {}
     evaluator = make_evaluator(train, spec.evaluator, spec.workers, spec.scheduler, on_chunk)
     try:
-        search = Search(train, evaluator, task.seed, spec.population, spec.generations)
+        search = Search(train, evaluator, task.seed, spec.population, spec.generations,
+                        test if task.data_source else None)
         # everything a resume reads is validated before anything is written
         state = _checkpoint(out, search.state_from_json) if resume else None
         info = _run_info(spec, task, "evolve", started, argv, population=search.mu,

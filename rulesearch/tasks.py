@@ -21,7 +21,7 @@ from .rules import Pathway, Rule, RuleSpace, parse_rule
 from .sims import SIMULATORS, Simulator, objectives
 from .vm import PackedPrograms, pack
 
-SELECTION_METHODS = ("tolerance", "noise")
+SELECTION_METHODS = ("tolerance", "noise", "heldout")
 WORST_LOSS = 1e10  # loss of a rule whose weights blow up; finite so that sorting and plots work
 
 
@@ -37,7 +37,9 @@ class SearchSettings:
     optimise_top: int = 5
     selection_rel_tol: float = 0.05
     selection_abs_tol: float = 1e-3
-    selection: str = "tolerance"  # or "noise": within selection_se standard errors of the best (paired over units)
+    # or "noise": within selection_se standard errors of the best (paired over units of the fitted
+    # trials); "heldout": the same on the held-out trials (evolve on data; else as "noise")
+    selection: str = "tolerance"
     selection_se: float = 1.0
     snap_tol: float = 0.01
     restart_every: int = 0  # generations between fresh populations (0: never)
@@ -294,9 +296,9 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data=None,
         restart_every=sf.get("restart_every", int, defaults.restart_every, low=0))
     task_seed = sf.get("seed", int, 0)
     sf.finish()
-    if search.selection == "noise" and sim.objectives[objective].units is None:
-        raise TaskError(f"{path}: field 'search.selection' is 'noise': objective '{objective}' has no per-animal "
-                        "or per-trial losses to estimate the noise from (expected 'tolerance')")
+    if search.selection != "tolerance" and sim.objectives[objective].units is None:
+        raise TaskError(f"{path}: field 'search.selection' is '{search.selection}': objective '{objective}' has no "
+                        "per-animal or per-trial losses to estimate the noise from (expected 'tolerance')")
     if search.p_crossover + search.p_mutation > 1.0:
         raise TaskError(f"{path}: fields 'search.p_crossover' + 'search.p_mutation' = "
                         f"{search.p_crossover + search.p_mutation:g}: expected at most 1")

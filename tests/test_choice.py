@@ -240,7 +240,16 @@ def test_cli_simulate_evolve_fit_compare(tmp_path, capsys):
     common = ["--data", str(flies), "--set", "protocol.trials_per_block=40", "--seed", "1"]
     assert main(["evolve", FLY, "--out", str(tmp_path / "full"), "--population", "60", "--generations", "2"]
                 + common) == 0
-    held = json.loads((tmp_path / "full" / "run.json").read_text())["heldout"]  # evolve scores held-out trials
+    info = json.loads((tmp_path / "full" / "run.json").read_text())
+    assert info["selection"]["method"] == "heldout" and info["selection"]["losses"] == "held-out"
+    assert info["selection"]["n_units"] == 6 and info["selection"]["units"] == "animals"
+    # the excess of each front rule is its held-out loss minus the best held-out loss (paired animals)
+    _, test = load_task(FLY, ("protocol.trials_per_block=40",), data=flies, seed=1).split()
+    front = [r["expression"] for r in csv.DictReader((tmp_path / "full" / "pareto.csv").open())]
+    units = test.unit_losses([test.parse(e) for e in front])
+    totals = units.sum(axis=1)
+    np.testing.assert_allclose(info["selection"]["excess"], totals - totals.min(), rtol=1e-9, atol=1e-12)
+    held = info["heldout"]  # evolve scores held-out trials
     assert held["blown"] is False and 0 < held["decisions"] and np.isfinite(held["deviance_explained"])
     assert held["true_rule"] == "-0.05*w + x*(r - rbar)" and np.isfinite(held["weight_r2"])
     assert "held-out (every 4-th trial of 6 animals" in capsys.readouterr().out
