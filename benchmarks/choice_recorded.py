@@ -12,6 +12,7 @@ held-out cross-entropy and the time of each command. Writes recorded.csv in --ou
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -57,8 +58,7 @@ def run(out: Path, seed: int, animals: int) -> dict:
     sel = evo.selected.expression
     return {"seed": seed, "flies": animals, "encounters": len(data.animal), "evolve_selected": sel,
             "evolve_equivalent": equivalent_to_xr(sel, g), "evolve_coefficient": round(coefficient(sel, g), 4),
-            "evolve_heldout_loss": evo_dir and round(__import__("json").loads(
-                (evo_dir / "run.json").read_text())["heldout"]["loss"], 5),
+            "evolve_heldout_loss": round(json.loads((evo_dir / "run.json").read_text())["heldout"]["loss"], 5),
             "evolve_seconds": round(t_evo, 1), "taylor_rule": info["rule"],
             "taylor_coefficient": round(coefficient(info["rule"], g), 4),
             "taylor_heldout_loss": round(info["heldout"]["loss"], 5), "taylor_seconds": round(t_fit, 1)}

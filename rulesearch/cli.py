@@ -108,7 +108,8 @@ def _print_heldout(h: dict | None) -> None:
               f"target {h['target_rate_hz']:g} Hz, loss {h['loss']:.4g}" + ("; weights blew up" if h["blown"] else ""))
         return
     if h.get("blown"):
-        where = f"{h['trials']}, {h['decisions']} decisions" if "decisions" in h else f"{h['trials']} trials"
+        where = (f"{h['trials']}, {h['decisions']} decisions" if "decisions" in h else
+                 f"{h['trials']}, {h['encounters']} recorded encounters" if "encounters" in h else f"{h['trials']} trials")
         print(f"held-out ({where}): the rule's weights blew up (left the weight bound or became NaN): "
               "no held-out loss or R^2")
         return

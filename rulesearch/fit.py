@@ -230,6 +230,6 @@ def heldout_scores(test: Task, packed, true_rule_text: str | None) -> dict:
     if scores["blown"]:
         # a rule whose weights left the bound has no held-out loss or R^2 worth printing (the loss
         # would be the worst-loss marker, the R^2 of a truncated trajectory): keep what says so
-        keep = ("trials", "decisions", "true_rule", "true_rule_error", "blown")
+        keep = ("trials", "decisions", "encounters", "true_rule", "true_rule_error", "blown")
         scores = {k: v for k, v in scores.items() if k in keep} | {"loss": None}
     return scores
