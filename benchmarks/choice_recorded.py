@@ -5,9 +5,9 @@ done-when 2).
 
 Per seed and number of flies: synthetic flies from x*(r - rbar) written with
 ``protocol.record_inputs = true`` (the published code records each encounter's input; here also
-the initial weights), then `evolve` (noise-aware selection) and the Taylor `fit` (54 terms, L1
-0.01) on them. Reports the selected rule, the coefficient of x*(r - rbar) in both (true 1), the
-held-out cross-entropy and the time of each command. Writes recorded.csv in --out.
+the initial weights), then `evolve` (the task's selection: held-out) and the Taylor `fit` (54
+terms, L1 0.01) on them. Reports the selected rule, the coefficient of x*(r - rbar) in both (true
+1), the held-out cross-entropy and the time of each command. Writes recorded.csv in --out.
 """
 from __future__ import annotations
 
