@@ -238,8 +238,8 @@ def test_cli_simulate_evolve_fit_compare(tmp_path, capsys):
     assert len(list(flies.glob("*.mat"))) == 6 and (flies / "choices.npz").is_file()
     assert json.loads((flies / "meta.json").read_text())["rule"] == "-0.05*w + x*(r - rbar)"
     common = ["--data", str(flies), "--set", "protocol.trials_per_block=40", "--seed", "1"]
-    assert main(["evolve", FLY, "--out", str(tmp_path / "full"), "--population", "60", "--generations", "2"]
-                + common) == 0
+    assert main(["evolve", FLY, "--out", str(tmp_path / "full"), "--population", "60", "--generations", "2",
+                 "--set", 'search.selection="heldout"'] + common) == 0
     info = json.loads((tmp_path / "full" / "run.json").read_text())
     assert info["selection"]["method"] == "heldout" and info["selection"]["losses"] == "held-out"
     assert info["selection"]["n_units"] == 6 and info["selection"]["units"] == "animals"
