@@ -42,6 +42,8 @@ def cmd_evolve(args) -> int:
                  f"{result.elapsed:.1f} s)")
     sel = result.selected
     print(f"selected: {sel.expression}   (loss {sel.loss:.4g}, complexity {sel.complexity})")
+    if result.selection and result.selection.get("method") in ("noise", "heldout"):
+        _explain_selection(front_rows(result), result.selection)
     heldout = read_json(out / RUN_FILE).get("heldout")
     if heldout:
         _print_heldout(heldout)
@@ -104,6 +106,20 @@ def _print_heldout(h: dict | None) -> None:
         per = ", ".join(f"{d:g}: {r:.2f} Hz / {c:.2f}" for d, r, c in zip(h["drives"], h["rate_hz"], h["balance"]))
         print(f"held-out drives (output rate / inhibitory-excitatory tuning correlation): {per}; "
               f"target {h['target_rate_hz']:g} Hz, loss {h['loss']:.4g}" + ("; weights blew up" if h["blown"] else ""))
+        return
+    if h.get("blown"):
+        where = (f"{h['trials']}, {h['decisions']} decisions" if "decisions" in h else
+                 f"{h['trials']}, {h['encounters']} recorded encounters" if "encounters" in h else f"{h['trials']} trials")
+        print(f"held-out ({where}): the rule's weights blew up (left the weight bound or became NaN): "
+              "no held-out loss or R^2")
+        return
+    if "encounters" in h:  # the choice model's output against recorded activity
+        line = (f"held-out ({h['trials']}, {h['encounters']} recorded encounters): loss {h['loss']:.4g}, "
+                f"output R^2 vs data {h['activity_r2_data']:.4f}")
+        if "weight_r2" in h:
+            line += (f"; vs true rule {h['true_rule']} (loss {h['true_rule_loss']:.4g}): weight R^2 "
+                     f"{h['weight_r2']:.4f}, output R^2 {h['activity_r2']:.4f}")
+        print(line)
         return
     if "deviance_explained" in h:  # choice tasks
         line = (f"held-out ({h['trials']}, {h['decisions']} decisions): cross-entropy {h['loss']:.4g}, "
@@ -281,10 +297,8 @@ def cmd_latex(args) -> int:
 
 
 def _latex_fit(args) -> int:
-    import sympy
-
     from .export import latex_coefficient_table, latex_equation
-    from .rules import symbol, to_latex
+    from .rules import parse_rule
     from .runs import read_fit
     _, family, params = read_fit(args.run)
     if family.kind == "doublet":
@@ -296,17 +310,18 @@ def _latex_fit(args) -> int:
                          f"rulesearch distill {args.run}")
     if args.table:
         cut = args.threshold * abs(params).max()
+        # each monomial as the rule line prints it: products of the family's variables, x_j (r - \bar{r})
         rows = [{"term": r["term"], "value": r["value"],
-                 "latex": to_latex(sympy.Mul(*[symbol(v) ** p for v, p in zip(r["family"].variables, r["exponents"])]),
-                                   r["family"].grammar)}
+                 "latex": parse_rule(r["monomial"], r["family"].grammar).latex(lhs=False)}
                 for r in family.coefficient_rows(params) if abs(r["value"]) > cut]
         print(latex_coefficient_table(sorted(rows, key=lambda r: -abs(r["value"]))))
     else:
-        rule = family.rule(params, args.threshold).canonical()
-        if rule.space.multi:
-            print("\n".join(f"{p.symbol} = {t}" for p, t in zip(rule.space.pathways, rule.latex_parts())))
+        # in the family's variables, as fitted (x_j (r - \bar{r}), not its expansion)
+        if hasattr(family, "latex_parts"):  # one family per pathway
+            parts = family.latex_parts(params, args.threshold)
+            print("\n".join(f"{p.symbol} = {t}" for p, t in zip(family.space.pathways, parts)))
         else:
-            print(latex_equation(rule.latex(lhs=False)))
+            print(latex_equation(family.latex(params, args.threshold)))
     return 0
 
 
@@ -416,8 +431,16 @@ def _explain_selection(rows, selection: dict | None) -> None:
     if not better:
         return
     best = min(float(r["loss"]) for r in rows)
+    if selection and selection.get("method") in ("noise", "heldout") and "excess" in selection:
+        k = rows.index(selected)
+        which = "held-out " if selection.get("losses") == "held-out" else ""
+        print(f"{'why selected':16s} the simplest rule whose {which}loss exceeds the best's ({selection['best']}) by at "
+              f"most {selection['se_multiple']:g} standard error(s) of the difference, paired over "
+              f"{selection['n_units']} {selection['units']}: here {selection['excess'][k]:.4g} <= "
+              f"{selection['se_multiple']:g} x {selection['se'][k]:.4g}")
+        return
     rule = "the simplest rule with loss <= best * (1 + rel_tol) + abs_tol"
-    if selection:
+    if selection and "rel_tol" in selection:
         limit = best * (1 + selection["rel_tol"]) + selection["abs_tol"]
         rule += f" = {best:.4g} * (1 + {selection['rel_tol']:g}) + {selection['abs_tol']:g} = {limit:.4g}"
     print(f"{'why selected':16s} {rule}; the {len(better)} rule(s) below it on the front have a lower loss "

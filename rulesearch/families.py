@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import GrammarError
 from .grammar import Grammar
-from .rules import Rule, RuleSpace, compile_expr, integer_power, parse_rule
+from .rules import Rule, RuleSpace, compile_expr, integer_power, parse_rule, sympy_text, to_latex
 from .vm import PackedPrograms, interleave
 
 ADD, MUL, TANH = ("op", "add"), ("op", "mul"), ("op", "tanh")
@@ -138,13 +138,17 @@ class TaylorFamily:
         return len(self.terms)
 
     def monomial_text(self, exponents: Sequence[int]) -> str:
-        """``x*y`` for (1, 1, 0); ``1`` for the constant term."""
-        labels = [variable_label(v, self.grammar) for v in self.variables]
+        """``x*y`` for (1, 1, 0); ``1`` for the constant term; an expression input is printed as the
+        rule line prints it (``x*(r - rbar)``)."""
+        labels = [v if v in self.grammar.names else f"({parse_rule(v, self.grammar).text()})"
+                  for v in self.variables]
         parts = [v if p == 1 else f"{v}**{p}" for v, p in zip(labels, exponents) if p]
         return "*".join(parts) or "1"
 
     def rule(self, coefficients: Sequence[float], threshold: float = 0.0) -> Rule:
-        """sum_k c_k * monomial_k over terms with |c_k| > threshold * max|c| (readable form)."""
+        """sum_k c_k * monomial_k over terms with |c_k| > threshold * max|c| (readable form: each
+        monomial a product of the family's variables, ``1.05*x*(r - rbar)``; its ``canonical()``
+        would expand expression inputs into ``1.05*r*x - 1.05*rbar*x``)."""
         coefficients = np.asarray(coefficients, float)
         if coefficients.shape != (self.n_params,):
             raise ValueError(f"expected {self.n_params} coefficients, got shape {coefficients.shape}")
@@ -160,6 +164,31 @@ class TaylorFamily:
                     term = [MUL] + term + integer_power(variable_tokens(v, g), p, g)
             parts.append(term)
         return Rule((tuple(_sum(parts) if parts else [("const", 0.0)]),), g)
+
+    def _readable_sympy(self, coefficients: Sequence[float], threshold: float):
+        """The terms of ``rule`` as sympy, each a coefficient times a product of the family's variables.
+        Expression inputs are kept unevaluated: sympy would otherwise distribute a lone coefficient
+        over them (0.07*(r - rbar) -> 0.07*r - 0.07*rbar)."""
+        import sympy
+        coefficients = np.asarray(coefficients, float)
+        if coefficients.shape != (self.n_params,):
+            raise ValueError(f"expected {self.n_params} coefficients, got shape {coefficients.shape}")
+        cut = threshold * np.abs(coefficients).max(initial=0.0)
+        factors = [parse_rule(v, self.grammar).to_sympy()[0] for v in self.variables]
+        factors = [f if v in self.grammar.names else sympy.UnevaluatedExpr(f) for v, f in zip(self.variables, factors)]
+        terms = [sympy.Float(c) * sympy.Mul(*[f ** p for f, p in zip(factors, exps)])
+                 for c, exps in zip(coefficients, self.terms) if c != 0.0 and abs(c) > cut]
+        return sympy.Add(*terms) if terms else sympy.Integer(0)
+
+    def text(self, coefficients: Sequence[float], threshold: float = 0.0) -> str:
+        """The readable rule as text, in the family's variables: ``-0.05*w + 1.05*x*(r - rbar)``
+        (``rule(...).text()`` is the same function; sympy may expand a lone ``c*(r - rbar)`` there)."""
+        return sympy_text(self._readable_sympy(coefficients, threshold))
+
+    def latex(self, coefficients: Sequence[float], threshold: float = 0.0, own: dict | None = None) -> str:
+        """The readable rule's right-hand side in LaTeX, in the family's variables:
+        ``- 0.05 w_{ij} + 1.05 x_j \\left(r - \\bar{r}\\right)`` (``own``: symbol overrides)."""
+        return to_latex(self._readable_sympy(coefficients, threshold), self.grammar, own)
 
     def _horner(self, order: tuple, exponents: dict, index: dict) -> list:
         """Nested Horner form over the variables in ``order`` (outermost first). Outer variables
@@ -328,6 +357,16 @@ class PathwayFamilies:
     def rule(self, params: Sequence[float], threshold: float = 0.0) -> Rule:
         params = np.asarray(params, float)
         return Rule(tuple(f.rule(p, threshold).exprs[0] for f, p in self._slices(params)), self.space)
+
+    def text(self, params: Sequence[float], threshold: float = 0.0) -> str:
+        """``ff: ...; lat: ...``, each pathway's rule in its family's variables (Taylor)."""
+        return "; ".join(f"{n}: {f.text(p, threshold)}"
+                         for n, (f, p) in zip(self.space.names, self._slices(np.asarray(params, float))))
+
+    def latex_parts(self, params: Sequence[float], threshold: float = 0.0) -> list[str]:
+        """Each pathway's right-hand side in LaTeX, in its family's variables (Taylor)."""
+        return [f.latex(p, threshold, pathway.symbols())
+                for pathway, (f, p) in zip(self.space.pathways, self._slices(np.asarray(params, float)))]
 
     def initial(self, rng: np.random.Generator) -> np.ndarray:
         return np.concatenate([f.initial(rng) for f in self.families])

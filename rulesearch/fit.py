@@ -223,4 +223,13 @@ def heldout_scores(test: Task, packed, true_rule_text: str | None) -> dict:
     and the simulator's own scores; against the data's true rule when it names one."""
     out: dict = {}
     truth = true_rule(test, true_rule_text, out)
-    return {**test.sim.heldout_scores(test, packed, truth), **out}
+    scores = {**test.sim.heldout_scores(test, packed, truth), **out}
+    if "blown" in scores:  # the simulator reports blow-ups itself (and its scores say what they mean)
+        return scores
+    scores["blown"] = bool(test.evaluate_packed(packed).blown[0])
+    if scores["blown"]:
+        # a rule whose weights left the bound has no held-out loss or R^2 worth printing (the loss
+        # would be the worst-loss marker, the R^2 of a truncated trajectory): keep what says so
+        keep = ("trials", "decisions", "encounters", "true_rule", "true_rule_error", "blown")
+        scores = {k: v for k, v in scores.items() if k in keep} | {"loss": None}
+    return scores

@@ -42,6 +42,7 @@ class EvolveResult:
     seed: int
     stopped: str
     blown: int = 0  # evaluations whose weights blew up
+    selection: dict | None = None  # how the selected rule was chosen (noise-aware selection: its numbers)
 
     @property
     def selected(self) -> FrontEntry:
@@ -65,6 +66,38 @@ def select_rule(front: Sequence[FrontEntry], rel_tol: float, abs_tol: float) -> 
     limit = best * (1 + rel_tol) + abs_tol
     return min((i for i, e in enumerate(front) if e.loss <= limit),
                key=lambda i: (front[i].complexity, front[i].loss))
+
+
+def select_within_noise(front: Sequence[FrontEntry], units: np.ndarray, se_multiple: float = 1.0,
+                        unit_name: str = "units") -> tuple[int, dict]:
+    """Index of the simplest entry whose loss is within the sampling noise of the best, and the numbers.
+
+    ``units`` (len(front), n): each entry's loss split into n independent units (animals, recorded
+    trials) that sum to it. Against the best entry b, entry i's excess ``D_i = sum_u (L_iu - L_bu)``
+    has the standard error ``sqrt(n) * std_u(L_iu - L_bu)`` (paired over units, ddof 1); entries
+    with ``D_i <= se_multiple * SE_i`` qualify. Entries with a non-finite unit loss never do.
+    """
+    units = np.asarray(units, float)
+    if units.shape[0] != len(front) or units.ndim != 2:
+        raise ValueError(f"units must be (len(front), n_units) = ({len(front)}, n); got {units.shape}")
+    n = units.shape[1]
+    finite = np.all(np.isfinite(units), axis=1)
+    if not finite.any():
+        return select_rule(front, 0.0, 0.0), {"method": "noise", "note": "every rule blew up"}
+    totals = np.where(finite, units.sum(axis=1), np.inf)
+    best = int(np.argmin(totals))
+    d = np.where(finite[:, None], units - units[best], 0.0)
+    excess = np.where(finite, d.sum(axis=1), np.inf)
+    se = np.sqrt(n) * d.std(axis=1, ddof=1) if n > 1 else np.zeros(len(front))  # one unit: no noise estimate
+    ok = finite & (excess <= se_multiple * se)
+    ok[best] = True
+    index = min(np.flatnonzero(ok), key=lambda i: (front[i].complexity, front[i].loss))
+    info = {"method": "noise", "se_multiple": se_multiple, "units": unit_name, "n_units": n,
+            "best": front[best].expression, "best_loss": float(totals[best]),
+            "excess": [float(v) if np.isfinite(v) else None for v in excess],
+            "se": [float(v) if np.isfinite(v) else None for v in se],
+            "within_noise": [bool(v) for v in ok]}
+    return int(index), info
 
 
 # ---------------------------------------------------------------- the search

@@ -33,6 +33,7 @@ from .fronts import (
     pareto_front,
     readable,
     select_rule,
+    select_within_noise,
 )
 from .rules import Rule, RuleSpace, negate, rule_from_sympy, simplify_identities
 from .tasks import WORST_LOSS, Task, pack_rules
@@ -206,8 +207,9 @@ class Search:
     """NSGA-II over (loss, complexity) with semantic de-duplication and constant optimisation."""
 
     def __init__(self, task: Task, evaluate: Callable | None = None, seed: int = 0,
-                 population: int | None = None, generations: int | None = None):
+                 population: int | None = None, generations: int | None = None, heldout: Task | None = None):
         self.task = task
+        self.heldout = heldout  # the held-out view (search.selection = "heldout" compares the front on it)
         self.space = task.space
         self.lang = Languages.from_space(task.space)
         self.n_path = len(task.space)
@@ -563,10 +565,26 @@ class Search:
         if not front:  # every rule blew up: report the simplest one anyway
             l, c, exprs = min(state.archive.values(), key=lambda v: (v[1], v[0]))
             front = [FrontEntry(Rule(exprs, self.space), l, c)]
-        chosen = select_rule(front, self.task.search.selection_rel_tol, self.task.search.selection_abs_tol)
+        settings = self.task.search
+        if settings.selection in ("noise", "heldout"):  # simplest within the sampling noise of the best
+            objective = self.task.sim.objectives[self.task.objective]
+            on = self.heldout if settings.selection == "heldout" and self.heldout is not None else self.task
+            rules = [e.rule for e in front]
+            units = on.unit_losses(rules)
+            if on is self.heldout:  # judged by held-out losses: unbiased by what the fitted trials overfit
+                chosen, selection = select_within_noise(
+                    [FrontEntry(e.rule, float(u.sum()), e.complexity) for e, u in zip(front, units)], units,
+                    settings.selection_se, objective.unit_name)
+            else:
+                chosen, selection = select_within_noise(front, units, settings.selection_se, objective.unit_name)
+            selection.update(method=settings.selection, losses="held-out" if on is self.heldout else "fitted")
+        else:
+            chosen = select_rule(front, settings.selection_rel_tol, settings.selection_abs_tol)
+            selection = {"method": "tolerance", "rel_tol": settings.selection_rel_tol,
+                         "abs_tol": settings.selection_abs_tol}
         front = [FrontEntry(e.rule, e.loss, e.complexity, i == chosen) for i, e in enumerate(front)]
         return EvolveResult(front, state.history, state.evaluations, state.generation,
-                            state.elapsed, self.seed, stopped, state.blown)
+                            state.elapsed, self.seed, stopped, state.blown, selection)
 
     # -- checkpoints (plain JSON: tokens, numbers and the RNG state)
     def state_to_json(self, state: _State) -> dict:
@@ -692,5 +710,6 @@ def evolve(task: Task, seed: int | None = None, population: int | None = None,
     if progress is True:
         from .cli import progress_lines
         progress = progress_lines("evolve")
-    search = Search(task, evaluate, task.seed if seed is None else seed, population, generations)
+    search = Search(task, evaluate, task.seed if seed is None else seed, population, generations,
+                    run_kwargs.pop("heldout", None))
     return search.run(progress=progress or None, **run_kwargs)

@@ -165,13 +165,20 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     spec, out = _start(spec, out, resume, "evolve", force)
     task = load_task(spec.task, spec.overrides, spec.data, spec.seed)
     out = out or default_out(task.name)
-    evaluator = make_evaluator(task, spec.evaluator, spec.workers, spec.scheduler, on_chunk)
+    # on recorded data the search, like a fit, never sees the held-out trials (the simulator's
+    # split: the last fit.holdout of recorded trials, every k-th trial of each animal); without
+    # data, a simulator may hold out conditions of its own (e.g. other input drives)
+    train, test = split_trials(task, task.fit.holdout) if task.data_source else (task, None)
+    test = test if test is not None else task.sim.heldout(task)
+    split = task.sim.split_info(train, test) if task.data_source else {}
+    evaluator = make_evaluator(train, spec.evaluator, spec.workers, spec.scheduler, on_chunk)
     try:
-        search = Search(task, evaluator, task.seed, spec.population, spec.generations)
+        search = Search(train, evaluator, task.seed, spec.population, spec.generations,
+                        test if task.data_source else None)
         # everything a resume reads is validated before anything is written
         state = _checkpoint(out, search.state_from_json) if resume else None
         info = _run_info(spec, task, "evolve", started, argv, population=search.mu,
-                         generations=search.generations, **evaluator.describe())
+                         generations=search.generations, **evaluator.describe(), **split)
         result = _record_and_run(search, state, out, info, progress)
     finally:
         evaluator.close()
@@ -180,10 +187,11 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     columns = front_columns(rows)
     write_csv(out / PARETO_FILE, columns, [[r[c] for c in columns] for r in rows])
     plot_front(out / FRONT_PLOT, rows, result.history, f"{task.name} (seed {task.seed})")
-    test = task.sim.heldout(task)
-    heldout = None if test is None else heldout_scores(test, pack_rules([result.selected.rule]), None)
+    heldout = None if test is None else heldout_scores(test, pack_rules([result.selected.rule]),
+                                                      (task.data_meta or {}).get("rule"))
     info.update(**_times(result, state, started), blown_evaluations=result.blown,
-                selection={"rel_tol": task.search.selection_rel_tol, "abs_tol": task.search.selection_abs_tol},
+                selection=result.selection or {"method": "tolerance", "rel_tol": task.search.selection_rel_tol,
+                                               "abs_tol": task.search.selection_abs_tol},
                 selected=result.selected.expression,
                 selected_loss=result.selected.loss, heldout=heldout)
     write_json(out / RUN_FILE, info)
@@ -243,9 +251,9 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
         evaluator.close()
     params = result.params
     packed = family.pack(params[None])
-    readable = family.rule(params, TERM_THRESHOLD).canonical() if family.kind == "taylor" else None
+    # printed as fitted: products of the family's variables (x*(r - rbar)), not the canonical expansion
     rule_text = family.describe(params) if family.kind == "doublet" else \
-        None if readable is None else readable.text()
+        family.text(params, TERM_THRESHOLD) if family.kind == "taylor" else None
     write_json(out / PARAMS_FILE, {**family.spec(), "params": params.tolist(), "rule": rule_text})
     rows = []
     if family.kind in ("taylor", "doublet"):

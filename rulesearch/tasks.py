@@ -21,6 +21,7 @@ from .rules import Pathway, Rule, RuleSpace, parse_rule
 from .sims import SIMULATORS, Simulator, objectives
 from .vm import PackedPrograms, pack
 
+SELECTION_METHODS = ("tolerance", "noise", "heldout")
 WORST_LOSS = 1e10  # loss of a rule whose weights blow up; finite so that sorting and plots work
 
 
@@ -36,6 +37,10 @@ class SearchSettings:
     optimise_top: int = 5
     selection_rel_tol: float = 0.05
     selection_abs_tol: float = 1e-3
+    # or "noise": within selection_se standard errors of the best (paired over units of the fitted
+    # trials); "heldout": the same on the held-out trials (evolve on data; else as "noise")
+    selection: str = "tolerance"
+    selection_se: float = 1.0
     snap_tol: float = 0.01
     restart_every: int = 0  # generations between fresh populations (0: never)
 
@@ -147,6 +152,17 @@ class Task:
         if not rules:
             return np.zeros(0)
         return self.evaluate_packed(pack_rules(rules)).losses
+
+    def unit_losses(self, rules: Sequence[Rule]) -> np.ndarray:
+        """Each rule's loss split into the objective's independent units (per animal or per recorded
+        trial), (n_rules, n_units) summing to ``evaluate``; inf for rules whose weights blew up.
+        ``ValueError`` if the objective has no units."""
+        objective = self.sim.objectives[self.objective]
+        if objective.units is None:
+            raise ValueError(f"objective '{self.objective}' has no per-unit losses")
+        result = self.simulate(rules)
+        units = np.asarray(objective.units(self, result), float)
+        return np.where(result.blown[:, None] | ~np.isfinite(units), np.inf, units)
 
     def split(self, holdout: float | None = None) -> tuple["Task", "Task | None"]:
         """(fitting task, held-out task or None), as the simulator splits its data."""
@@ -274,10 +290,15 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data=None,
         optimise_top=sf.get("optimise_top", int, defaults.optimise_top, low=0),
         selection_rel_tol=sf.get("selection_rel_tol", float, defaults.selection_rel_tol, low=0.0),
         selection_abs_tol=sf.get("selection_abs_tol", float, defaults.selection_abs_tol, low=0.0),
+        selection=sf.get("selection", str, defaults.selection, choices=SELECTION_METHODS),
+        selection_se=sf.get("selection_se", float, defaults.selection_se, low=0.0),
         snap_tol=sf.get("snap_tol", float, defaults.snap_tol, low=0.0),
         restart_every=sf.get("restart_every", int, defaults.restart_every, low=0))
     task_seed = sf.get("seed", int, 0)
     sf.finish()
+    if search.selection != "tolerance" and sim.objectives[objective].units is None:
+        raise TaskError(f"{path}: field 'search.selection' is '{search.selection}': objective '{objective}' has no "
+                        "per-animal or per-trial losses to estimate the noise from (expected 'tolerance')")
     if search.p_crossover + search.p_mutation > 1.0:
         raise TaskError(f"{path}: fields 'search.p_crossover' + 'search.p_mutation' = "
                         f"{search.p_crossover + search.p_mutation:g}: expected at most 1")
@@ -307,9 +328,18 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data=None,
 DEFAULT_FIT_GENERATIONS = {"taylor": 1000, "mlp": 1500, "doublet": 150}
 
 
+# named Taylor families (``fit.preset``): variables and powers; "published" is MetaLearnPlasticity's
+# default (x, r - rbar up to power 2, w up to power 1: its 3x3x3 coefficients with the w**2 terms masked)
+TAYLOR_PRESETS = {"published": (("x", "r - rbar", "w"), (2, 2, 1))}
+
+
 def _load_fit(ff: Fields) -> Fit:
     from .families import FAMILIES, MLP_ACTIVATIONS
     d = Fit()
+    preset = ff.get("preset", str, None, choices=tuple(TAYLOR_PRESETS))
+    if preset:  # replaces the task's variables and powers (--set fit.preset=published on any reward task)
+        ff.table = {**ff.table, "variables": list(TAYLOR_PRESETS[preset][0]),
+                    "max_power": list(TAYLOR_PRESETS[preset][1])}
 
     def names(key, default):
         value = ff.get(key, list, default)

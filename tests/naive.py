@@ -418,3 +418,33 @@ def ou_covariance_numpy(A, sigma, dt, burn_steps, steps, seed, chunk):
                     cov += np.outer(x, x)
             done += k
     return cov / steps
+
+
+def choice_activity_numpy(rule: Rule, inputs, decision, reward, activity, w0, readout, eta, window,
+                          score_trial=lambda k: True):
+    """The choice model's output against recorded activity, for one animal, in plain NumPy: each
+    encounter's P(accept) = sigmoid(readout . tanh(W x)) from its recorded input x, compared with the
+    recorded activity where it is not NaN on scored trials; plasticity at acceptances.
+
+    Returns (summed squared error, compared entries, P(accept) per encounter, weights before each trial).
+    """
+    f, names = rule_function(rule)
+    W = np.array(w0, float)
+    history = [0.0] * window
+    sse, count, trial, rbar = 0.0, 0, 0, 0.0
+    probs, weights = [], [W.copy()]
+    for x, d, rew, target in zip(inputs, decision, reward, activity):
+        h = np.tanh(W @ x)
+        p = 1 / (1 + np.exp(-(readout @ h)))
+        probs.append(p)
+        if score_trial(trial) and not np.isnan(target):
+            sse += (p - target) ** 2
+            count += 1
+        if d == 1:
+            values = {"x": x[None, :], "y": h[:, None], "w": W, "r": rew, "rbar": rbar}
+            W = W + eta * np.broadcast_to(f(*[values[n] for n in names]), W.shape)
+            history.append(rew)
+            trial += 1
+            rbar = float(np.mean(history[-window:]))
+            weights.append(W.copy())
+    return sse, count, np.array(probs), np.array(weights)

@@ -11,7 +11,7 @@ from conftest import ROOT
 from naive import choice_nll_filtered_numpy, choice_nll_numpy
 from rulesearch.choices import ChoiceData, load_choices, save_choices_npz
 from rulesearch.cli import main
-from rulesearch.errors import DataError
+from rulesearch.errors import DataError, TaskError
 from rulesearch.sims.choice import simulate_choices
 from rulesearch.sims import choice
 from rulesearch.tasks import load_task, pack_rules, with_data
@@ -163,6 +163,35 @@ def test_a_blowing_up_rule_does_not_change_the_others():
     assert both[0] == both[2] == 1e10 and both[1] == alone
 
 
+def test_taylor_rule_over_expression_variables_is_printed_as_fitted():
+    """The published 18-term family over x, r - rbar and w: terms are products of those variables."""
+    from rulesearch.families import TaylorFamily
+    task = load_task(FLY, require_data=False)
+    fam = TaylorFamily(task.grammar, ("x", "r - rbar", "w"), (2, 2, 1))
+    assert fam.n_params == 18 and fam.monomial_text((1, 1, 0)) == "x*(r - rbar)"
+    theta = np.zeros(18)
+    theta[fam.names.index("theta_x1_(r-rbar)1_w0")] = 1.05
+    theta[fam.names.index("theta_x0_(r-rbar)0_w1")] = -0.05
+    theta[fam.names.index("theta_x2_(r-rbar)1_w1")] = 0.001  # below 1 % of the largest
+    assert fam.text(theta, 0.01) == "-0.05*w + 1.05*x*(r - rbar)"
+    assert fam.latex(theta, 0.01) == r"- 0.05 w_{ij} + 1.05 x_j \left(r - \bar{r}\right)"
+    # the printed text is the same function (read back, expanded)
+    assert task.parse(fam.text(theta, 0.01)).canonical().text() == fam.rule(theta, 0.01).canonical().text()
+    # a lone coefficient on an expression input stays on it (sympy alone would distribute it)
+    theta[fam.names.index("theta_x0_(r-rbar)1_w0")] = 0.2
+    assert fam.text(theta, 0.01) == "-0.05*w + 1.05*x*(r - rbar) + 0.2*(r - rbar)"
+
+
+def test_heldout_scores_of_a_blowing_up_rule_say_so():
+    from rulesearch.fit import heldout_scores
+    task = load_task(FLY, SHORT, require_data=False, seed=1)
+    task = with_data(task, simulate_choices(task, task.parse("x*(r - rbar)"), seed=1))
+    _, test = task.split()
+    held = heldout_scores(test, pack_rules([task.parse("rbar + w")]), "x*(r - rbar)")
+    assert held["blown"] is True and held["loss"] is None and "deviance_explained" not in held
+    assert heldout_scores(test, pack_rules([task.parse("x*(r - rbar)")]), None)["blown"] is False
+
+
 def _fly_files(tmp_path):
     good = {"X": np.array([[1, 0], [0, 1], [0, 1]]), "Y": np.array([[0], [1], [1]]), "R": np.array([[1], [0]])}
     savemat(tmp_path / "fly_a.mat", good)
@@ -209,12 +238,37 @@ def test_cli_simulate_evolve_fit_compare(tmp_path, capsys):
     assert len(list(flies.glob("*.mat"))) == 6 and (flies / "choices.npz").is_file()
     assert json.loads((flies / "meta.json").read_text())["rule"] == "-0.05*w + x*(r - rbar)"
     common = ["--data", str(flies), "--set", "protocol.trials_per_block=40", "--seed", "1"]
-    assert main(["evolve", FLY, "--out", str(tmp_path / "full"), "--population", "60", "--generations", "2"]
-                + common) == 0
+    assert main(["evolve", FLY, "--out", str(tmp_path / "full"), "--population", "60", "--generations", "2",
+                 "--set", 'search.selection="heldout"'] + common) == 0
+    info = json.loads((tmp_path / "full" / "run.json").read_text())
+    assert info["selection"]["method"] == "heldout" and info["selection"]["losses"] == "held-out"
+    assert info["selection"]["n_units"] == 6 and info["selection"]["units"] == "animals"
+    # the excess of each front rule is its held-out loss minus the best held-out loss (paired animals)
+    _, test = load_task(FLY, ("protocol.trials_per_block=40",), data=flies, seed=1).split()
+    front = [r["expression"] for r in csv.DictReader((tmp_path / "full" / "pareto.csv").open())]
+    units = test.unit_losses([test.parse(e) for e in front])
+    totals = units.sum(axis=1)
+    np.testing.assert_allclose(info["selection"]["excess"], totals - totals.min(), rtol=1e-9, atol=1e-12)
+    held = info["heldout"]  # evolve scores held-out trials
+    assert held["blown"] is False and 0 < held["decisions"] and np.isfinite(held["deviance_explained"])
+    assert held["true_rule"] == "-0.05*w + x*(r - rbar)" and np.isfinite(held["weight_r2"])
+    assert "held-out (every 4-th trial of 6 animals" in capsys.readouterr().out
     assert main(["evolve", FLY, "--out", str(tmp_path / "nofor"), "--population", "60", "--generations", "2",
                  "--set", "grammar=reward-no-forgetting"] + common) == 0
     assert main(["fit", FLY, "--out", str(tmp_path / "taylor"), "--generations", "3"] + common) == 0
-    capsys.readouterr()
+    # the Taylor rule is printed in the family's variables (x, y, w, r - rbar), never expanded into r and rbar
+    rule = json.loads((tmp_path / "taylor" / "run.json").read_text())["rule"]
+    assert "(r - rbar)" in rule and "rbar*" not in rule and "*rbar" not in rule, rule
+    assert f"rule (terms above 5% of the largest): {rule}" in capsys.readouterr().out
+    monomials = [r["monomial"] for r in csv.DictReader((tmp_path / "taylor" / "coefficients.csv").open())]
+    assert "x*(r - rbar)" in monomials and "y**2*w*(r - rbar)**2" in monomials
+    assert main(["latex", str(tmp_path / "taylor"), "--table", "--threshold", "0"]) == 0
+    table = capsys.readouterr().out
+    assert r"\texttt{theta\_x1\_y0\_w0\_(r-rbar)1} & $x_j \left(r - \bar{r}\right)$" in table
+    assert main(["latex", str(tmp_path / "taylor")]) == 0
+    assert r"\left(r - \bar{r}\right)" in capsys.readouterr().out
+    assert main(["show", str(tmp_path / "taylor")]) == 0
+    assert f"rule             {rule}" in capsys.readouterr().out
     out = tmp_path / "cmp"
     assert main(["compare", str(tmp_path / "full"), str(tmp_path / "nofor"), str(tmp_path / "taylor"),
                  "--out", str(out)]) == 0
@@ -257,3 +311,187 @@ def test_seeded_recovery_of_the_reward_rule(tmp_path):
     assert 0.5 < c < 1.5 and float(terms.get(rbar * x, 0)) == pytest.approx(-c), result.selected.expression
     assert all(abs(float(v)) < 0.05 for k, v in terms.items() if k not in (r * x, rbar * x)), \
         result.selected.expression
+
+
+# ---------------------------------------------------------------- recorded inputs and initial weights
+
+RICH = SHORT + ("protocol.record_inputs=true",)
+
+
+def _rich_data(seed=3, rule="x*(r - rbar)"):
+    task = load_task(FLY, RICH, require_data=False, seed=seed)
+    return task, simulate_choices(task, task.parse(rule), seed=seed)
+
+
+def test_recorded_inputs_and_initial_weights_round_trip(tmp_path):
+    from rulesearch.choices import save_choices_mat
+    task, data = _rich_data()
+    n_in, n_out = task.config.n_in, task.config.n_out
+    assert data.inputs.shape == (len(data.animal), n_in) and data.w0.shape == (4, n_out, n_in)
+    # the recorded inputs are the odour's mean pattern plus the encounter's noise
+    noise = data.inputs - task.state.patterns[data.odour]
+    assert 0.5 * np.sqrt(0.015) < noise.std() < 1.5 * np.sqrt(0.015)
+    save_choices_npz(tmp_path / "c.npz", data)
+    save_choices_mat(tmp_path / "flies", data)
+    for back in (load_choices(tmp_path / "c.npz"), load_choices(tmp_path / "flies")):
+        np.testing.assert_array_equal(back.inputs, data.inputs)
+        np.testing.assert_array_equal(back.w0, data.w0)
+    # without the option nothing extra is written, and the same seed samples the same decisions
+    plain = simulate_choices(load_task(FLY, SHORT, require_data=False, seed=3), task.parse("x*(r - rbar)"), seed=3)
+    assert plain.inputs is None and plain.w0 is None
+    np.testing.assert_array_equal(plain.decision, data.decision)
+
+
+def test_recorded_inputs_and_weights_refusals(tmp_path):
+    _, data = _rich_data()
+    base = dict(animal=data.animal, odour=data.odour, decision=data.decision, reward=data.reward)
+    n = len(data.animal)
+    cases = [
+        (dict(inputs=data.inputs[:-1]), r"'inputs' has shape \(%d, 2\): expected \(N, n_in\) = \(%d, n_in\)" % (n - 1, n)),
+        (dict(inputs=np.where(np.arange(n)[:, None] == 5, np.nan, data.inputs)), "array 'inputs' has NaN or inf"),
+        (dict(inputs=data.inputs[:, 0]), r"array 'inputs' has shape \(%d,\) and dtype float64: expected numbers \(N, n_in\)" % n),
+        (dict(w0=data.w0[:3]), r"'w0' has shape \(3, 10, 2\): expected \(animals, n_out, n_in\) with 4 animals"),
+        (dict(inputs=data.inputs, w0=data.w0[:, :, :1]), "'w0' has 1 inputs per unit .* but 'inputs' has 2 per encounter"),
+    ]
+    for k, (extra, message) in enumerate(cases):
+        np.savez(tmp_path / f"bad{k}.npz", **base, **extra)
+        with pytest.raises(DataError, match=f"bad{k}.npz: .*{message}"):
+            load_choices(tmp_path / f"bad{k}.npz")
+    one = {"X": np.array([[1, 0], [0, 1]]), "Y": np.array([[0], [1]]), "R": np.array([[1]])}
+    savemat(tmp_path / "m1.mat", {**one, "inputs": np.ones((3, 2))})
+    with pytest.raises(DataError, match=r"m1.mat: variable inputs has shape \(3, 2\): expected \(N, n_in\) = \(2, n_in\)"):
+        load_choices(tmp_path / "m1.mat")
+    savemat(tmp_path / "m2.mat", {**one, "w0": np.ones((2, 2, 2))})
+    with pytest.raises(DataError, match=r"m2.mat: variable w0 has shape \(2, 2, 2\) .*expected \(n_out, n_in\)"):
+        load_choices(tmp_path / "m2.mat")
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    savemat(folder / "a.mat", {**one, "inputs": np.ones((2, 2))})
+    savemat(folder / "b.mat", one)
+    with pytest.raises(DataError, match="mixed: a records variable inputs but b does not"):
+        load_choices(folder)
+    # data that do not fit the task's network: one line naming the field
+    np.savez(tmp_path / "wide.npz", **base, inputs=np.ones((n, 3)))
+    with pytest.raises(TaskError, match=r"wide.npz: recorded 'inputs' have 3 values per encounter: the task's "
+                                        "network.n_in is 2"):
+        load_task(FLY, SHORT, data=tmp_path / "wide.npz")
+    np.savez(tmp_path / "w0.npz", **base, w0=np.ones((4, 5, 2)))
+    with pytest.raises(TaskError, match="w0.npz: recorded initial weights 'w0' are 5 x 2 per animal"):
+        load_task(FLY, SHORT, data=tmp_path / "w0.npz")
+
+
+@pytest.mark.parametrize("with_w0", [True, False])
+def test_recorded_inputs_likelihood_matches_numpy_reference(with_w0):
+    """The model driven by each encounter's recorded input (and recorded initial weights): no input
+    noise to average over; with w0 recorded nothing is uncertain and the weight filter is the
+    deterministic model; without, the filter tracks the weights from the prior alone."""
+    task, data = _rich_data(seed=2)
+    if not with_w0:
+        data = replace(data, w0=None)
+    task = with_data(load_task(FLY, SHORT, require_data=False, seed=7), data)  # another seed: generated w0 differ
+    w0 = data.w0 if with_w0 else task.state.w0
+    assert not with_w0 or not np.allclose(load_task(FLY, SHORT, require_data=False, seed=7).state.w0, data.w0)
+    rules = [task.parse(t) for t in RULES]
+    sim = task.simulate(rules, record=True)
+    p = task.config.protocol
+
+    def reference(rule, a, o, d, r, fitted):
+        x = data.animal_inputs(a)
+        if with_w0:
+            return choice_nll_numpy(rule, np.arange(len(o)), d, r, x, w0[a], task.config.readout, task.etas[0],
+                                    p.reward_window, 0.0, fitted)
+        return choice_nll_filtered_numpy(rule, np.arange(len(o)), d, r, x, w0[a], task.config.readout, task.etas[0],
+                                         p.reward_window, 0.0, task.config.init_std ** 2, fitted, fitted)
+    _check_against(task, data, rules, sim, reference, rel=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------- the activity objective
+
+ACTIVITY = str(ROOT / "tasks" / "fly-choice-activity.toml")
+
+
+def test_activity_objective_matches_numpy_reference():
+    """P(accept) per encounter against recorded activity (noisy, 70 % of encounters recorded), every
+    rule of a population, against the plain NumPy twin; and the generating rule's output equals the
+    probabilities the sampler drew the decisions from."""
+    from naive import choice_activity_numpy
+    task = load_task(ACTIVITY, SHORT, require_data=False, seed=4)
+    data = simulate_choices(task, task.parse("x*(r - rbar) - 0.05*w"), seed=4, activity_noise=0.1, observed=0.7)
+    assert 0.2 < np.mean(np.isnan(data.activity)) < 0.4
+    task = with_data(load_task(ACTIVITY, SHORT, require_data=False, seed=9), data)
+    rules = [task.parse(t) for t in RULES]
+    sim = task.simulate(rules, record=True)
+    p = task.config.protocol
+    fitted = lambda t: t % p.heldout_every != p.heldout_every - 1  # noqa: E731
+    for k, rule in enumerate(rules):
+        total, count = 0.0, 0
+        for a in range(data.n_animals):
+            _, d, r = data.per_animal(a)
+            sse, n, probs, weights = choice_activity_numpy(rule, data.animal_inputs(a), d, r, data.animal_activity(a),
+                                                           data.w0[a], task.config.readout, task.etas[0],
+                                                           p.reward_window, fitted)
+            assert sim.sse[k, a] == pytest.approx(sse, rel=1e-9)
+            np.testing.assert_allclose(sim.p[k, a, :len(d)], probs, rtol=1e-9)
+            np.testing.assert_allclose(sim.w[k, a, :len(weights)], weights, rtol=1e-9, atol=1e-12)
+            total, count = total + sse, count + n
+        assert task.evaluate([rule])[0] == pytest.approx(total / count, rel=1e-9)
+    # the sampler's own probabilities (noise-free) are the generating rule's output
+    again = simulate_choices(load_task(ACTIVITY, SHORT, require_data=False, seed=4),
+                             task.parse("x*(r - rbar) - 0.05*w"), seed=4, activity_noise=0.0)
+    truth = with_data(task, again).simulate([task.parse("x*(r - rbar) - 0.05*w")], record=True)
+    for a in range(again.n_animals):
+        np.testing.assert_allclose(truth.p[0, a, :len(again.animal_activity(a))], again.animal_activity(a), rtol=1e-9)
+
+
+def test_activity_data_refusals(tmp_path):
+    task, data = _rich_data()
+    base = dict(animal=data.animal, odour=data.odour, decision=data.decision, reward=data.reward)
+    n = len(data.animal)
+    np.savez(tmp_path / "none.npz", **base)
+    with pytest.raises(TaskError, match="none.npz: objective 'fit_choice_activity' needs recorded activity"):
+        load_task(ACTIVITY, SHORT, data=tmp_path / "none.npz")
+    np.savez(tmp_path / "short.npz", **base, activity=np.zeros(n - 2))
+    with pytest.raises(DataError, match=r"short.npz: 'activity' has shape \(%d,\): expected \(N,\) = \(%d,\)" % (n - 2, n)):
+        load_choices(tmp_path / "short.npz")
+    np.savez(tmp_path / "inf.npz", **base, activity=np.full(n, np.inf))
+    with pytest.raises(DataError, match="inf.npz: 'activity' has inf"):
+        load_choices(tmp_path / "inf.npz")
+    one = {"X": np.array([[1, 0], [0, 1]]), "Y": np.array([[0], [1]]), "R": np.array([[1]])}
+    savemat(tmp_path / "a.mat", {**one, "activity": np.ones(3)})
+    with pytest.raises(DataError, match=r"a.mat: variable activity has shape \(3,\): expected \(N,\) = \(2,\)"):
+        load_choices(tmp_path / "a.mat")
+    with pytest.raises(ValueError, match="--noise and --observed are for activity data"):
+        task.sim.synthesize(task, task.parse("x*(r - rbar)"), tmp_path / "f", 0.1, 1.0, None)
+
+
+def test_cli_activity_simulate_evolve_fit(tmp_path, capsys):
+    flies = tmp_path / "flies"
+    over = ["--set", "protocol.trials_per_block=30", "--seed", "2"]
+    assert main(["simulate", ACTIVITY, "--rule", "x*(r - rbar)", "--animals", "4", "--noise", "0.1",
+                 "--observed", "0.5", "--out", str(flies)] + over) == 0
+    assert "output recorded at" in capsys.readouterr().out
+    back = load_choices(flies)
+    assert back.activity is not None and back.inputs is not None and back.w0.shape == (4, 10, 2)
+    assert main(["evolve", ACTIVITY, "--data", str(flies), "--out", str(tmp_path / "evo"), "--population", "40",
+                 "--generations", "1"] + over) == 0
+    held = json.loads((tmp_path / "evo" / "run.json").read_text())["heldout"]
+    assert held["encounters"] > 0 and held["true_rule"] == "x*(r - rbar)" and np.isfinite(held["weight_r2"])
+    assert "recorded encounters" in capsys.readouterr().out
+    assert main(["fit", ACTIVITY, "--data", str(flies / "choices.npz"), "--out", str(tmp_path / "fit"),
+                 "--generations", "2"] + over) == 0
+    assert "output R^2 vs data" in capsys.readouterr().out
+
+
+def test_published_model_task_and_family_preset():
+    """tasks/fly-choice-published.toml holds the published model's numbers; fit.preset = "published"
+    is its 18-term Taylor family on any reward task."""
+    from rulesearch.fit import make_family
+    task = load_task(ROOT / "tasks" / "fly-choice-published.toml", require_data=False)
+    c = task.config
+    assert (c.eta, c.protocol.readout, c.protocol.odour_variance, c.init_std, c.n_in, c.n_out) == \
+        (0.5, 0.5, 0.0025, 0.01, 2, 10)
+    assert task.fit.variables == ("x", "r - rbar", "w") and make_family(task).n_params == 18
+    other = load_task(FLY, ('fit.preset="published"',), require_data=False)
+    assert other.fit.variables == ("x", "r - rbar", "w") and other.fit.max_power == (2, 2, 1)
+    with pytest.raises(TaskError, match="field 'fit.preset' is 'paper': expected one of published"):
+        load_task(FLY, ('fit.preset="paper"',), require_data=False)

@@ -66,7 +66,7 @@ def test_expression_inputs_and_per_variable_powers(rng):
     assert fam.n_params == 2 * 3 * 3
     assert "theta_x1_w0_(r-rbar)1" in fam.names and "theta_x2_w0_(r-rbar)0" not in fam.names
     k = fam.names.index("theta_x1_w0_(r-rbar)1")
-    assert fam.monomial_text(fam.terms[k]) == "x*(r-rbar)"
+    assert fam.monomial_text(fam.terms[k]) == "x*(r - rbar)"  # as the rule line prints it
     coef = np.zeros(fam.n_params)
     coef[k] = 0.7
     r_, rbar = sympy.Symbol("r", real=True), sympy.Symbol("rbar", real=True)

@@ -36,9 +36,11 @@ def test_shipped_tasks_load(path, tmp_path):
         task = load_task(path, data=tmp_path / "d.npz")
     if task.objective == "preserve_dynamics":  # scores over a synapse's weight and covariances
         rules = ["abs(w)*(c_pre + c_post - 2*sign(w)*c)", "abs(w)"]
-    if task.objective == "fit_choices":
+    if task.objective in ("fit_choices", "fit_choice_activity"):
         rules = ["x*(r - rbar)", "x*r"]
-        save_choices_npz(tmp_path / "c.npz", simulate_choices(task, task.parse(rules[0]), animals=2, seed=3))
+        noise = 0.1 if task.objective == "fit_choice_activity" else None  # the recorded output, with noise
+        save_choices_npz(tmp_path / "c.npz", simulate_choices(task, task.parse(rules[0]), animals=2, seed=3,
+                                                              activity_noise=noise))
         task = load_task(path, data=tmp_path / "c.npz")
     losses = task.evaluate([task.parse(r) for r in rules])
     assert losses.shape == (2,) and np.all(np.isfinite(losses))

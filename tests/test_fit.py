@@ -12,7 +12,7 @@ from rulesearch.data import save_activity
 from rulesearch.families import MLPFamily, TaylorFamily
 from rulesearch.fit import FamilyFit, r_squared, split_trials, state_from_json
 from rulesearch.sims.rate import simulate_activity
-from rulesearch.tasks import load_task
+from rulesearch.tasks import load_task, pack_rules
 from rulesearch.vm import evaluate, pack
 
 FIT = str(ROOT / "tasks" / "fit-activity.toml")
@@ -209,3 +209,30 @@ def test_two_pathway_taylor_fit_on_data_from_the_numpy_twin(tmp_path, rng, capsy
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 2 and lines[0].startswith(r"\Delta W_{ij} = ") and lines[1].startswith(r"\Delta M_{ik} = ")
     assert "y_k y_i" in lines[1]
+
+
+def test_evolve_on_data_searches_the_fitted_trials_and_scores_the_heldout_ones(tmp_path, capsys):
+    """evolve, like fit, never sees the held-out trials and reports them (with the data's true rule)."""
+    _, data = _data_task(tmp_path)
+    out = tmp_path / "evo"
+    assert main(["evolve", FIT, "--data", str(data), "--out", str(out), "--seed", "1", "--population", "40",
+                 "--generations", "2"] + [a for o in SMALL for a in ("--set", o)]) == 0
+    info = json.loads((out / "run.json").read_text())
+    assert info["fitted_trials"] == 3 and info["heldout_trials"] == 1
+    held = info["heldout"]
+    assert held["trials"] == 1 and held["blown"] is False and held["true_rule"] == "-w*y**2 + x*y"
+    assert np.isfinite(held["loss"]) and np.isfinite(held["weight_r2"])
+    assert "held-out (1 trials): loss" in capsys.readouterr().out
+
+
+def test_a_heldout_blow_up_is_reported_as_such(tmp_path, capsys):
+    from rulesearch.cli import _print_heldout
+    from rulesearch.fit import heldout_scores
+    task, _ = _data_task(tmp_path)
+    _, test = split_trials(task, 0.25)
+    held = heldout_scores(test, pack_rules([test.parse("x*y")]), "x*y - y**2*w")  # Hebbian alone blows up
+    assert held["blown"] is True and held["loss"] is None
+    assert "weight_r2" not in held and "activity_r2_data" not in held
+    _print_heldout(held)
+    printed = capsys.readouterr().out
+    assert "weights blew up" in printed and "1e+10" not in printed and "R^2 " not in printed.split("no held-out")[0]

@@ -45,13 +45,18 @@ def provided(*names: str, meanings: dict | None = None, latex: dict | None = Non
 @dataclass(frozen=True)
 class Objective:
     """A loss over a simulation result: ``fn(task, result) -> (n_individuals,)``. ``needs_data``:
-    only with ``--data``; ``accepts_data``: ``--data`` is optional (it replaces generated inputs)."""
+    only with ``--data``; ``accepts_data``: ``--data`` is optional (it replaces generated inputs).
+    ``units`` (optional): the loss split into independent units, ``units(task, result) ->
+    (n_individuals, n_units)`` summing to ``fn`` (e.g. per animal or per recorded trial), named
+    ``unit_name``; noise-aware selection pairs rules' losses over them."""
 
     name: str
     fn: Callable[["Task", Any], np.ndarray]
     needs_data: bool = False
     description: str = ""
     accepts_data: bool = False
+    units: Callable[["Task", Any], np.ndarray] | None = None
+    unit_name: str = ""
 
 
 class Simulator:

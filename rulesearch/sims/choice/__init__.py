@@ -46,6 +46,7 @@ class Protocol:
     animals: int = 18  # synthetic animals written by 'rulesearch simulate'
     heldout_every: int = 4  # every 4th trial of every animal is held out from fitting (0: none)
     weight_filter: bool = True  # track each animal's weights from its decisions (see kernel.simulate)
+    record_inputs: bool = False  # 'rulesearch simulate' also writes each encounter's input and the initial weights
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,16 @@ class ChoiceState:
     choices: ChoiceArrays | None = None  # recorded behaviour laid out for the kernel
     data: ChoiceData | None = None
 
+    @property
+    def recorded_inputs(self) -> bool:
+        """The data record each encounter's input vector (no input noise left to model)."""
+        return self.data is not None and self.data.inputs is not None
+
+    @property
+    def recorded_w0(self) -> bool:
+        """The data record each animal's initial weights (no prior uncertainty about them)."""
+        return self.data is not None and self.data.w0 is not None
+
 
 def _load_protocol(pf) -> Protocol:
     d = Protocol()
@@ -87,7 +98,8 @@ def _load_protocol(pf) -> Protocol:
         readout=pf.get("readout", float, d.readout),
         animals=pf.get("animals", int, d.animals, low=1),
         heldout_every=pf.get("heldout_every", int, d.heldout_every, low=0),
-        weight_filter=pf.get("weight_filter", bool, d.weight_filter))
+        weight_filter=pf.get("weight_filter", bool, d.weight_filter),
+        record_inputs=pf.get("record_inputs", bool, d.record_inputs))
     pf.finish()
     if protocol.heldout_every == 1:
         pf.fail("heldout_every", "is 1: that would hold out every trial (use 0 for none, or >= 2)")
@@ -112,11 +124,36 @@ def fit_choices_loss(task, result: ChoiceResult) -> np.ndarray:
     return result.nll.sum(axis=1) / max(result.count.sum(), 1.0)
 
 
+def fit_choice_activity_loss(task, result: ChoiceResult) -> np.ndarray:
+    """Mean squared error of the model's output, P(accept), against the recorded activity over the
+    recorded encounters of scored trials."""
+    return result.sse.sum(axis=1) / max(result.activity_count.sum(), 1.0)
+
+
+def fit_choice_activity_animals(task, result: ChoiceResult) -> np.ndarray:
+    """``fit_choice_activity_loss`` split by animal (n_ind, animals), summing to it."""
+    return result.sse / max(result.activity_count.sum(), 1.0)
+
+
+ACTIVITY = "fit_choice_activity"
+
+
+def fit_choices_animals(task, result: ChoiceResult) -> np.ndarray:
+    """``fit_choices_loss`` split by animal (n_ind, animals): each animal's NLL over all scored
+    decisions, so the animals sum to the loss."""
+    return result.nll / max(result.count.sum(), 1.0)
+
+
 class ChoiceSimulator(Simulator):
     name = "choice"
     sections = ("inputs", "protocol")
     objectives = {"fit_choices": Objective("fit_choices", fit_choices_loss, needs_data=True,
-                                           description="cross-entropy of recorded decisions")}
+                                           description="cross-entropy of recorded decisions",
+                                           units=fit_choices_animals, unit_name="animals"),
+                  ACTIVITY: Objective(ACTIVITY, fit_choice_activity_loss, needs_data=True,
+                                      description="squared error of P(accept) against the recorded output "
+                                                  "per encounter",
+                                      units=fit_choice_activity_animals, unit_name="animals")}
     data_help = "recorded choices: pass --data FILE.npz, a per-fly .mat file or a folder of them"
 
     def configure(self, network, sections, objective):
@@ -148,13 +185,39 @@ class ChoiceSimulator(Simulator):
             log.warning("skipped %s", line)
         per = [data.per_animal(a) for a in range(data.n_animals)]
         patterns, w0 = choice_inputs(task.config, data.n_animals, task.seed)
-        # Recorded behaviour does not contain the Kenyon-cell activity of each encounter: the model
-        # sees each odour's mean pattern and treats the noise as unknown (averaged over, and tracked
-        # by the weight filter). Drawing fresh noise instead would not match the noise the animal saw
-        # and biases the fitted learning rate down (errors in variables: c = 0.75-0.8 instead of 1 for
-        # x*(r - rbar) on 18 synthetic flies).
-        arrays = arrays_from_choices([q[0] for q in per], [q[1] for q in per], [q[2] for q in per], patterns,
+        c = task.config
+        if data.w0 is not None:
+            if data.w0.shape[1:] != (c.n_out, c.n_in):
+                raise TaskError(f"{data.source}: recorded initial weights 'w0' are {data.w0.shape[1]} x "
+                                f"{data.w0.shape[2]} per animal: the task's network is n_out x n_in = "
+                                f"{c.n_out} x {c.n_in}")
+            w0 = data.w0
+        odours = [q[0] for q in per]
+        rows = patterns
+        if data.inputs is not None:
+            if data.inputs.shape[1] != c.n_in:
+                raise TaskError(f"{data.source}: recorded 'inputs' have {data.inputs.shape[1]} values per encounter: "
+                                f"the task's network.n_in is {c.n_in}")
+            # each encounter is its own pattern: the model sees exactly the recorded input
+            rows = np.concatenate([data.animal_inputs(a) for a in range(data.n_animals)])
+            starts = np.cumsum([0] + [len(o) for o in odours])
+            odours = [np.arange(starts[a], starts[a + 1]) for a in range(data.n_animals)]
+        # Without recorded inputs, the model sees each odour's mean pattern and treats the
+        # Kenyon-cell noise as unknown (averaged over, and tracked by the weight filter). Drawing
+        # fresh noise instead would not match the noise the animal saw and biases the fitted
+        # learning rate down (errors in variables: c = 0.75-0.8 instead of 1 for x*(r - rbar) on
+        # 18 synthetic flies).
+        arrays = arrays_from_choices(odours, [q[1] for q in per], [q[2] for q in per], rows,
                                      p.reward_window, p.heldout_every)
+        if task.objective == ACTIVITY:
+            if data.activity is None or np.all(np.isnan(data.activity)):
+                raise TaskError(f"{data.source}: objective '{ACTIVITY}' needs recorded activity (array 'activity' "
+                                "(N,) in an NPZ file, variable activity in a fly file): none recorded")
+            target = np.full(arrays.decision.shape, np.nan)
+            for a in range(data.n_animals):
+                act = data.animal_activity(a)
+                target[a, :len(act)] = act
+            arrays = replace(arrays, activity=target)
         return replace(task, state=ChoiceState(patterns, w0, arrays, data), data_source=data.source,
                        data_meta=data.meta)
 
@@ -176,8 +239,16 @@ class ChoiceSimulator(Simulator):
         if s.choices is None:
             raise TaskError(f"{task.source}: the choice model needs recorded choices: pass --data")
         p = c.protocol
-        return simulate(packed, s.choices, s.w0, c.readout, task.etas[0], c.weight_bound, record,
-                        p.odour_variance, p.weight_filter if filtered is None else filtered, c.init_std ** 2)
+        # recorded inputs leave no input noise to model, recorded initial weights no prior uncertainty;
+        # with neither the filter has nothing to track and is exactly the deterministic model (tested)
+        noise_var = 0.0 if s.recorded_inputs else p.odour_variance
+        prior_var = 0.0 if s.recorded_w0 else c.init_std ** 2
+        filtered = p.weight_filter if filtered is None else filtered
+        activity = task.objective == ACTIVITY
+        # the activity objective follows the deterministic teacher-forced trajectory (as the published
+        # neural mode): the recorded output, not the decisions, is what is fitted
+        return simulate(packed, s.choices, s.w0, c.readout, task.etas[0], c.weight_bound, record, noise_var,
+                        filtered and not activity and (noise_var > 0 or prior_var > 0), prior_var, activity)
 
     def visited_states(self, task, packed, pathway, names, n_samples, rng):
         """Every update of every animal: the accepted encounter's input, activity and weights."""
@@ -189,7 +260,7 @@ class ChoiceSimulator(Simulator):
         i = rng.integers(0, n_out, n_samples)
         j = rng.integers(0, n_in, n_samples)
         W = sim.w[0][b, k]  # (n, n_out, n_in) before the update
-        x = task.state.patterns[ch.odour[b, ch.trial_end[b, k]]]  # (n, n_in) the accepted odour's pattern
+        x = ch.patterns[ch.odour[b, ch.trial_end[b, k]]]  # (n, n_in) the accepted encounter's input
         y = np.tanh(np.einsum("nij,nj->ni", W, x))
         rows = np.arange(n_samples)
         columns = {"x": x[rows, j], "y": y[rows, i], "w": W[rows, i, j], "r": ch.r[b, k], "rbar": ch.rbar[b, k]}
@@ -205,6 +276,8 @@ class ChoiceSimulator(Simulator):
         between the fitted and the true rule."""
         from ...fit import r_squared
         from ...tasks import pack_rules
+        if test.objective == ACTIVITY:
+            return self._heldout_activity(test, packed, true_rule)
         null = pack_rules([test.parse("0")])
         fitted = self.simulate(test, packed)
         base = self.simulate(test, null)
@@ -227,18 +300,57 @@ class ChoiceSimulator(Simulator):
                        true_rule_loss=float(truth.nll[0].sum() / max(truth.count.sum(), 1)))
         return out
 
+    def _heldout_activity(self, test, packed, true_rule):
+        """Activity objective: mean squared error and R^2 of P(accept) against the recorded output on
+        the held-out trials; with the true rule, R^2 of the weight trajectories."""
+        from ...fit import r_squared
+        from ...tasks import pack_rules
+        ch = test.state.choices
+        fitted = self.simulate(test, packed, record=True)
+        trial_of = np.zeros(ch.decision.shape, np.int64)
+        for b in range(len(ch.n_enc)):
+            trial_of[b, :ch.n_enc[b]] = np.searchsorted(ch.trial_end[b, :ch.n_trials[b]], np.arange(ch.n_enc[b]))
+        scored = (np.take_along_axis(ch.score, trial_of, axis=1) > 0) & ~np.isnan(ch.activity)
+        recorded = ch.activity[scored]
+        out = {"trials": "every %d-th trial of %d animals" % (test.config.protocol.heldout_every, len(ch.n_enc)),
+               "encounters": int(scored.sum()),
+               "loss": float(fitted.sse[0].sum() / max(fitted.activity_count.sum(), 1)),
+               "activity_r2_data": r_squared(fitted.p[0][scored][:, None], recorded[:, None])}
+        if true_rule is not None:
+            true_packed = pack_rules([true_rule])
+            truth = self.simulate(test, true_packed, record=True)
+            wf, wt = fitted.w[0], truth.w[0]
+            keep = np.arange(ch.trial_end.shape[1] + 1)[None, :] <= ch.n_trials[:, None]
+            out.update(true_rule=true_rule.text(),
+                       weight_r2=r_squared(wf[keep].reshape(int(keep.sum()), -1), wt[keep].reshape(int(keep.sum()), -1)),
+                       activity_r2=r_squared(fitted.p[0][scored][:, None], truth.p[0][scored][:, None]),
+                       true_rule_loss=float(truth.sse[0].sum() / max(truth.activity_count.sum(), 1)))
+        return out
+
     def synthesize(self, task, rule, out, noise, observed, animals):
-        """Synthetic flies: per-fly .mat files and choices.npz in the folder ``out``."""
-        if noise or observed != 1.0:
-            raise ValueError("--noise and --observed are for activity data; choice tasks sample decisions")
+        """Synthetic flies: per-fly .mat files and choices.npz in the folder ``out``. With the activity
+        objective the flies also record their output, P(accept), at each encounter (plus measurement
+        noise of ``noise`` times its standard deviation, ``observed``: the fraction of encounters
+        recorded, the rest NaN), with each encounter's input and the initial weights."""
+        activity = task.objective == ACTIVITY
+        if (noise or observed != 1.0) and not activity:
+            raise ValueError(f"--noise and --observed are for activity data (objective.name = \"{ACTIVITY}\"); "
+                             "choice tasks sample decisions")
+        if not 0.0 < observed <= 1.0:
+            raise ValueError(f"--observed {observed:g}: expected a fraction in (0, 1]")
         if out.suffix == ".npz":
             raise ValueError(f"--out {out}: choice tasks write a folder (per-fly .mat files and choices.npz)")
-        data = simulate_choices(task, rule, animals, task.seed)
+        data = simulate_choices(task, rule, animals, task.seed, activity_noise=noise if activity else None,
+                                observed=observed)
         files = save_choices_mat(out, data)
         save_choices_npz(out / "choices.npz", data)
         line = (f"wrote {out}: {data.n_animals} flies ({len(files)} .mat files + choices.npz), {len(data.animal)} "
                 f"encounters, {int(data.decision.sum())} acceptances, {int(data.reward.sum())} rewards, "
                 f"rule {rule.text()}")
+        if data.activity is not None:
+            line += (f"; output recorded at {int(np.sum(~np.isnan(data.activity)))} encounters (noise {noise:g} x its "
+                     f"standard deviation {data.meta['activity_std']:.3g}), with each encounter's input and the "
+                     "initial weights")
         stopped = sum(data.meta["stopped_early"])
         if stopped:
             line += f"\nnote: {stopped} flies stopped accepting before the protocol's end"
@@ -252,23 +364,42 @@ class ChoiceSimulator(Simulator):
         return {"eta": config.eta}
 
 
-def simulate_choices(task, rule, animals: int | None = None, seed: int = 0) -> ChoiceData:
-    """Synthetic animals in the choice schema: the protocol run under ``rule``, decisions sampled."""
+def simulate_choices(task, rule, animals: int | None = None, seed: int = 0, activity_noise: float | None = None,
+                     observed: float = 1.0) -> ChoiceData:
+    """Synthetic animals in the choice schema: the protocol run under ``rule``, decisions sampled.
+
+    With ``protocol.record_inputs`` the data also hold each encounter's input and the initial
+    weights; with ``activity_noise`` (a number) also the model's output at each encounter, P(accept),
+    plus Gaussian noise of ``activity_noise`` times its standard deviation, on a random ``observed``
+    fraction of encounters (NaN elsewhere), and then inputs and initial weights too.
+    """
     from ...results import versions
     from ...tasks import pack_rules
     c = task.config
     p = c.protocol
     animals = animals or p.animals
+    record = p.record_inputs or activity_noise is not None
     patterns, w0 = choice_inputs(c, animals, seed)
-    odour, decision, reward, stopped = sample(
+    odour, decision, reward, stopped, *rec = sample(
         pack_rules([rule]), w0, patterns, float(np.sqrt(p.odour_variance)), np.array(p.blocks),
-        p.trials_per_block, p.reward_window, c.readout, task.etas[0], c.weight_bound, seed)
+        p.trials_per_block, p.reward_window, c.readout, task.etas[0], c.weight_bound, seed, record)
     meta = {"rule": rule.text(), "task": task.source, "seed": seed, "animals": animals, "eta": task.etas[0],
             "overrides": list(task.overrides), "stopped_early": [int(s) for s in stopped],
+            "recorded": ["inputs", "w0"] + (["activity"] if activity_noise is not None else []) if record else [],
             "versions": versions()}
+    activity = None
+    if activity_noise is not None:
+        prob = np.concatenate(rec[1])
+        # its own stream (the decisions above are those of the same seed without activity)
+        rng = np.random.default_rng([seed, 18])
+        activity = prob + activity_noise * prob.std() * rng.standard_normal(len(prob))
+        activity[rng.random(len(prob)) >= observed] = np.nan
+        meta.update(activity_noise=activity_noise, observed=observed, activity_std=float(prob.std()))
     animal = np.concatenate([np.full(len(o), a, np.int64) for a, o in enumerate(odour)])
     return ChoiceData(animal, np.concatenate(odour), np.concatenate(decision), np.concatenate(reward),
-                      tuple(f"fly{a + 1:02d}" for a in range(animals)), meta)
+                      tuple(f"fly{a + 1:02d}" for a in range(animals)), meta,
+                      inputs=np.concatenate(rec[0]) if record else None, w0=w0 if record else None,
+                      activity=activity)
 
 
 SIMULATOR = ChoiceSimulator()

@@ -32,8 +32,8 @@ MAX_ENCOUNTERS_PER_TRIAL = 1000  # a sampled animal that rejects this often in a
 class ChoiceArrays:
     """Recorded behaviour laid out for the kernel (padded per animal)."""
 
-    odour: np.ndarray  # int64 (A, E) odour of each encounter
-    patterns: np.ndarray  # (n_odours, n_in) the model's input for each odour
+    odour: np.ndarray  # int64 (A, E) each encounter's row of ``patterns`` (its odour; with recorded inputs its own row)
+    patterns: np.ndarray  # (n_patterns, n_in) the model's inputs: each odour's mean, or every recorded encounter's
     decision: np.ndarray  # int64 (A, E)
     n_enc: np.ndarray  # int64 (A,)
     trial_end: np.ndarray  # int64 (A, T): encounter index of each trial's acceptance
@@ -42,6 +42,7 @@ class ChoiceArrays:
     rbar: np.ndarray  # (A, T) expected reward at each trial's start
     score: np.ndarray  # (A, T + 1) 1 where a trial's decisions count in the loss (T: after the last acceptance)
     heldout: np.ndarray  # bool (T + 1,) trials held out from fitting
+    activity: np.ndarray | None = None  # (A, E) recorded output (P(accept)) per encounter, NaN where not recorded
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class ChoiceResult:
     count: np.ndarray  # (A,) scored decisions
     blown: np.ndarray  # bool (n_ind,)
     w: np.ndarray | None = None  # (n_ind, A, T + 1, n_out, n_in): weights before each trial's update
+    sse: np.ndarray | None = None  # (n_ind, A) squared error of P(accept) against recorded activity (scored trials)
+    activity_count: np.ndarray | None = None  # (A,) recorded activity entries compared
+    p: np.ndarray | None = None  # (n_ind, A, E) model P(accept) per encounter (recorded runs)
 
 
 def scored_decisions(arrays: ChoiceArrays) -> np.ndarray:
@@ -59,6 +63,15 @@ def scored_decisions(arrays: ChoiceArrays) -> np.ndarray:
     for b, n in enumerate(arrays.n_enc):
         trial_of = np.searchsorted(arrays.trial_end[b, :arrays.n_trials[b]], np.arange(n))
         out[b] = arrays.score[b, trial_of].sum()
+    return out
+
+
+def scored_activity(arrays: ChoiceArrays) -> np.ndarray:
+    """Recorded activity entries per animal that the activity loss counts (A,), from the data alone."""
+    out = np.zeros(len(arrays.n_enc))
+    for b, n in enumerate(arrays.n_enc):
+        trial_of = np.searchsorted(arrays.trial_end[b, :arrays.n_trials[b]], np.arange(n))
+        out[b] = np.sum((arrays.score[b, trial_of] > 0) & ~np.isnan(arrays.activity[b, :n]))
     return out
 
 
@@ -236,7 +249,8 @@ def _apply_update(w, dw, eta, updated, m):
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, trial_end, n_trials, r, rbar,
-                 score, heldout, w0, readout, noise_var, prior_var, filtered, eta, bound, record, w_rec):
+                 score, heldout, w0, readout, noise_var, prior_var, filtered, eta, bound, record, w_rec, target,
+                 p_rec):
     A = odour.shape[0]
     n_odours, n_in = patterns.shape
     n_out = w0.shape[1]
@@ -245,6 +259,8 @@ def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, tri
     stack, dw, pre, post, syn, trial = _vm_buffers(w0, depth)
     w = syn[0]
     nll = np.zeros(A)
+    sse = np.zeros(A)
+    compare = target.shape[1] > 0
     e_next = np.zeros(A, np.int64)
     updated = np.zeros(A, np.bool_)
     h = np.empty((n_odours, n_out))
@@ -277,8 +293,9 @@ def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, tri
                     w_rec[b, k, q] = w[b * m + q]
             # without the filter weights are fixed within a trial and inputs are the odours'
             # patterns: one forward pass per odour presented serves every encounter of that odour
-            for o in range(n_odours):
-                fresh[o] = False
+            # (recorded inputs: one pattern per encounter, so only this trial's are reset)
+            for e in range(e_next[b], last + 1):
+                fresh[odour[b, e]] = False
             for e in range(e_next[b], last + 1):
                 o = odour[b, e]
                 if filtered:
@@ -292,6 +309,12 @@ def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, tri
                         logits[o] = _expected_logit(w, b * m, patterns[o], n_out, n_in, readout, h[o], noise_var)
                         fresh[o] = True
                     z = logits[o]
+                if compare or record:  # the model's output, P(accept), against the recorded activity
+                    prob = 1.0 / (1.0 + np.exp(-z))
+                    if record:
+                        p_rec[b, e] = prob
+                    if compare and score[b, k] > 0 and not np.isnan(target[b, e]):
+                        sse[b] += (prob - target[b, e]) ** 2
                 z = -z if decision[b, e] == 1 else z  # -log P(decision) = softplus(z)
                 if score[b, k] > 0:
                     nll[b] += max(z, 0.0) + np.log1p(np.exp(-abs(z)))
@@ -322,33 +345,37 @@ def _run_animals(code, arg, consts, depth, odour, patterns, decision, n_enc, tri
         if not (largest <= bound and poison == 0.0):
             blown = True
             break
-    return nll, blown
+    return nll, sse, blown
 
 
 @njit(cache=True, parallel=True)
 def _simulate_population(code, arg, consts, code_start, const_start, depth, odour, patterns, decision, n_enc,
                          trial_end, n_trials, r, rbar, score, heldout, w0, readout, noise_var, prior_var, filtered,
-                         eta, bound, record, w_rec):
+                         eta, bound, record, w_rec, target, p_rec):
     n_ind = code_start.shape[0] - 1
     A = odour.shape[0]
     nll = np.zeros((n_ind, A))
+    sse = np.zeros((n_ind, A))
     blown = np.zeros(n_ind, np.bool_)
     for ind in prange(n_ind):
         c0, c1 = code_start[ind], code_start[ind + 1]
         k0, k1 = const_start[ind], const_start[ind + 1]
         q = np.int64(ind) if record else np.int64(0)
-        s, bl = _run_animals(code[c0:c1], arg[c0:c1], consts[k0:k1], depth, odour, patterns, decision, n_enc,
-                                trial_end, n_trials, r, rbar, score, heldout, w0, readout, noise_var, prior_var,
-                                filtered, eta, bound, record, w_rec[q])
+        s, se, bl = _run_animals(code[c0:c1], arg[c0:c1], consts[k0:k1], depth, odour, patterns, decision, n_enc,
+                                 trial_end, n_trials, r, rbar, score, heldout, w0, readout, noise_var, prior_var,
+                                 filtered, eta, bound, record, w_rec[q], target, p_rec[q])
         nll[ind] = s
+        sse[ind] = se
         blown[ind] = bl
-    return nll, blown
+    return nll, sse, blown
 
 
 def simulate(packed: PackedPrograms, arrays: ChoiceArrays, w0: np.ndarray, readout: np.ndarray, eta: float,
              weight_bound: float = 1e3, record: bool = False, noise_var: float = 0.0, filtered: bool = False,
-             prior_var: float = 0.0) -> ChoiceResult:
-    """Teacher-forced run of every packed rule on every animal: likelihood of the recorded decisions.
+             prior_var: float = 0.0, activity: bool = False) -> ChoiceResult:
+    """Teacher-forced run of every packed rule on every animal: likelihood of the recorded decisions,
+    and with ``activity`` the squared error of the model's P(accept) against ``arrays.activity``
+    (the recorded output per encounter; NaN entries skipped) on the scored trials.
 
     w0: (A, n_out, n_in) initial weights; readout: (n_out,) fixed readout weights;
     noise_var: variance of the unrecorded input noise, averaged out of P(accept).
@@ -367,19 +394,26 @@ def simulate(packed: PackedPrograms, arrays: ChoiceArrays, w0: np.ndarray, reado
     n_ind = packed.n_programs
     if w0.shape != (A, n_out, n_in) or readout.shape != (n_out,):
         raise ValueError(f"w0 {w0.shape} must be (animals, n_out, n_in) = {(A, n_out, n_in)}, readout (n_out,)")
+    if activity and a.activity is None:
+        raise ValueError("activity=True needs arrays.activity (the recorded output per encounter)")
+    E = a.odour.shape[1]
     w_rec = np.zeros((n_ind, A, T + 1, n_out * n_in) if record else (1, 0, 0, 0))
-    nll, blown = _simulate_population(
+    p_rec = np.full((n_ind, A, E) if record else (1, 0, 0), np.nan)
+    target = np.ascontiguousarray(a.activity, np.float64) if activity else np.zeros((A, 0))
+    nll, sse, blown = _simulate_population(
         packed.code, packed.arg, packed.consts, packed.code_start, packed.const_start, packed.depth,
         a.odour, a.patterns, a.decision, a.n_enc, a.trial_end, a.n_trials, a.r, a.rbar, a.score, a.heldout,
         np.ascontiguousarray(w0, np.float64), np.ascontiguousarray(readout, np.float64), float(noise_var),
-        float(prior_var), bool(filtered), float(eta), float(weight_bound), record, w_rec)
+        float(prior_var), bool(filtered), float(eta), float(weight_bound), record, w_rec, target, p_rec)
     return ChoiceResult(nll, scored_decisions(arrays), blown,
-                        w_rec.reshape(n_ind, A, T + 1, n_out, n_in) if record else None)
+                        w_rec.reshape(n_ind, A, T + 1, n_out, n_in) if record else None,
+                        sse if activity else None, scored_activity(arrays) if activity else None,
+                        p_rec if record else None)
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def _sample_animals(code, arg, consts, depth, w0, patterns, noise_std, block_probs, trials_per_block, window,
-                    readout, eta, bound, seed, odour_out, decision_out, reward_out):
+                    readout, eta, bound, seed, odour_out, decision_out, reward_out, input_out, prob_out):
     np.random.seed(seed)
     A, n_out, n_in = w0.shape
     m = n_out * n_in
@@ -412,9 +446,14 @@ def _sample_animals(code, arg, consts, depth, w0, patterns, noise_std, block_pro
                 for j in range(n_in):
                     x[j] = patterns[o, j] + noise_std * np.random.standard_normal()
                 logit = _forward(w, b * m, x, n_out, n_in, readout, h)
-                accept = np.random.random() < 1.0 / (1.0 + np.exp(-logit))
+                prob = 1.0 / (1.0 + np.exp(-logit))
+                accept = np.random.random() < prob
                 e = n_enc[b]
                 odour_out[b, e] = o
+                if input_out.shape[1] > 0:
+                    prob_out[b, e] = prob
+                    for j in range(n_in):
+                        input_out[b, e, j] = x[j]
                 decision_out[b, e] = 1 if accept else 0
                 n_enc[b] += 1
                 if accept:
@@ -442,11 +481,13 @@ def _sample_animals(code, arg, consts, depth, w0, patterns, noise_std, block_pro
 
 def sample(packed: PackedPrograms, w0: np.ndarray, patterns: np.ndarray, noise_std: float,
            block_probs: np.ndarray, trials_per_block: int, window: int, readout: np.ndarray, eta: float,
-           weight_bound: float, seed: int):
+           weight_bound: float, seed: int, record_inputs: bool = False):
     """Run the protocol for A animals under one rule (``packed`` holds one program).
 
     Returns (odour, decision, reward) lists of per-animal arrays, and per animal
-    whether it stopped early (rejected ``MAX_ENCOUNTERS_PER_TRIAL`` times in a row).
+    whether it stopped early (rejected ``MAX_ENCOUNTERS_PER_TRIAL`` times in a row);
+    with ``record_inputs`` also the lists of each animal's encounter inputs (n, n_in), noise included,
+    and of the model's P(accept) at each encounter (n,).
     Raises ``ValueError`` if the rule's weights blow up.
     """
     if packed.n_programs != 1:
@@ -456,15 +497,20 @@ def sample(packed: PackedPrograms, w0: np.ndarray, patterns: np.ndarray, noise_s
     odour = np.zeros((A, cap), np.int64)
     decision = np.zeros((A, cap), np.int64)
     reward = np.zeros((A, cap))
+    inputs = np.zeros((A, cap, patterns.shape[1]) if record_inputs else (A, 0, 0))
+    prob = np.zeros((A, cap) if record_inputs else (A, 0))
     n_enc, stopped, blown = _sample_animals(
         packed.code, packed.arg, packed.consts, packed.depth, np.ascontiguousarray(w0, np.float64),
         np.ascontiguousarray(patterns, np.float64), float(noise_std), np.ascontiguousarray(block_probs, np.float64),
         int(trials_per_block), int(window), np.ascontiguousarray(readout, np.float64), float(eta),
-        float(weight_bound), int(seed), odour, decision, reward)
+        float(weight_bound), int(seed), odour, decision, reward, inputs, prob)
     if blown:
         raise ValueError(f"the rule's weights left the bound |w| <= {weight_bound:g} while sampling animals")
-    return ([odour[b, :n_enc[b]] for b in range(A)], [decision[b, :n_enc[b]] for b in range(A)],
-            [reward[b, :n_enc[b]] for b in range(A)], stopped)
+    out = ([odour[b, :n_enc[b]] for b in range(A)], [decision[b, :n_enc[b]] for b in range(A)],
+           [reward[b, :n_enc[b]] for b in range(A)], stopped)
+    if not record_inputs:
+        return out
+    return out + ([inputs[b, :n_enc[b]] for b in range(A)], [prob[b, :n_enc[b]] for b in range(A)])
 
 
 def arrays_from_choices(odour, decision, reward, patterns: np.ndarray, window: int,

@@ -17,7 +17,7 @@ from ...data import ActivityData, load_activity, save_activity
 from ...errors import TaskError
 from ..base import Objective, PathwaySpec, Simulator, provided
 from .kernel import ACTIVATIONS, LATERAL, RateResult, simulate
-from .objectives import fit_activity_loss, pca_loss, pca_subspace_loss
+from .objectives import fit_activity_loss, fit_activity_trials, pca_loss, pca_subspace_loss
 
 __all__ = ["ACTIVATIONS", "LATERAL", "RateResult", "simulate", "SIMULATOR", "RateConfig", "RateState"]
 
@@ -68,7 +68,8 @@ class RateSimulator(Simulator):
                                   description="the outputs span the leading principal subspace, unit norm, "
                                               "decorrelated"),
         "fit_activity": Objective("fit_activity", fit_activity_loss, needs_data=True,
-                                  description="mean squared error against recorded activity"),
+                                  description="mean squared error against recorded activity",
+                                  units=fit_activity_trials, unit_name="trials"),
     }
     data_help = "recorded activity: pass --data FILE.npz (arrays x, y, w0; m0 for lateral networks)"
 

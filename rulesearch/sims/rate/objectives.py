@@ -73,3 +73,9 @@ def pca_subspace_loss(task, result: RateResult) -> np.ndarray:
 def fit_activity_loss(task, result: RateResult) -> np.ndarray:
     """Mean squared error between simulated and recorded activity over recorded entries."""
     return result.sse.sum(axis=1) / np.maximum(result.count.sum(axis=1), 1)
+
+
+def fit_activity_trials(task, result: RateResult) -> np.ndarray:
+    """``fit_activity_loss`` split by recorded trial (n_ind, trials): each trial's squared error over
+    all recorded entries, so the trials sum to the loss."""
+    return result.sse / np.maximum(result.count.sum(axis=1, keepdims=True), 1)
