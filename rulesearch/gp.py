@@ -42,6 +42,7 @@ PROBE_SEED = 20240611
 # L-BFGS iterations on constants: few during the search (it runs on many rules),
 # many when polishing the final front (few rules, and their numbers are the result).
 SEARCH_CONSTANT_ITERATIONS, FINAL_CONSTANT_ITERATIONS = 8, 100
+NEAR_FRONT_CANONICAL = 3  # dominated rules per generation given their canonical tree (``_near_front``)
 EXPLORE_TOP = 4  # population rules (best loss first) whose neighbourhood is explored per generation
 EXPLORE_MAX_SIZE = 15  # ... if they have at most this many nodes (cost grows with size)
 EXPLORE_PAIRS_MAX_SIZE = 5  # rules this small also have each leaf replaced by a pair of terminals
@@ -525,6 +526,22 @@ class Search:
         return changed
 
     @staticmethod
+    def _near_front(state: _State, front: list) -> list:
+        """Keys of up to ``NEAR_FRONT_CANONICAL`` dominated rules (lowest loss first) that beat every
+        simpler front rule: dominated only by a rule of their own size, they join the front if their
+        canonical tree is smaller. Neighbourhoods produce such rules (``w*y*(0 - y) + x*y`` is Oja's
+        rule in 11 nodes, one worse than a lucky 11-node rule), and canonicalising only the front
+        discarded them."""
+        on_front = {k for _, _, k in front}
+
+        def beats_simpler(loss, comp):  # and a simpler tree exists at all
+            return loss < min((l for l, c, _ in front if c < comp), default=-float("inf"))
+
+        near = sorted((l, c, k) for k, (l, c, _) in state.archive.items()
+                      if k not in on_front and k not in state.canonical and beats_simpler(l, c))
+        return [k for _, _, k in near[:NEAR_FRONT_CANONICAL]]
+
+    @staticmethod
     def _best(state: _State) -> float:
         return min(v[0] for v in state.archive.values())
 
@@ -534,7 +551,7 @@ class Search:
         # Only non-dominated rules can reach the final front (domination is transitive),
         # so the archive keeps just those; this also keeps checkpoints small.
         front = pareto_front([(l, c, k) for k, (l, c, _) in state.archive.items()])
-        if self._canonicalise([k for _, _, k in front], state):
+        if self._canonicalise([k for _, _, k in front] + self._near_front(state, front), state):
             front = pareto_front([(l, c, k) for k, (l, c, _) in state.archive.items()])
         state.archive = {k: state.archive[k] for _, _, k in front}
         best = self._best(state)
@@ -550,6 +567,8 @@ class Search:
         """Prune and snap the front's constants, rewrite rules in canonical form, select one."""
         if stopped != "interrupted":
             self._explore_front(state)
+            front = pareto_front([(l, c, k) for k, (l, c, _) in state.archive.items()])
+            self._canonicalise([k for _, _, k in front] + self._near_front(state, front), state)
         raw = pareto_front([(l, c, exprs) for l, c, exprs in state.archive.values()])
         loss_fn = lambda rules: self._loss_of_rules(rules, state)
         kept = [(loss, Rule(exprs, self.space)) for loss, comp, exprs in raw if loss < WORST_LOSS]
