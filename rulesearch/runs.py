@@ -18,6 +18,7 @@ from .families import family_from_spec
 from .fit import FamilyFit, FitResult, heldout_scores, make_family, split_trials
 from .fit import state_from_json as fit_state_from_json
 from .gp import EvolveResult, Search
+from .gradfit import gradient_fitter
 from .grammar import load_grammar
 from .plots import plot_fit, plot_front
 from .results import (
@@ -25,6 +26,7 @@ from .results import (
     COEFFICIENTS_FILE,
     FIT_PLOT,
     FRONT_PLOT,
+    COEFFICIENTS_FULL_FILE,
     PARAMS_FILE,
     PARETO_COLUMNS,
     PARETO_FILE,
@@ -232,35 +234,68 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
     train, test = split_trials(task, task.fit.holdout)
     evaluator = make_evaluator(train, spec.evaluator, spec.workers, spec.scheduler, on_chunk)
     try:
-        fitter = FamilyFit(train, family, evaluator, task.seed, spec.generations)
+        lm = gradient_fitter(train, family)
+        fitter = lm or FamilyFit(train, family, evaluator, task.seed, spec.generations)
         s = task.fit
         split = task.sim.split_info(train, test)
-        state = _checkpoint(out, fit_state_from_json) if resume else None
+        # an LM fit takes seconds and is deterministic: a resumed one simply runs again
+        state = _checkpoint(out, fit_state_from_json) if resume and lm is None else None
+        settings = {"optimizer": "lm", "select_alpha": s.select_alpha} if lm else \
+            {"optimizer": "cmaes", "popsize": s.popsize, "sigma0": s.sigma0, "l1": s.l1}
         info = _run_info(spec, task, "fit", started, argv, family=family.spec(), generations=fitter.generations,
-                         popsize=s.popsize, sigma0=s.sigma0, l1=s.l1, **evaluator.describe(), **split)
+                         **settings, **evaluator.describe(), **split)
         result = _record_and_run(fitter, state, out, info, progress)
     finally:
         evaluator.close()
     params = result.params
     packed = family.pack(params[None])
-    readable = family.rule(params, TERM_THRESHOLD).canonical() if family.kind == "taylor" else None
+    report = lm.report if lm is not None else {}
+    # LM fits report the selected terms exactly (the others are exactly 0); CMA-ES fits leave out
+    # terms below TERM_THRESHOLD of the largest from the readable rule
+    readable = family.rule(params, 0.0 if lm else TERM_THRESHOLD).canonical() if family.kind == "taylor" else None
     rule_text = family.describe(params) if family.kind == "doublet" else \
         None if readable is None else readable.text()
-    write_json(out / PARAMS_FILE, {**family.spec(), "params": params.tolist(), "rule": rule_text})
+    write_json(out / PARAMS_FILE, {**family.spec(), "params": params.tolist(), "rule": rule_text,
+                                   **({"params_full": report["params_full"], "selected": report["selected"]}
+                                      if lm else {})})
     rows = []
     if family.kind in ("taylor", "doublet"):
         rows = family.coefficient_rows(params)
-        write_csv(out / COEFFICIENTS_FILE, ("term", "monomial", "value"),
-                  [[r["term"], r["monomial"], repr(r["value"])] for r in rows])
+        if lm:
+            _write_coefficients(out, family, params, report)
+        else:
+            write_csv(out / COEFFICIENTS_FILE, ("term", "monomial", "value"),
+                      [[r["term"], r["monomial"], repr(r["value"])] for r in rows])
     heldout = None
     if test is not None:
         heldout = heldout_scores(test, packed, (task.data_meta or {}).get("rule"))
+        if lm:
+            report["heldout_full"] = heldout_scores(test, family.pack(np.array(report["params_full"])[None]),
+                                                    (task.data_meta or {}).get("rule"))
     example = None if test is None else task.sim.example_trace(test, packed)
     plot_fit(out / FIT_PLOT, result.history, rows, example, f"{task.name}: {family.kind} fit (seed {task.seed})")
     info.update(**_times(result, state, started), loss=result.loss, objective=result.objective,
-                rule=rule_text, heldout=heldout)
+                rule=rule_text, heldout=heldout,
+                **{k: report[k] for k in ("loss_full", "heldout_full", "selection", "intervals", "identifiability")
+                   if k in report})
     write_json(out / RUN_FILE, info)
     return result, info, out
+
+
+def _write_coefficients(out: Path, family, params: np.ndarray, report: dict) -> None:
+    """coefficients.csv of an LM fit (the selected terms refitted, every other term exactly 0, 95 %
+    intervals of the selected ones) and coefficients_full.csv (every term fitted, no selection)."""
+    se, selected = np.array(report["std_error"]), report["selected"]
+    rows = family.coefficient_rows(params)
+    z = report["intervals"]["z"]
+    write_csv(out / COEFFICIENTS_FILE, ("term", "monomial", "value", "selected", "std_error", "ci95_low", "ci95_high"),
+              [[r["term"], r["monomial"], repr(r["value"]), int(k), *((repr(float(e)), repr(float(r["value"] - z * e)),
+                                                                        repr(float(r["value"] + z * e))) if k else ("", "", ""))]
+               for r, k, e in zip(rows, selected, se)])
+    full = family.coefficient_rows(np.array(report["params_full"]))
+    write_csv(out / COEFFICIENTS_FULL_FILE, ("term", "monomial", "value", "std_error"),
+              [[r["term"], r["monomial"], repr(r["value"]), repr(float(e))]
+               for r, e in zip(full, report["std_error_full"])])
 
 
 def largest_terms(rows: Sequence[dict], n: int = 8) -> list[dict]:

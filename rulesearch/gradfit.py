@@ -1,0 +1,342 @@
+"""Taylor fits by exact derivatives: Levenberg-Marquardt, term selection, intervals, identifiability.
+
+A simulator that can differentiate its loss by a Taylor rule's coefficients offers a *model*
+(``Simulator.derivatives``): ``model(theta, active) -> Derivatives`` for the coefficients of the
+terms ``active`` (indices into the family's terms; the others are 0). The fit then
+
+1. fits every term by Levenberg-Marquardt (exact gradient, Gauss-Newton curvature);
+2. selects terms by backward elimination: the term whose removal the quadratic model says costs
+   least is removed and the rest refitted, as long as the deviance grows by less than the
+   chi^2(1) quantile of ``select_alpha`` (a likelihood-ratio test, with the full fit's noise
+   variance); a term whose removal fails the test is kept and the next one tried;
+3. reports the refitted support, without any penalty, so that on noise-free data the
+   coefficients are exact and the other terms exactly 0;
+4. gives each kept coefficient a 95 % interval from the Gauss-Newton curvature at the optimum
+   (Wald: cov = phi * GN^-1, phi the residual variance of Gaussian measurement noise, 1 for
+   choices), and
+5. an identifiability report: the near-flat directions of the full fit's curvature, named by
+   their monomials, with the reason (each term barely acts on the visited states, or the terms
+   act alike and cancel).
+
+Why curvature and not a bootstrap: the derivatives are already there, so the intervals cost
+nothing; they assume independent measurement noise and a loss close to quadratic over the
+interval, which the coverage benchmark (benchmarks/coef_trust.py) checks.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from scipy.stats import chi2
+
+from .fit import FitResult
+from .tasks import WORST_LOSS
+
+# Measurement precision assumed for noise-free data, relative to the recorded activity's std
+# (float32 data carry about 1e-7): it keeps the likelihood-ratio test and the intervals finite
+# when the residual variance of an exact fit is 0.
+PRECISION_FLOOR = 1e-6
+# A direction of coefficient space is not determined when a unit change along it moves the
+# predicted data by less than FLAT_EFFECT of their std (RMS), or its 95 % interval is wider than
+# FLAT_INTERVAL (in coefficient units).
+FLAT_EFFECT = 1e-3
+FLAT_INTERVAL = 0.1
+Z95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class Derivatives:
+    """A loss and its derivatives by the active coefficients.
+
+    cost: 0.5 * sum of squared residuals (``gaussian``) or the negative log-likelihood
+    (``bernoulli``); grad (P,); gn (P, P) the Gauss-Newton matrix (J^T J, or the Fisher information);
+    n: observations; scale: the data's std (gaussian; for the precision floor); loss: the task's
+    loss (mean squared error, or mean negative log-likelihood); blown: the weights left their bound.
+    """
+
+    cost: float
+    grad: np.ndarray
+    gn: np.ndarray
+    n: int
+    likelihood: str
+    loss: float
+    blown: bool = False
+    scale: float = 1.0
+
+
+Model = Callable[[np.ndarray, np.ndarray], Derivatives]
+
+
+def gaussian(r: np.ndarray, J: np.ndarray, blown: bool, scale: float) -> Derivatives:
+    """Derivatives of 0.5 * |r|^2 from residuals r (n,) and their Jacobian J (n, P)."""
+    if blown or not np.all(np.isfinite(r)):
+        return Derivatives(np.inf, np.zeros(J.shape[1]), np.zeros((J.shape[1],) * 2), len(r), "gaussian",
+                           WORST_LOSS, True, scale)
+    sse = float(r @ r)
+    return Derivatives(0.5 * sse, J.T @ r, J.T @ J, len(r), "gaussian", sse / max(len(r), 1), False, scale)
+
+
+@dataclass
+class LMResult:
+    theta: np.ndarray
+    d: Derivatives
+    iterations: int
+    evaluations: int
+
+
+def levenberg_marquardt(model: Model, active: np.ndarray, theta0: np.ndarray, max_iter: int = 100,
+                        on_iteration: Callable[[Derivatives], None] | None = None) -> LMResult:
+    """Minimise ``model``'s cost over the ``active`` coefficients from theta0 (len(active),).
+
+    Marquardt's scaling (damping proportional to the diagonal of the curvature); a step that
+    blows the weights up or raises the cost is rejected and the damping raised.
+    """
+    theta = np.asarray(theta0, float).copy()
+    d = model(theta, active)
+    evaluations = 1
+    if d.blown:  # start from no plasticity instead
+        theta = np.zeros_like(theta)
+        d = model(theta, active)
+        evaluations += 1
+    lam = 1e-3
+    it = 0
+    if len(theta) == 0:
+        return LMResult(theta, d, 0, evaluations)
+    for it in range(1, max_iter + 1):
+        diag = np.sqrt(np.maximum(np.diag(d.gn), 1e-300))
+        hs = d.gn / np.outer(diag, diag)
+        gs = d.grad / diag
+        vals, vecs = np.linalg.eigh(hs)
+        vals = np.maximum(vals, 0.0)
+        proj = vecs.T @ gs
+        improved = False
+        for _ in range(30):
+            step = -(vecs @ (proj / (vals + lam))) / diag
+            trial = theta + step
+            e = model(trial, active)
+            evaluations += 1
+            if not e.blown and e.cost <= d.cost:
+                improved = True
+                break
+            lam *= 4.0
+        if not improved:
+            break
+        change = d.cost - e.cost
+        theta, d = trial, e
+        lam = max(lam / 3.0, 1e-12)
+        if on_iteration is not None:
+            on_iteration(d)
+        tiny = d.cost <= 0.5 * d.n * (1e-12 * d.scale) ** 2 if d.likelihood == "gaussian" else False
+        if tiny or change <= 1e-12 * max(d.cost, 1e-300) or np.max(np.abs(step)) <= 1e-13 * (1 + np.max(np.abs(theta))):
+            break
+    return LMResult(theta, d, it, evaluations)
+
+
+def _dispersion(d: Derivatives, p: int) -> float:
+    """phi: the variance of a Gaussian residual (with the precision floor), 1 for choices."""
+    if d.likelihood != "gaussian":
+        return 1.0
+    return max(2.0 * d.cost / max(d.n - p, 1), (PRECISION_FLOOR * d.scale) ** 2)
+
+
+def _inverse(gn: np.ndarray) -> np.ndarray:
+    """The inverse of a (possibly near-singular) curvature matrix, by scaled eigendecomposition;
+    flat directions get a huge but finite variance rather than a crash."""
+    diag = np.sqrt(np.maximum(np.diag(gn), 1e-300))
+    vals, vecs = np.linalg.eigh(gn / np.outer(diag, diag))
+    vals = np.maximum(vals, 1e-300 + 1e-15 * max(vals.max(initial=0.0), 0.0))
+    return (vecs / vals) @ vecs.T / np.outer(diag, diag)
+
+
+@dataclass
+class SparseFit:
+    full: LMResult  # every term
+    sparse: LMResult  # the selected terms, refitted
+    active: np.ndarray  # indices of the selected terms
+    steps: list  # the elimination log
+    phi: float  # dispersion of the full fit
+    evaluations: int
+    iterations: int
+
+
+def select_terms(model: Model, n_terms: int, alpha: float, names: list[str],
+                 on_iteration: Callable[[Derivatives], None] | None = None, max_iter: int = 100) -> SparseFit:
+    """Fit all terms, then eliminate backwards by likelihood-ratio tests at level ``alpha``
+    (``alpha`` 0: keep every term)."""
+    active = np.arange(n_terms)
+    full = levenberg_marquardt(model, active, np.zeros(n_terms), max_iter, on_iteration)
+    evaluations, iterations = full.evaluations, full.iterations
+    phi = _dispersion(full.d, n_terms)
+    q = float(chi2.isf(alpha, 1)) if alpha > 0 else np.inf
+    current = full
+    steps: list = []
+    keep: set[int] = set()  # terms whose removal failed the test
+    while alpha > 0 and len(active) > 0 and not full.d.blown:
+        cov = _inverse(current.d.gn)
+        predicted = current.theta ** 2 / np.maximum(np.diag(cov), 1e-300)  # 2 * cost increase, quadratic model
+        order = [k for k in np.argsort(predicted) if active[k] not in keep]
+        if not order:
+            break
+        k = order[0]
+        if predicted[k] / phi > 4 * q:  # no candidate left that could pass the test
+            break
+        rest = np.delete(active, k)
+        warm = np.delete(current.theta - cov[:, k] * current.theta[k] / max(cov[k, k], 1e-300), k)
+        refit = levenberg_marquardt(model, rest, warm, max_iter, on_iteration)
+        evaluations += refit.evaluations
+        iterations += refit.iterations
+        stat = 2.0 * (refit.d.cost - current.d.cost) / phi
+        row = {"term": names[active[k]], "value_before": float(current.theta[k]), "deviance_increase": float(stat),
+               "threshold": q, "loss_after": refit.d.loss}
+        if refit.d.blown or not stat <= q:
+            keep.add(int(active[k]))
+            steps.append({**row, "removed": False})
+            continue
+        steps.append({**row, "removed": True})
+        active, current = rest, refit
+    return SparseFit(full, current, active, steps, phi, evaluations, iterations)
+
+
+def intervals(d: Derivatives, theta: np.ndarray) -> tuple[np.ndarray, float]:
+    """(standard errors (P,), dispersion phi) of the coefficients at an optimum, from its curvature."""
+    phi = _dispersion(d, len(theta))
+    if len(theta) == 0:
+        return np.zeros(0), phi
+    return np.sqrt(np.maximum(np.diag(_inverse(d.gn)), 0.0) * phi), phi
+
+
+def identifiability(d: Derivatives, names: list[str], monomials: list[str], phi: float,
+                    term_rms: np.ndarray | None = None, ranges: dict | None = None,
+                    exponents: list | None = None, variables: tuple = ()) -> dict:
+    """The near-flat directions of the curvature ``d.gn`` over every term.
+
+    A unit change of the coefficients along the eigenvector v moves the predictions by
+    sqrt(lambda / n) RMS; v is not determined when that is below FLAT_EFFECT of the data's std or
+    its 95 % interval (1.96 * sqrt(phi / lambda)) is wider than FLAT_INTERVAL. ``term_rms``: RMS of
+    each monomial over the visited states; ``ranges``: variable -> (min, max) visited.
+    """
+    n, P = d.n, len(names)
+    vals, vecs = np.linalg.eigh(d.gn)
+    vals = np.maximum(vals, 0.0)
+    effect = np.sqrt(vals / max(n, 1)) / max(d.scale, 1e-300)
+    half = Z95 * np.sqrt(phi / np.maximum(vals, 1e-300))
+    solo = np.sqrt(np.maximum(np.diag(d.gn), 0.0) / max(n, 1)) / max(d.scale, 1e-300)  # one term alone
+    flat = []
+    for k in range(P):
+        if not (effect[k] < FLAT_EFFECT or half[k] > FLAT_INTERVAL):
+            continue
+        v = vecs[:, k] * np.sign(vecs[np.argmax(np.abs(vecs[:, k])), k])
+        involved = [i for i in np.argsort(-np.abs(v)) if abs(v[i]) >= 0.2][:6]
+        text = " ".join(f"{v[i]:+.2f}*{monomials[i]}" for i in involved)
+        weak = [i for i in involved if solo[i] < FLAT_EFFECT]
+        if len(weak) == len(involved):
+            reason = "each of these terms barely changes the activity on the visited states"
+        else:
+            reason = "these terms change the activity alike on the visited states, so their effects cancel"
+        if ranges and exponents is not None:
+            used = sorted({variables[j] for i in involved for j, p in enumerate(exponents[i]) if p})
+            seen = ", ".join(f"{u} in [{ranges[u][0]:.3g}, {ranges[u][1]:.3g}]" for u in used if u in ranges)
+            if seen:
+                reason += f" ({seen})"
+        flat.append({"direction": text, "terms": [names[i] for i in involved],
+                     "weights": [float(v[i]) for i in involved], "effect": float(effect[k]),
+                     "ci95_halfwidth": float(half[k]), "reason": reason})
+    flat.sort(key=lambda f: f["effect"])
+    out = {"method": "eigenvectors of the Gauss-Newton curvature of the full fit (every term)",
+           "flat_effect": FLAT_EFFECT, "flat_interval": FLAT_INTERVAL,
+           "not_determined": flat, "determined_directions": P - len(flat), "terms": P,
+           "term_effect": {names[i]: float(solo[i]) for i in range(P)}}
+    if term_rms is not None:
+        out["term_rms"] = {names[i]: float(term_rms[i]) for i in range(P)}
+    if ranges:
+        out["ranges"] = {k: [float(a), float(b)] for k, (a, b) in ranges.items()}
+    return out
+
+
+class GradientFit:
+    """Levenberg-Marquardt Taylor fit with term selection, intervals and identifiability.
+
+    ``model``: the simulator's derivatives on the fitting trials (``Simulator.derivatives``);
+    ``describe``: optional ``(params) -> (term_rms (P,), ranges {variable: (lo, hi)})`` of the
+    states the fitted rule visits (for the identifiability report's reasons).
+    """
+
+    def __init__(self, family, model: Model, alpha: float, max_iter: int = 100, describe=None):
+        self.family, self.model, self.alpha, self.max_iter, self.describe = family, model, alpha, max_iter, describe
+        self.report: dict = {}
+
+    def run(self, state=None, checkpoint=None, progress=None) -> FitResult:
+        """The fit (seconds, no checkpoint needed: a resumed LM fit simply runs again)."""
+        start = time.perf_counter()
+        history: list = []
+
+        def step(d: Derivatives):
+            history.append({"generation": len(history) + 1, "best_loss": d.loss, "best_objective": d.loss,
+                            "evaluations": len(history) + 1})
+            if progress is not None:
+                progress(len(history), self.max_iter, d.loss, len(history))
+
+        f = self.family
+        names = f.names
+        monomials = [f.monomial_text(e) for e in f.terms]
+        sp = select_terms(self.model, f.n_params, self.alpha, names, step, self.max_iter)
+        params = np.zeros(f.n_params)
+        params[sp.active] = sp.sparse.theta
+        full = np.zeros(f.n_params)
+        full[:] = sp.full.theta
+        se = np.full(f.n_params, np.nan)
+        s_sparse, phi = intervals(sp.sparse.d, sp.sparse.theta)
+        se[sp.active] = s_sparse
+        se_full, _ = intervals(sp.full.d, sp.full.theta)
+        term_rms, ranges = (None, None) if self.describe is None else self.describe(full)
+        ident = identifiability(sp.full.d, names, monomials, sp.phi, term_rms, ranges, list(f.terms),
+                                tuple(f.variables))
+        selected = np.zeros(f.n_params, bool)
+        selected[sp.active] = True
+        self.report = {
+            "optimizer": "lm", "likelihood": sp.full.d.likelihood,
+            "params_full": full.tolist(), "std_error_full": se_full.tolist(), "loss_full": sp.full.d.loss,
+            "std_error": se.tolist(), "selected": selected.tolist(),
+            "intervals": {"method": "Wald 95 % intervals from the Gauss-Newton curvature at the optimum of the "
+                                    "selected terms, cov = phi * GN^-1", "phi": phi, "z": Z95,
+                          "precision_floor": PRECISION_FLOOR},
+            "selection": {"method": "backward elimination by likelihood-ratio test (chi^2, 1 dof) against the "
+                                    "noise variance of the full fit", "alpha": self.alpha,
+                          "threshold": float(chi2.isf(self.alpha, 1)) if self.alpha > 0 else None,
+                          "phi_full": sp.phi, "steps": sp.steps},
+            "identifiability": ident}
+        elapsed = time.perf_counter() - start
+        blown = sp.sparse.d.blown
+        loss = WORST_LOSS if blown else sp.sparse.d.loss
+        result = FitResult(params, loss, loss, history, sp.iterations, sp.evaluations, elapsed,
+                           "blown" if blown else "converged")
+        if checkpoint is not None:
+            checkpoint({"optimizer": "lm", "params": params.tolist(), "elapsed": elapsed})
+        return result
+
+
+def gradient_fitter(task, family, max_iter: int = 100) -> GradientFit | None:
+    """The Levenberg-Marquardt fitter ``task.fit.optimizer`` asks for on the fitting trials, or None
+    for CMA-ES ("auto" falls back to CMA-ES without exact gradients or with an L1 penalty);
+    ``TaskError`` naming the field when "lm" cannot be honoured."""
+    from .errors import TaskError
+    f = task.fit
+    if f.optimizer == "cmaes" or (f.optimizer == "auto" and f.l1 > 0):
+        return None
+    hooks = task.sim.derivatives(task, family)
+    if hooks is None:
+        if f.optimizer == "lm":
+            raise TaskError(f"{task.source}: field 'fit.optimizer' is 'lm', but the '{task.sim.name}' simulator has "
+                            f"no exact gradients for a {family.kind} fit of this task (objective "
+                            f"'{task.objective}'): expected 'auto' or 'cmaes'")
+        return None
+    if f.l1 > 0:
+        raise TaskError(f"{task.source}: field 'fit.l1' is {f.l1:g}: the 'lm' optimiser selects terms by "
+                        "likelihood-ratio tests (fit.select_alpha) instead of a penalty: expected 0, or "
+                        "fit.optimizer = 'cmaes'")
+    model, describe = hooks
+    fitter = GradientFit(family, model, f.select_alpha, max_iter, describe)
+    fitter.generations = max_iter
+    return fitter
