@@ -138,7 +138,9 @@ def cmd_fit(args) -> int:
     print(f"{family['family']} fit: loss {result.loss:.4g} (penalised {result.objective:.4g}) after "
           f"{result.generations} generations, {result.evaluations} evaluations, {result.elapsed:.1f} s "
           f"({result.stopped})")
-    if family["family"] == "taylor":
+    if family["family"] == "taylor" and info.get("optimizer") == "lm":
+        _print_lm_fit(out, info)
+    elif family["family"] == "taylor":
         from .results import COEFFICIENTS_FILE, read_csv
         table = Table(title="largest terms (dw = eta * sum of terms)")
         for col in ("term", "monomial", "value"):
@@ -155,6 +157,41 @@ def cmd_fit(args) -> int:
         print(f"interrupted: the checkpoint is saved; continue with --resume {out}")
         return EXIT_INTERRUPTED
     return 0
+
+
+def _print_lm_fit(run: Path, info: dict, flat_shown: int = 8) -> None:
+    """The selected terms with their 95 % intervals, what selection removed, and the directions of
+    coefficient space the data do not determine (an LM fit's report)."""
+    from rich.table import Table
+
+    from .results import COEFFICIENTS_FILE, read_csv
+    rows = read_csv(run / COEFFICIENTS_FILE)
+    kept = [r for r in rows if str(r.get("selected")) == "1"]
+    sel = info.get("term_selection", {})
+    table = Table(title=f"selected terms (dw = eta * sum of terms), 95 % intervals; {len(rows) - len(kept)} "
+                        f"other terms exactly 0")
+    for col in ("term", "monomial", "value", "95 % interval", "std error"):
+        table.add_column(col, justify="left" if col in ("term", "monomial") else "right")
+    for r in sorted(kept, key=lambda r: -abs(float(r["value"]))):
+        table.add_row(r["term"], r["monomial"], f"{float(r['value']):+.6g}",
+                      f"[{float(r['ci95_low']):+.6g}, {float(r['ci95_high']):+.6g}]", f"{float(r['std_error']):.2g}")
+    _console().print(table)
+    print(f"rule: {info['rule']}")
+    if sel:
+        print(f"term selection: backward elimination, likelihood-ratio test at alpha {sel['alpha']:g} "
+              f"(chi^2 threshold {sel['threshold'] or float('inf'):.3g}); full fit (every term, "
+              f"{COEFFICIENTS_FILE.replace('.csv', '_full.csv')}) loss {info.get('loss_full', float('nan')):.4g}, "
+              f"selected {info.get('loss', float('nan')):.4g}")
+    ident = info.get("identifiability")
+    if ident:
+        flat = ident["not_determined"]
+        print(f"identifiability: {ident['determined_directions']} of {ident['terms']} directions of coefficient "
+              f"space determined; {len(flat)} not (a unit change moves the activity by < {ident['flat_effect']:g} "
+              f"of its std, or the 95 % interval is wider than {ident['flat_interval']:g})")
+        for f in flat[:flat_shown]:
+            print(f"  not determined: {f['direction']}  (effect {f['effect']:.2g}; {f['reason']})")
+        if len(flat) > flat_shown:
+            print(f"  ... and {len(flat) - flat_shown} more in run.json (identifiability)")
 
 
 def cmd_distill(args) -> int:
@@ -280,13 +317,24 @@ def cmd_latex(args) -> int:
     return 0
 
 
+def _std_errors(run) -> dict:
+    """term -> standard error from an LM fit's coefficients.csv (empty for other fits)."""
+    from .results import COEFFICIENTS_FILE, read_csv
+    path = Path(run) / COEFFICIENTS_FILE
+    if not path.is_file():
+        return {}
+    return {r["term"]: float(r["std_error"]) for r in read_csv(path) if r.get("std_error") not in (None, "")}
+
+
 def _latex_fit(args) -> int:
     import sympy
 
     from .export import latex_coefficient_table, latex_equation
     from .rules import symbol, to_latex
     from .runs import read_fit
-    _, family, params = read_fit(args.run)
+    info, family, params = read_fit(args.run)
+    if args.threshold is None:  # LM fits: the selected terms, every other term is exactly 0
+        args.threshold = 0.0 if info.get("optimizer") == "lm" else 0.05
     if family.kind == "doublet":
         rule = family.rule(params).canonical()
         print("\n".join(f"{p.symbol} = {t}" for p, t in zip(rule.space.pathways, rule.latex_parts())))
@@ -296,7 +344,8 @@ def _latex_fit(args) -> int:
                          f"rulesearch distill {args.run}")
     if args.table:
         cut = args.threshold * abs(params).max()
-        rows = [{"term": r["term"], "value": r["value"],
+        se = _std_errors(args.run)
+        rows = [{"term": r["term"], "value": r["value"], "std_error": se.get(r["term"]),
                  "latex": to_latex(sympy.Mul(*[symbol(v) ** p for v, p in zip(r["family"].variables, r["exponents"])]),
                                    r["family"].grammar)}
                 for r in family.coefficient_rows(params) if abs(r["value"]) > cut]
@@ -401,6 +450,8 @@ def cmd_show(args) -> int:
             print(f"{key:16s} {info[key]}")
     if rows is not None:
         _explain_selection(rows, info.get("selection"))
+    if fit and info.get("optimizer") == "lm":
+        _print_lm_fit(run, info)
     if fit or info.get("heldout"):
         _print_heldout(info.get("heldout"))
     if "versions" in info:
@@ -585,8 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simplify", action="store_true", help="print --rule in canonical form")
     p.add_argument("--table", action="store_true",
                    help="the whole front (or a Taylor fit's coefficients) as a LaTeX table")
-    p.add_argument("--threshold", type=float, default=0.05,
-                   help="Taylor fits: leave out terms below this fraction of the largest (default 0.05)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="Taylor fits: leave out terms below this fraction of the largest (default: 0 for fits "
+                        "that selected their terms (fit.optimizer lm), else 0.05)")
     p.set_defaults(func=cmd_latex)
 
     p = sub.add_parser("show", help="print a run's front and facts",

@@ -24,12 +24,14 @@ interval, which the coverage benchmark (benchmarks/coef_trust.py) checks.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from scipy.stats import chi2
+from threadpoolctl import threadpool_limits
 
 from .fit import FitResult
 from .tasks import WORST_LOSS
@@ -155,48 +157,187 @@ class SparseFit:
     full: LMResult  # every term
     sparse: LMResult  # the selected terms, refitted
     active: np.ndarray  # indices of the selected terms
-    steps: list  # the elimination log
+    steps: list  # the selection log
     phi: float  # dispersion of the full fit
     evaluations: int
     iterations: int
+    route: str = ""  # which search gave the selected terms
+
+
+class _Search:
+    """Counts and logs the refits of one selection."""
+
+    def __init__(self, model: Model, names, phi: float, q: float, max_iter: int, on_iteration):
+        self.model, self.names, self.phi, self.q = model, names, phi, q
+        self.max_iter, self.on_iteration = max_iter, on_iteration
+        self.evaluations = self.iterations = 0
+        self.steps: list = []
+
+    def refit(self, active: np.ndarray, warm: np.ndarray) -> LMResult:
+        r = levenberg_marquardt(self.model, active, warm, self.max_iter, self.on_iteration)
+        self.evaluations += r.evaluations
+        self.iterations += r.iterations
+        return r
+
+    def stat(self, worse: LMResult, better: LMResult) -> float:
+        """The likelihood-ratio statistic 2 * (cost difference) / phi."""
+        return 2.0 * (worse.d.cost - better.d.cost) / self.phi
+
+    def log(self, route: str, action: str, terms, stat: float, done: bool, after: LMResult):
+        self.steps.append({"route": route, "action": action, "terms": [self.names[k] for k in terms],
+                           "deviance_change": float(stat), "threshold": self.q, "accepted": bool(done),
+                           "loss_after": after.d.loss})
+
+    def backward(self, active: np.ndarray, current: LMResult, route: str) -> tuple[np.ndarray, LMResult]:
+        """Remove terms while the deviance grows by less than q per removed term (the quadratic
+        model proposes the longest run of removals first, then single terms)."""
+        keep: set[int] = set()  # terms whose removal failed the test
+        while len(active) > 0:
+            cov = _inverse(current.d.gn)
+            predicted = current.theta ** 2 / np.maximum(np.diag(cov), 1e-300)  # quadratic model
+            order = [int(k) for k in np.argsort(predicted) if active[k] not in keep]
+            if not order or predicted[order[0]] / self.phi > 4 * self.q:
+                break
+            m = 1
+            for size in range(len(order), 1, -1):
+                K = order[:size]
+                tk = current.theta[K]
+                joint = float(tk @ np.linalg.lstsq(cov[np.ix_(K, K)], tk, rcond=None)[0])
+                if joint / self.phi <= 0.5 * self.q:
+                    m = size
+                    break
+            while True:
+                K = order[:m]
+                rest = np.delete(active, K)
+                shift = cov[:, K] @ np.linalg.lstsq(cov[np.ix_(K, K)], current.theta[K], rcond=None)[0]
+                refit = self.refit(rest, np.delete(current.theta - shift, K))
+                stat = self.stat(refit, current)
+                if m == 1 or (not refit.d.blown and stat <= self.q):
+                    break
+                m = 1
+            ok = not refit.d.blown and stat <= self.q
+            self.log(route, "remove", active[K], stat, ok, refit)
+            if not ok:
+                keep.add(int(active[K[0]]))
+                continue
+            active, current = rest, refit
+        return active, current
+
+    def forward(self, n_terms: int, route: str, provisional: bool = False) -> tuple[np.ndarray, LMResult]:
+        """Add terms one at a time, the one with the largest score statistic first, while the
+        deviance falls by more than q. ``provisional``: judge with the current model's residual
+        variance (F-to-enter), before the full fit has given the noise variance."""
+        everything = np.arange(n_terms)
+        active = np.zeros(0, np.int64)
+        current = self.refit(active, np.zeros(0))
+        while len(active) < n_terms:
+            if provisional:
+                self.phi = _dispersion(current.d, len(active))
+            theta = np.zeros(n_terms)
+            theta[active] = current.theta
+            d = self.model(theta, everything)
+            self.evaluations += 1
+            if d.blown:
+                break
+            rest = np.setdiff1d(everything, active)
+            H, g = d.gn, d.grad
+            if len(active):
+                inv = _inverse(H[np.ix_(active, active)])
+                cross = H[np.ix_(rest, active)]
+                g_rest = g[rest] - cross @ inv @ g[active]
+                h_rest = np.diag(H)[rest] - np.einsum("ij,jk,ik->i", cross, inv, cross)
+            else:
+                g_rest, h_rest = g[rest], np.diag(H)[rest]
+            score = g_rest ** 2 / np.maximum(h_rest, 1e-300) / self.phi
+            k = int(rest[np.argmax(score)])
+            if not score.max() > self.q:
+                break
+            grown = np.sort(np.append(active, k))
+            warm = theta[grown]
+            refit = self.refit(grown, warm)
+            stat = self.stat(current, refit)
+            ok = not refit.d.blown and stat > self.q
+            self.log(route, "add", [k], stat, ok, refit)
+            if not ok:
+                break
+            active, current = grown, refit
+        return active, current
+
+
+SUBSETS_LIMIT = 200_000  # subsets of one size ranked by the quadratic model, at most
+SUBSETS_REFIT = 4  # of which the best are refitted exactly
+
+
+def _best_subsets(search: _Search, full: LMResult, k: int) -> list:
+    """Candidates (route, active, fit) of k terms: the SUBSETS_REFIT subsets with the smallest
+    deviance under the full fit's quadratic model, refitted exactly ([] when there are too many)."""
+    from math import comb
+    P = len(full.theta)
+    if comb(P, k) > SUBSETS_LIMIT:
+        return []
+    H, theta = full.d.gn, full.theta
+    b = H @ theta
+    subsets = np.array(list(itertools.combinations(range(P), k)), np.int64)  # (m, k)
+    Hs = H[subsets[:, :, None], subsets[:, None, :]] + 1e-12 * np.eye(k) * np.abs(np.diag(H)).max()
+    bs = b[subsets]
+    try:
+        sol = np.linalg.solve(Hs, bs[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        return []
+    explained = np.einsum("mi,mi->m", bs, sol)  # larger: smaller deviance
+    out = []
+    for m in np.argsort(-explained)[:SUBSETS_REFIT]:
+        fit = search.refit(subsets[m], sol[m])
+        search.log("best subsets", "refit", subsets[m], search.stat(fit, full), not fit.d.blown, fit)
+        out.append(("best subset", subsets[m], fit))
+    return out
 
 
 def select_terms(model: Model, n_terms: int, alpha: float, names: list[str],
                  on_iteration: Callable[[Derivatives], None] | None = None, max_iter: int = 100) -> SparseFit:
-    """Fit all terms, then eliminate backwards by likelihood-ratio tests at level ``alpha``
-    (``alpha`` 0: keep every term)."""
-    active = np.arange(n_terms)
-    full = levenberg_marquardt(model, active, np.zeros(n_terms), max_iter, on_iteration)
-    evaluations, iterations = full.evaluations, full.iterations
-    phi = _dispersion(full.d, n_terms)
+    """Fit all terms; then select by likelihood-ratio tests at level ``alpha`` (``alpha`` 0: keep
+    every term), with the full fit's noise variance: backward elimination from the full fit, and
+    forward selection from no term followed by backward elimination. The sparser result wins (the
+    lower loss on a tie); forward selection counts only if the full fit is not significantly
+    better (chi^2 with the difference in terms). Greedy backward elimination alone can drop a true
+    term that other terms imitate on the visited states and keep its imitators."""
+    everything = np.arange(n_terms)
     q = float(chi2.isf(alpha, 1)) if alpha > 0 else np.inf
-    current = full
-    steps: list = []
-    keep: set[int] = set()  # terms whose removal failed the test
-    while alpha > 0 and len(active) > 0 and not full.d.blown:
-        cov = _inverse(current.d.gn)
-        predicted = current.theta ** 2 / np.maximum(np.diag(cov), 1e-300)  # 2 * cost increase, quadratic model
-        order = [k for k in np.argsort(predicted) if active[k] not in keep]
-        if not order:
+    search = _Search(model, names, np.inf, q, max_iter, on_iteration)
+    # The full fit is not convex: from 0 alone, LM can stop in a poor local minimum (seen at 350x
+    # the loss of the generating rule). Forward selection finds a good sparse model first, and the
+    # full fit starts from there as well as from 0.
+    starts = [np.zeros(n_terms)]
+    if alpha > 0:
+        a0, f0 = search.forward(n_terms, "provisional forward", provisional=True)
+        warm = np.zeros(n_terms)
+        warm[a0] = f0.theta
+        starts.append(warm)
+    fulls = [search.refit(everything, x0) for x0 in starts]
+    full = min(fulls, key=lambda r: r.d.cost)
+    phi = _dispersion(full.d, n_terms)
+    search.phi = phi
+    if alpha <= 0 or full.d.blown:
+        return SparseFit(full, full, everything, search.steps, phi, search.evaluations, search.iterations, "none")
+    candidates = [("backward",) + search.backward(everything, full, "backward")]
+    f_active, f_fit = search.forward(n_terms, "forward")
+    candidates.append(("forward, then backward",) + search.backward(f_active, f_fit, "forward"))
+
+    def passes(c) -> bool:  # the full fit is not significantly better (chi^2, one dof per left-out term)
+        dof = n_terms - len(c[1])
+        return not c[2].d.blown and (dof == 0 or search.stat(c[2], full) <= chi2.isf(alpha, dof))
+    good = [c for c in candidates if passes(c)] or [("full", everything, full)]
+    smallest = min(len(c[1]) for c in good)
+    # Greedy searches are path-dependent (a term that others imitate on the visited states can go
+    # first): every smaller subset is also ranked by the full fit's quadratic model and the best
+    # few refitted exactly
+    for k in range(1, smallest):
+        found = [c for c in _best_subsets(search, full, k) if passes(c)]
+        if found:
+            good = found
             break
-        k = order[0]
-        if predicted[k] / phi > 4 * q:  # no candidate left that could pass the test
-            break
-        rest = np.delete(active, k)
-        warm = np.delete(current.theta - cov[:, k] * current.theta[k] / max(cov[k, k], 1e-300), k)
-        refit = levenberg_marquardt(model, rest, warm, max_iter, on_iteration)
-        evaluations += refit.evaluations
-        iterations += refit.iterations
-        stat = 2.0 * (refit.d.cost - current.d.cost) / phi
-        row = {"term": names[active[k]], "value_before": float(current.theta[k]), "deviance_increase": float(stat),
-               "threshold": q, "loss_after": refit.d.loss}
-        if refit.d.blown or not stat <= q:
-            keep.add(int(active[k]))
-            steps.append({**row, "removed": False})
-            continue
-        steps.append({**row, "removed": True})
-        active, current = rest, refit
-    return SparseFit(full, current, active, steps, phi, evaluations, iterations)
+    route, active, fit = min(good, key=lambda c: (len(c[1]), c[2].d.cost))
+    return SparseFit(full, fit, active, search.steps, phi, search.evaluations, search.iterations, route)
 
 
 def intervals(d: Derivatives, theta: np.ndarray) -> tuple[np.ndarray, float]:
@@ -205,6 +346,27 @@ def intervals(d: Derivatives, theta: np.ndarray) -> tuple[np.ndarray, float]:
     if len(theta) == 0:
         return np.zeros(0), phi
     return np.sqrt(np.maximum(np.diag(_inverse(d.gn)), 0.0) * phi), phi
+
+
+def _sparse_basis(V: np.ndarray) -> np.ndarray:
+    """Rows spanning the columns of V (P, f): V^T in reduced row echelon form, pivots chosen by
+    size (Gauss-Jordan with complete pivoting over columns)."""
+    A = V.T.copy()
+    f, P = A.shape
+    used: list[int] = []
+    for r in range(f):
+        free = [c for c in range(P) if c not in used]
+        sub = np.abs(A[r:, free])
+        i, j = np.unravel_index(np.argmax(sub), sub.shape)
+        i, c = i + r, free[j]
+        A[[r, i]] = A[[i, r]]
+        A[r] /= A[r, c]
+        for k in range(f):
+            if k != r:
+                A[k] -= A[k, c] * A[r]
+        used.append(c)
+    A[np.abs(A) < 1e-9] = 0.0
+    return A
 
 
 def identifiability(d: Derivatives, names: list[str], monomials: list[str], phi: float,
@@ -223,11 +385,17 @@ def identifiability(d: Derivatives, names: list[str], monomials: list[str], phi:
     effect = np.sqrt(vals / max(n, 1)) / max(d.scale, 1e-300)
     half = Z95 * np.sqrt(phi / np.maximum(vals, 1e-300))
     solo = np.sqrt(np.maximum(np.diag(d.gn), 0.0) / max(n, 1)) / max(d.scale, 1e-300)  # one term alone
+    flat_k = [k for k in range(P) if effect[k] < FLAT_EFFECT or half[k] > FLAT_INTERVAL]
+    # Eigenvectors of (nearly) equal eigenvalues mix arbitrarily; a sparse basis of the flat
+    # subspace (reduced row echelon form) names as few monomials per direction as it can
+    basis = _sparse_basis(vecs[:, flat_k]) if flat_k else np.zeros((0, P))
     flat = []
-    for k in range(P):
-        if not (effect[k] < FLAT_EFFECT or half[k] > FLAT_INTERVAL):
-            continue
-        v = vecs[:, k] * np.sign(vecs[np.argmax(np.abs(vecs[:, k])), k])
+    for v in basis:
+        v = v / np.linalg.norm(v)
+        v = v * np.sign(v[np.argmax(np.abs(v))])
+        curv = float(v @ d.gn @ v)
+        eff = np.sqrt(max(curv, 0.0) / max(n, 1)) / max(d.scale, 1e-300)
+        hw = Z95 * np.sqrt(phi / max(curv, 1e-300))
         involved = [i for i in np.argsort(-np.abs(v)) if abs(v[i]) >= 0.2][:6]
         text = " ".join(f"{v[i]:+.2f}*{monomials[i]}" for i in involved)
         weak = [i for i in involved if solo[i] < FLAT_EFFECT]
@@ -241,8 +409,8 @@ def identifiability(d: Derivatives, names: list[str], monomials: list[str], phi:
             if seen:
                 reason += f" ({seen})"
         flat.append({"direction": text, "terms": [names[i] for i in involved],
-                     "weights": [float(v[i]) for i in involved], "effect": float(effect[k]),
-                     "ci95_halfwidth": float(half[k]), "reason": reason})
+                     "weights": [float(v[i]) for i in involved], "effect": float(eff),
+                     "ci95_halfwidth": float(hw), "reason": reason})
     flat.sort(key=lambda f: f["effect"])
     out = {"method": "eigenvectors of the Gauss-Newton curvature of the full fit (every term)",
            "flat_effect": FLAT_EFFECT, "flat_interval": FLAT_INTERVAL,
@@ -281,7 +449,9 @@ class GradientFit:
         f = self.family
         names = f.names
         monomials = [f.monomial_text(e) for e in f.terms]
-        sp = select_terms(self.model, f.n_params, self.alpha, names, step, self.max_iter)
+        # small dense algebra: BLAS threads only spin and take cores from the simulation's threads
+        with threadpool_limits(limits=1, user_api="blas"):
+            sp = select_terms(self.model, f.n_params, self.alpha, names, step, self.max_iter)
         params = np.zeros(f.n_params)
         params[sp.active] = sp.sparse.theta
         full = np.zeros(f.n_params)
@@ -302,8 +472,10 @@ class GradientFit:
             "intervals": {"method": "Wald 95 % intervals from the Gauss-Newton curvature at the optimum of the "
                                     "selected terms, cov = phi * GN^-1", "phi": phi, "z": Z95,
                           "precision_floor": PRECISION_FLOOR},
-            "selection": {"method": "backward elimination by likelihood-ratio test (chi^2, 1 dof) against the "
-                                    "noise variance of the full fit", "alpha": self.alpha,
+            "term_selection": {"method": "likelihood-ratio tests (chi^2, 1 dof per term) against the noise "
+                                    "variance of the full fit: backward elimination, and forward selection "
+                                    "then backward elimination; the sparser wins", "route": sp.route,
+                               "alpha": self.alpha,
                           "threshold": float(chi2.isf(self.alpha, 1)) if self.alpha > 0 else None,
                           "phi_full": sp.phi, "steps": sp.steps},
             "identifiability": ident}

@@ -135,4 +135,4 @@ def taylor_residuals(theta: np.ndarray, exponents: np.ndarray, x: np.ndarray, w0
     blown = _all_trials(theta, exps, x, w0, target, float(eta), ACTIVATIONS[activation], float(weight_bound),
                         res, jac)
     ok = np.isfinite(target).ravel()
-    return res.ravel()[ok], jac.reshape(-1, len(theta))[ok], bool(blown.any())
+    return res.ravel()[ok], jac.reshape(trials * steps * n_out, len(theta))[ok], bool(blown.any())
