@@ -178,8 +178,8 @@ def _print_lm_fit(run: Path, info: dict, flat_shown: int = 8) -> None:
     _console().print(table)
     print(f"rule: {info['rule']}")
     if sel:
-        print(f"term selection: backward elimination, likelihood-ratio test at alpha {sel['alpha']:g} "
-              f"(chi^2 threshold {sel['threshold'] or float('inf'):.3g}); full fit (every term, "
+        print(f"term selection ({sel.get('route', '?')}): likelihood-ratio tests at alpha {sel['alpha']:g} against "
+              f"the full fit (every term, "
               f"{COEFFICIENTS_FILE.replace('.csv', '_full.csv')}) loss {info.get('loss_full', float('nan')):.4g}, "
               f"selected {info.get('loss', float('nan')):.4g}")
     ident = info.get("identifiability")
@@ -198,7 +198,7 @@ def cmd_distill(args) -> int:
     from .runs import distill_run, front_rows
     with _console().status(f"distilling with {args.backend} (sampling, regression, re-simulating)"):
         result, info, out = distill_run(args.run, args.backend, args.max_size, args.out, args.samples,
-                                        args.seed, sys.argv, args.force)
+                                        args.seed, sys.argv, args.force, not args.no_refit)
     from rich.table import Table
     table = Table(title=f"distilled formulas ({args.backend}, {result.n_samples} samples); "
                         f"the fitted rule's task loss: {result.blackbox_loss:.4g}")
@@ -592,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_at_least(0), default=None, help="random seed (default: the fit's)")
     p.add_argument("--out", help="output folder (default: RUN/distill-BACKEND)")
     p.add_argument("--force", action="store_true", help="write into an existing, non-empty --out")
+    p.add_argument("--no-refit", action="store_true",
+                   help="keep each formula's constants as the regression found them (default: refit them on "
+                        "the task loss before selecting)")
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("compare", help="compare fitted rules on held-out choices (NLL, deviance, AIC, BIC)",

@@ -324,7 +324,7 @@ def read_fit(run_dir: str | Path):
 
 def distill_run(fit_dir: str | Path, backend: str = "operon", max_size: int = 25, out: str | Path | None = None,
                 n_samples: int = 2000, seed: int | None = None, argv: Sequence[str] | None = None,
-                force: bool = False):
+                force: bool = False, refit: bool = True):
     """Distill a fit folder's rule into formulas; writes ``out`` (default FIT_DIR/distill-BACKEND):
     run.json, pareto.csv (task loss and regression MSE per formula) and front.png."""
     started = time.time()
@@ -335,7 +335,7 @@ def distill_run(fit_dir: str | Path, backend: str = "operon", max_size: int = 25
     task = load_task(info["task"], info["overrides"], info["data"], info["seed"])
     train, _ = split_trials(task, task.fit.holdout)
     seed = task.seed if seed is None else seed
-    result = distill(train, family, params, backend, max_size, n_samples, seed)
+    result = distill(train, family, params, backend, max_size, n_samples, seed, refit)
     rows = [{**row, "regression_mse": result.regression_mse[row["expression"]]}
             for row in front_rows(result)]
     columns = front_columns(rows)
@@ -345,7 +345,7 @@ def distill_run(fit_dir: str | Path, backend: str = "operon", max_size: int = 25
     sel = result.selected
     run = _run_info(RunSpec(info["task"], tuple(info["overrides"]), info["data"], info["seed"]), task,
                     "distill", started, argv, source=str(fit_dir), backend=backend, max_size=max_size,
-                    n_samples=n_samples, distill_seed=seed)
+                    n_samples=n_samples, distill_seed=seed, refit_constants=refit)
     run.update(status="done", wall_seconds=round(time.time() - started, 3), blackbox_loss=result.blackbox_loss,
                selected=sel.expression, selected_loss=sel.loss,
                selected_regression_mse=result.regression_mse[sel.expression],
