@@ -175,3 +175,30 @@ def test_fit_cli_reports_selection_intervals_and_identifiability(tmp_path, rng, 
                  "--set", "fit.optimizer=lm"] + sets) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "fit.optimizer" in err and "cmaes" in err
+
+
+def test_choice_likelihood_derivatives_match_the_kernel_and_finite_differences():
+    """Fly choices without the weight filter: the NLL equals the project's kernel's and its gradient
+    equals central differences, for a random 54-term Taylor rule over x, y, w, r - rbar."""
+    from rulesearch.sims.choice import simulate_choices
+    sets = ("protocol.weight_filter=false", "protocol.animals=4", "protocol.trials_per_block=15", "fit.l1=0")
+    task0 = load_task(ROOT / "tasks" / "fly-choice.toml", sets, require_data=False, seed=3)
+    data = simulate_choices(task0, task0.parse("x*(r - rbar)"), seed=3)
+    task = load_task(ROOT / "tasks" / "fly-choice.toml", sets, data=data, seed=3)
+    family = make_family(task)
+    model, _ = task.sim.derivatives(task, family)
+    rng = np.random.default_rng(0)
+    theta = rng.normal(0, 0.1, family.n_params)
+    everything = np.arange(family.n_params)
+    d = model(theta, everything)
+    assert not d.blown
+    assert d.loss == pytest.approx(task.evaluate_packed(family.pack(theta[None])).losses[0], rel=1e-10)
+    for p in rng.choice(family.n_params, 6, replace=False):
+        e = np.zeros(family.n_params)
+        e[p] = 1e-6
+        fd = (model(theta + e, everything).cost - model(theta - e, everything).cost) / 2e-6
+        assert d.grad[p] == pytest.approx(fd, rel=1e-5, abs=1e-6)
+    assert np.all(np.linalg.eigvalsh(d.gn) > -1e-9 * np.abs(d.gn).max())  # Fisher information: PSD
+    # with the filter (the task's default) the likelihood is not differentiated: CMA-ES
+    filtered = load_task(ROOT / "tasks" / "fly-choice.toml", sets[1:], data=data, seed=3)
+    assert filtered.sim.derivatives(filtered, make_family(filtered)) is None

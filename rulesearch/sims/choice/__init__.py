@@ -179,6 +179,10 @@ class ChoiceSimulator(Simulator):
         return simulate(packed, s.choices, s.w0, c.readout, task.etas[0], c.weight_bound, record,
                         p.odour_variance, p.weight_filter if filtered is None else filtered, c.init_std ** 2)
 
+    def derivatives(self, task, family):
+        from .sensitivity import derivatives_model  # Taylor fits without the weight filter
+        return derivatives_model(task, family)
+
     def visited_states(self, task, packed, pathway, names, n_samples, rng):
         """Every update of every animal: the accepted encounter's input, activity and weights."""
         sim = self.simulate(task, packed, record=True)
