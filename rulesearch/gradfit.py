@@ -295,37 +295,43 @@ def _best_subsets(search: _Search, full: LMResult, k: int) -> list:
 
 def select_terms(model: Model, n_terms: int, alpha: float, names: list[str],
                  on_iteration: Callable[[Derivatives], None] | None = None, max_iter: int = 100) -> SparseFit:
-    """Fit all terms; then select by likelihood-ratio tests at level ``alpha`` (``alpha`` 0: keep
-    every term), with the full fit's noise variance: backward elimination from the full fit, and
-    forward selection from no term followed by backward elimination. The sparser result wins (the
-    lower loss on a tie); forward selection counts only if the full fit is not significantly
-    better (chi^2 with the difference in terms). Greedy backward elimination alone can drop a true
-    term that other terms imitate on the visited states and keep its imitators."""
+    """Fit all terms, then select them by likelihood-ratio tests at level ``alpha`` (``alpha`` 0:
+    keep every term) with the full fit's noise variance.
+
+    Candidates: backward elimination from the full fit; forward selection from no term followed by
+    backward elimination; and, for every size below the sparsest of those, the best few subsets
+    under the full fit's quadratic model, refitted. A candidate counts if the full fit is not
+    significantly better (chi^2, one degree of freedom per left-out term); the sparsest wins, the
+    lower loss on a tie. (Greedy elimination alone can drop a true term that other terms imitate
+    on the visited states and keep its imitators.)"""
     everything = np.arange(n_terms)
     q = float(chi2.isf(alpha, 1)) if alpha > 0 else np.inf
     search = _Search(model, names, np.inf, q, max_iter, on_iteration)
-    # The full fit is not convex: from 0 alone, LM can stop in a poor local minimum (seen at 350x
-    # the loss of the generating rule). Forward selection finds a good sparse model first, and the
-    # full fit starts from there as well as from 0.
-    starts = [np.zeros(n_terms)]
+    # The full fit is not convex: from 0, LM can stop in a poor local minimum (seen at 350x the
+    # loss of the generating rule). Forward selection finds a good sparse model first (judged by
+    # each model's own residual variance, as the noise variance is not known yet), and the full fit
+    # starts from it: it can only improve on it.
     if alpha > 0:
         a0, f0 = search.forward(n_terms, "provisional forward", provisional=True)
         warm = np.zeros(n_terms)
         warm[a0] = f0.theta
-        starts.append(warm)
-    fulls = [search.refit(everything, x0) for x0 in starts]
-    full = min(fulls, key=lambda r: r.d.cost)
+    else:
+        warm = np.zeros(n_terms)
+    full = search.refit(everything, warm)
     phi = _dispersion(full.d, n_terms)
     search.phi = phi
     if alpha <= 0 or full.d.blown:
         return SparseFit(full, full, everything, search.steps, phi, search.evaluations, search.iterations, "none")
     candidates = [("backward",) + search.backward(everything, full, "backward")]
-    f_active, f_fit = search.forward(n_terms, "forward")
-    candidates.append(("forward, then backward",) + search.backward(f_active, f_fit, "forward"))
 
     def passes(c) -> bool:  # the full fit is not significantly better (chi^2, one dof per left-out term)
         dof = n_terms - len(c[1])
         return not c[2].d.blown and (dof == 0 or search.stat(c[2], full) <= chi2.isf(alpha, dof))
+    # the provisional forward selection counts if the full fit does not reject it; else forward
+    # selection again, judged by the full fit's noise variance
+    if not passes(("", a0, f0)):
+        a0, f0 = search.forward(n_terms, "forward")
+    candidates.append(("forward, then backward",) + search.backward(a0, f0, "forward"))
     good = [c for c in candidates if passes(c)] or [("full", everything, full)]
     smallest = min(len(c[1]) for c in good)
     # Greedy searches are path-dependent (a term that others imitate on the visited states can go
