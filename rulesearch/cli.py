@@ -186,8 +186,10 @@ def _print_lm_fit(run: Path, info: dict, flat_shown: int = 8) -> None:
     if ident:
         flat = ident["not_determined"]
         print(f"identifiability: {ident['determined_directions']} of {ident['terms']} directions of coefficient "
-              f"space determined; {len(flat)} not (a unit change moves the activity by < {ident['flat_effect']:g} "
-              f"of its std, or the 95 % interval is wider than {ident['flat_interval']:g})")
+              f"space determined; {len(flat)} not (a unit change moves the "
+              f"{'activity' if info.get('likelihood', 'gaussian') == 'gaussian' else 'logit'} by < "
+              f"{ident['flat_effect']:g}{' of its std' if info.get('likelihood', 'gaussian') == 'gaussian' else ''} "
+              f"RMS, or the 95 % interval is wider than {ident['flat_interval']:g})")
         for f in flat[:flat_shown]:
             print(f"  not determined: {f['direction']}  (effect {f['effect']:.2g}; {f['reason']})")
         if len(flat) > flat_shown:

@@ -276,7 +276,8 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
     plot_fit(out / FIT_PLOT, result.history, rows, example, f"{task.name}: {family.kind} fit (seed {task.seed})")
     info.update(**_times(result, state, started), loss=result.loss, objective=result.objective,
                 rule=rule_text, heldout=heldout,
-                **{k: report[k] for k in ("loss_full", "heldout_full", "term_selection", "intervals", "identifiability")
+                **{k: report[k] for k in ("likelihood", "loss_full", "heldout_full", "term_selection", "intervals",
+                             "identifiability")
                    if k in report})
     write_json(out / RUN_FILE, info)
     return result, info, out
