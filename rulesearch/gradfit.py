@@ -495,6 +495,18 @@ class GradientFit:
         return result
 
 
+def lm_state_from_json(obj) -> dict:
+    """An LM fit's checkpoint, validated (``TaskError`` when damaged); a resumed LM fit runs again
+    from the start (seconds, deterministic), but never over a file it cannot read."""
+    from .errors import TaskError
+    try:
+        if obj.get("optimizer") != "lm":
+            raise ValueError("not the checkpoint of a Levenberg-Marquardt fit")
+        return {"params": [float(v) for v in obj["params"]], "elapsed": float(obj["elapsed"])}
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise TaskError(f"fit checkpoint is damaged ({exc!r}): start a new fit") from None
+
+
 def gradient_fitter(task, family, max_iter: int = 100) -> GradientFit | None:
     """The Levenberg-Marquardt fitter ``task.fit.optimizer`` asks for on the fitting trials, or None
     for CMA-ES ("auto" falls back to CMA-ES without exact gradients or with an L1 penalty);

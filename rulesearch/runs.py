@@ -18,7 +18,7 @@ from .families import family_from_spec
 from .fit import FamilyFit, FitResult, heldout_scores, make_family, split_trials
 from .fit import state_from_json as fit_state_from_json
 from .gp import EvolveResult, Search
-from .gradfit import gradient_fitter
+from .gradfit import gradient_fitter, lm_state_from_json
 from .grammar import load_grammar
 from .plots import plot_fit, plot_front
 from .results import (
@@ -238,8 +238,9 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
         fitter = lm or FamilyFit(train, family, evaluator, task.seed, spec.generations)
         s = task.fit
         split = task.sim.split_info(train, test)
-        # an LM fit takes seconds and is deterministic: a resumed one simply runs again
-        state = _checkpoint(out, fit_state_from_json) if resume and lm is None else None
+        # an LM fit takes seconds and is deterministic: a resumed one (its checkpoint validated) runs again
+        state = _checkpoint(out, fit_state_from_json if lm is None else lm_state_from_json) if resume else None
+        state = None if lm is not None else state
         settings = {"optimizer": "lm", "select_alpha": s.select_alpha} if lm else \
             {"optimizer": "cmaes", "popsize": s.popsize, "sigma0": s.sigma0, "l1": s.l1}
         info = _run_info(spec, task, "fit", started, argv, family=family.spec(), generations=fitter.generations,
