@@ -450,7 +450,8 @@ class GradientFit:
             history.append({"generation": len(history) + 1, "best_loss": d.loss, "best_objective": d.loss,
                             "evaluations": len(history) + 1})
             if progress is not None:
-                progress(len(history), self.max_iter, d.loss, len(history))
+                # LM iterations of the full fit and of every refit: the total is not known in advance
+                progress(len(history), max(self.max_iter, len(history)), d.loss, len(history))
 
         f = self.family
         names = f.names
