@@ -24,18 +24,29 @@ def generate(case: str, noise: float = 0.0, seed: int = 0, trials: int = 8, step
     """Arrays x (trials, steps, n_in), y (trials, steps, n_out), w0 (trials, n_out, n_in) and meta (JSON).
     noise: Gaussian measurement noise, std in units of the noise-free activity's std."""
     text, activation, f = CASES[case]
+    return generate_rule(text, f, activation, eta, (0.0, 1.0), noise, seed, trials, steps, n_in, n_out)
+
+
+def generate_rule(text: str, f, activation: str, eta: float, inputs: tuple[float, float] = (0.0, 1.0),
+                  noise: float = 0.0, seed: int = 0, trials: int = 8, steps: int = 200, n_in: int = 20,
+                  n_out: int = 5) -> dict:
+    """Like ``generate`` for any rule f(x, y, w) (NumPy), output activation and input range
+    (inputs uniform in ``inputs``); y is NaN-free or the function raises FloatingPointError."""
     rng = np.random.default_rng(seed)
-    x = rng.uniform(0.0, 1.0, (trials, steps, n_in))
+    x = rng.uniform(*inputs, (trials, steps, n_in))
     w0 = rng.uniform(0.0, 0.2, (trials, n_out, n_in))
     w = w0.copy()
     y = np.empty((trials, steps, n_out))
-    for t in range(steps):
-        y[:, t] = ACT[activation](np.einsum("bij,bj->bi", w, x[:, t]))
-        w = w + eta * f(x[:, t, None, :], y[:, t, :, None], w)
+    with np.errstate(all="raise"):
+        for t in range(steps):
+            y[:, t] = ACT[activation](np.einsum("bij,bj->bi", w, x[:, t]))
+            w = w + eta * f(x[:, t, None, :], y[:, t, :, None], w)
+    if not np.all(np.isfinite(y)) or np.abs(w).max() > 100:
+        raise FloatingPointError(f"{text} leaves the weights' bound")
     if noise > 0:
         y = y + rng.normal(0.0, noise * y.std(), y.shape)
     meta = {"rule": text, "activation": activation, "eta": eta, "noise": noise, "seed": seed,
-            "generator": "benchmarks/activity_cases.py"}
+            "inputs": list(inputs), "generator": "benchmarks/activity_cases.py"}
     return {"x": x, "y": y, "w0": w0, "meta": np.array(json.dumps(meta))}
 
 
