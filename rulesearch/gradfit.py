@@ -437,14 +437,20 @@ class GradientFit:
     states the fitted rule visits (for the identifiability report's reasons).
     """
 
-    def __init__(self, family, model: Model, alpha: float, max_iter: int = 100, describe=None):
+    def __init__(self, family, model: Model, alpha: float, max_iter: int = 100, describe=None, seed: int = 0):
         self.family, self.model, self.alpha, self.max_iter, self.describe = family, model, alpha, max_iter, describe
+        self.seed = seed
         self.report: dict = {}
+
+    def _run_mlp(self, start, history, checkpoint, progress) -> FitResult:
+        return _fit_mlp(self, start, history, checkpoint, progress)
 
     def run(self, state=None, checkpoint=None, progress=None) -> FitResult:
         """The fit (seconds, no checkpoint needed: a resumed LM fit simply runs again)."""
         start = time.perf_counter()
         history: list = []
+        if self.family.kind == "mlp":
+            return self._run_mlp(start, history, checkpoint, progress)
 
         def step(d: Derivatives):
             history.append({"generation": len(history) + 1, "best_loss": d.loss, "best_objective": d.loss,
@@ -496,6 +502,36 @@ class GradientFit:
         return result
 
 
+MLP_STARTS = 4  # an MLP's loss is not convex: LM from this many of the family's random initial points
+
+
+def _fit_mlp(self, start, history, checkpoint, progress) -> FitResult:
+    """An MLP rule: every parameter fitted by LM from MLP_STARTS initial points (the family's
+    initialisation, seeded), the best kept; no selection or intervals (its weights mean nothing alone)."""
+    def step(d: Derivatives):
+        history.append({"generation": len(history) + 1, "best_loss": d.loss, "best_objective": d.loss,
+                        "evaluations": len(history) + 1})
+        if progress is not None:
+            progress(len(history), max(self.max_iter * MLP_STARTS, len(history)), d.loss, len(history))
+    everything = np.arange(self.family.n_params)
+    fits = []
+    with threadpool_limits(limits=1, user_api="blas"):
+        for k in range(MLP_STARTS):
+            x0 = self.family.initial(np.random.default_rng(self.seed + k))
+            x0[-self.family.hidden[0] - 1:] = 0.01 * np.random.default_rng(self.seed + k).normal(
+                size=self.family.hidden[0] + 1)  # output layer off 0, so that the hidden layer gets gradient
+            fits.append(levenberg_marquardt(self.model, everything, x0, self.max_iter, step))
+    best = min(fits, key=lambda f: f.d.cost)
+    self.report = {"optimizer": "lm", "likelihood": best.d.likelihood, "starts": MLP_STARTS,
+                   "start_losses": [f.d.loss for f in fits]}
+    elapsed = time.perf_counter() - start
+    loss = WORST_LOSS if best.d.blown else best.d.loss
+    if checkpoint is not None:
+        checkpoint({"optimizer": "lm", "params": best.theta.tolist(), "elapsed": elapsed})
+    return FitResult(best.theta.copy(), loss, loss, history, sum(f.iterations for f in fits),
+                     sum(f.evaluations for f in fits), elapsed, "blown" if best.d.blown else "converged")
+
+
 def lm_state_from_json(obj) -> dict:
     """An LM fit's checkpoint, validated (``TaskError`` when damaged); a resumed LM fit runs again
     from the start (seconds, deterministic), but never over a file it cannot read."""
@@ -528,6 +564,6 @@ def gradient_fitter(task, family, max_iter: int = 100) -> GradientFit | None:
                         "likelihood-ratio tests (fit.select_alpha) instead of a penalty: expected 0, or "
                         "fit.optimizer = 'cmaes'")
     model, describe = hooks
-    fitter = GradientFit(family, model, f.select_alpha, max_iter, describe)
+    fitter = GradientFit(family, model, f.select_alpha, max_iter, describe, task.seed)
     fitter.generations = max_iter
     return fitter

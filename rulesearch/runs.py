@@ -234,7 +234,8 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
     train, test = split_trials(task, task.fit.holdout)
     evaluator = make_evaluator(train, spec.evaluator, spec.workers, spec.scheduler, on_chunk)
     try:
-        lm = gradient_fitter(train, family)
+        # --generations caps an LM fit's iterations (per refit; default 100)
+        lm = gradient_fitter(train, family, spec.generations or 100)
         fitter = lm or FamilyFit(train, family, evaluator, task.seed, spec.generations)
         s = task.fit
         split = task.sim.split_info(train, test)
@@ -258,7 +259,7 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
         None if readable is None else readable.text()
     write_json(out / PARAMS_FILE, {**family.spec(), "params": params.tolist(), "rule": rule_text,
                                    **({"params_full": report["params_full"], "selected": report["selected"]}
-                                      if lm else {})})
+                                      if "params_full" in report else {})})
     rows = []
     if family.kind in ("taylor", "doublet"):
         rows = family.coefficient_rows(params)
@@ -270,14 +271,14 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
     heldout = None
     if test is not None:
         heldout = heldout_scores(test, packed, (task.data_meta or {}).get("rule"))
-        if lm:
+        if "params_full" in report:
             report["heldout_full"] = heldout_scores(test, family.pack(np.array(report["params_full"])[None]),
                                                     (task.data_meta or {}).get("rule"))
     example = None if test is None else task.sim.example_trace(test, packed)
     plot_fit(out / FIT_PLOT, result.history, rows, example, f"{task.name}: {family.kind} fit (seed {task.seed})")
     info.update(**_times(result, state, started), loss=result.loss, objective=result.objective,
                 rule=rule_text, heldout=heldout,
-                **{k: report[k] for k in ("likelihood", "loss_full", "heldout_full", "term_selection", "intervals",
+                **{k: report[k] for k in ("starts", "start_losses", "likelihood", "loss_full", "heldout_full", "term_selection", "intervals",
                              "identifiability")
                    if k in report})
     write_json(out / RUN_FILE, info)

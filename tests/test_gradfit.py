@@ -170,9 +170,10 @@ def test_fit_cli_reports_selection_intervals_and_identifiability(tmp_path, rng, 
     assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "not determined" in shown and "theta_x1_y1_w0" in shown
-    # CMA-ES stays available; 'lm' where there are no gradients is one line naming the field
+    # CMA-ES stays available; 'lm' where there are no gradients (an MLP of two hidden layers) is one
+    # line naming the field
     assert main(["fit", FIT, "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "mlp"), "--family", "mlp",
-                 "--set", "fit.optimizer=lm"] + sets) == 2
+                 "--set", "fit.hidden=[4, 4]", "--set", "fit.optimizer=lm"] + sets) == 2  # two hidden layers
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "fit.optimizer" in err and "cmaes" in err
 
@@ -202,3 +203,24 @@ def test_choice_likelihood_derivatives_match_the_kernel_and_finite_differences()
     # with the filter (the task's default) the likelihood is not differentiated: CMA-ES
     filtered = load_task(ROOT / "tasks" / "fly-choice.toml", sets[1:], data=data, seed=3)
     assert filtered.sim.derivatives(filtered, make_family(filtered)) is None
+
+
+@pytest.mark.parametrize("hidden_activation", ["tanh", "sigmoid"])
+def test_mlp_jacobian_matches_the_kernel_and_finite_differences(rng, hidden_activation):
+    """One-hidden-layer MLP rules: residuals equal the project's simulator's loss, the Jacobian
+    equals central differences."""
+    from rulesearch.families import MLPFamily
+    from rulesearch.sims.rate.sensitivity import mlp_residuals
+    task = _task(rng, lambda x, y, w: x * y - 0.2 * w, "tanh", trials=3, steps=60, n_in=5, n_out=2)
+    family = MLPFamily(task.grammar, ("x", "y", "w"), (4,), hidden_activation)
+    theta = family.initial(rng) + rng.normal(0, 0.2, family.n_params)
+    s = task.state
+    args = (np.array([0, 1, 2]), 4, hidden_activation, s.x, s.w0, s.target, 0.05, "tanh", 100.0)
+    r, J, blown = mlp_residuals(theta, *args)
+    assert not blown
+    assert np.mean(r ** 2) == pytest.approx(task.evaluate_packed(family.pack(theta[None])).losses[0], rel=1e-10)
+    for p in range(family.n_params):
+        e = np.zeros(family.n_params)
+        e[p] = 1e-6
+        fd = (mlp_residuals(theta + e, *args)[0] - mlp_residuals(theta - e, *args)[0]) / 2e-6
+        np.testing.assert_allclose(J[:, p], fd, rtol=1e-5, atol=1e-8)

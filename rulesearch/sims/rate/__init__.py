@@ -200,19 +200,31 @@ class RateSimulator(Simulator):
     def derivatives(self, task, family):
         """Taylor rules over x, y, w on recorded activity without lateral weights: residuals and
         their exact Jacobian from the forward sensitivities of ``sensitivity.py``."""
-        from ...families import TaylorFamily
+        from ...families import MLPFamily, TaylorFamily
         from ...gradfit import gaussian
-        from .sensitivity import taylor_residuals
+        from .sensitivity import mlp_residuals, taylor_residuals
         s, c = task.state, task.config
         slots = {"x": 0, "y": 1, "w": 2}
-        if (not isinstance(family, TaylorFamily) or c.lateral != "none" or s.target is None
+        if (not isinstance(family, (TaylorFamily, MLPFamily)) or c.lateral != "none" or s.target is None
                 or task.objective != "fit_activity" or any(v not in slots for v in family.variables)):
             return None
+        scale = float(np.nanstd(s.target)) or 1.0
+        if isinstance(family, MLPFamily):  # one hidden layer
+            if len(family.hidden) != 1:
+                return None
+            where = np.array([slots[v] for v in family.variables])
+
+            def mlp_model(theta, active):
+                full = np.zeros(family.n_params)
+                full[active] = theta
+                r, J, blown = mlp_residuals(full, where, family.hidden[0], family.activation, s.x, s.w0, s.target,
+                                            task.etas[0], c.activation, c.weight_bound)
+                return gaussian(r, J[:, active], blown, scale)
+            return mlp_model, None
         exps = np.zeros((family.n_params, 3), np.int64)
         for k, e in enumerate(family.terms):
             for v, p in zip(family.variables, e):
                 exps[k, slots[v]] = p
-        scale = float(np.nanstd(s.target)) or 1.0
         eta = task.etas[0]
 
         def model(theta, active):
