@@ -452,7 +452,7 @@ def cmd_show(args) -> int:
             print(f"{key:16s} {info[key]}")
     if rows is not None:
         _explain_selection(rows, info.get("selection"))
-    if fit and info.get("optimizer") == "lm":
+    if fit and info.get("optimizer") == "lm" and info.get("family", {}).get("family") == "taylor":
         _print_lm_fit(run, info)
     if fit or info.get("heldout"):
         _print_heldout(info.get("heldout"))

@@ -170,6 +170,11 @@ def test_fit_cli_reports_selection_intervals_and_identifiability(tmp_path, rng, 
     assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "not determined" in shown and "theta_x1_y1_w0" in shown
+    # an MLP is fitted by LM too (here one iteration per start), and shown
+    assert main(["fit", FIT, "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "mlp1"), "--family", "mlp",
+                 "--generations", "1"] + sets) == 0
+    assert json.loads((tmp_path / "mlp1" / "run.json").read_text())["starts"] == 4
+    assert main(["show", str(tmp_path / "mlp1")]) == 0 and "mlp fit" in capsys.readouterr().out
     # CMA-ES stays available; 'lm' where there are no gradients (an MLP of two hidden layers) is one
     # line naming the field
     assert main(["fit", FIT, "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "mlp"), "--family", "mlp",
