@@ -278,11 +278,14 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
     plot_fit(out / FIT_PLOT, result.history, rows, example, f"{task.name}: {family.kind} fit (seed {task.seed})")
     info.update(**_times(result, state, started), loss=result.loss, objective=result.objective,
                 rule=rule_text, heldout=heldout,
-                **{k: report[k] for k in ("starts", "start_losses", "likelihood", "loss_full", "heldout_full", "term_selection", "intervals",
-                             "identifiability")
-                   if k in report})
+                **{k: report[k] for k in LM_REPORT if k in report})
     write_json(out / RUN_FILE, info)
     return result, info, out
+
+
+# what run.json keeps of an LM fit's report
+LM_REPORT = ("starts", "start_losses", "likelihood", "loss_full", "heldout_full", "term_selection", "intervals",
+             "identifiability")
 
 
 def _write_coefficients(out: Path, family, params: np.ndarray, report: dict) -> None:
@@ -291,10 +294,12 @@ def _write_coefficients(out: Path, family, params: np.ndarray, report: dict) -> 
     se, selected = np.array(report["std_error"]), report["selected"]
     rows = family.coefficient_rows(params)
     z = report["intervals"]["z"]
+    table = []
+    for r, k, e in zip(rows, selected, se):
+        interval = (repr(float(e)), repr(float(r["value"] - z * e)), repr(float(r["value"] + z * e))) if k else ("",) * 3
+        table.append([r["term"], r["monomial"], repr(r["value"]), int(k), *interval])
     write_csv(out / COEFFICIENTS_FILE, ("term", "monomial", "value", "selected", "std_error", "ci95_low", "ci95_high"),
-              [[r["term"], r["monomial"], repr(r["value"]), int(k), *((repr(float(e)), repr(float(r["value"] - z * e)),
-                                                                        repr(float(r["value"] + z * e))) if k else ("", "", ""))]
-               for r, k, e in zip(rows, selected, se)])
+              table)
     full = family.coefficient_rows(np.array(report["params_full"]))
     write_csv(out / COEFFICIENTS_FULL_FILE, ("term", "monomial", "value", "std_error"),
               [[r["term"], r["monomial"], repr(r["value"]), repr(float(e))]
