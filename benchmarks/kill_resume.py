@@ -28,7 +28,8 @@ def commands(data: Path):
     evolve = CLI + ["evolve", str(ROOT / "tasks" / "oja.toml"), "--seed", "3", "--population", "80",
                     "--generations", "12"] + SMALL
     fit = CLI + ["fit", str(ROOT / "tasks" / "fit-activity.toml"), "--data", str(data), "--seed", "3",
-                 "--generations", "400", "--set", "inputs.steps=150", "--set", "inputs.trials=4"]
+                 "--generations", "400", "--set", "inputs.steps=150", "--set", "inputs.trials=4",
+                 "--set", "fit.optimizer=cmaes"]  # the CMA-ES replay is what resume must reproduce
     return {"evolve": (evolve, ("pareto.csv",)), "fit": (fit, ("coefficients.csv", "params.json"))}
 
 

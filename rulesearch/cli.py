@@ -154,7 +154,9 @@ def cmd_fit(args) -> int:
     print(f"{family['family']} fit: loss {result.loss:.4g} (penalised {result.objective:.4g}) after "
           f"{result.generations} generations, {result.evaluations} evaluations, {result.elapsed:.1f} s "
           f"({result.stopped})")
-    if family["family"] == "taylor":
+    if family["family"] == "taylor" and info.get("optimizer") == "lm":
+        _print_lm_fit(out, info)
+    elif family["family"] == "taylor":
         from .results import COEFFICIENTS_FILE, read_csv
         table = Table(title="largest terms (dw = eta * sum of terms)")
         for col in ("term", "monomial", "value"):
@@ -173,11 +175,48 @@ def cmd_fit(args) -> int:
     return 0
 
 
+def _print_lm_fit(run: Path, info: dict, flat_shown: int = 8) -> None:
+    """The selected terms with their 95 % intervals, what selection removed, and the directions of
+    coefficient space the data do not determine (an LM fit's report)."""
+    from rich.table import Table
+
+    from .results import COEFFICIENTS_FILE, read_csv
+    rows = read_csv(run / COEFFICIENTS_FILE)
+    kept = [r for r in rows if str(r.get("selected")) == "1"]
+    sel = info.get("term_selection", {})
+    table = Table(title=f"selected terms (dw = eta * sum of terms), 95 % intervals; {len(rows) - len(kept)} "
+                        f"other terms exactly 0")
+    for col in ("term", "monomial", "value", "95 % interval", "std error"):
+        table.add_column(col, justify="left" if col in ("term", "monomial") else "right")
+    for r in sorted(kept, key=lambda r: -abs(float(r["value"]))):
+        table.add_row(r["term"], r["monomial"], f"{float(r['value']):+.6g}",
+                      f"[{float(r['ci95_low']):+.6g}, {float(r['ci95_high']):+.6g}]", f"{float(r['std_error']):.2g}")
+    _console().print(table)
+    print(f"rule: {info['rule']}")
+    if sel:
+        print(f"term selection ({sel.get('route', '?')}): likelihood-ratio tests at alpha {sel['alpha']:g} against "
+              f"the full fit (every term, "
+              f"{COEFFICIENTS_FILE.replace('.csv', '_full.csv')}) loss {info.get('loss_full', float('nan')):.4g}, "
+              f"selected {info.get('loss', float('nan')):.4g}")
+    ident = info.get("identifiability")
+    if ident:
+        flat = ident["not_determined"]
+        print(f"identifiability: {ident['determined_directions']} of {ident['terms']} directions of coefficient "
+              f"space determined; {len(flat)} not (a unit change moves the "
+              f"{'activity' if info.get('likelihood', 'gaussian') == 'gaussian' else 'logit'} by < "
+              f"{ident['flat_effect']:g}{' of its std' if info.get('likelihood', 'gaussian') == 'gaussian' else ''} "
+              f"RMS, or the 95 % interval is wider than {ident['flat_interval']:g})")
+        for f in flat[:flat_shown]:
+            print(f"  not determined: {f['direction']}  (effect {f['effect']:.2g}; {f['reason']})")
+        if len(flat) > flat_shown:
+            print(f"  ... and {len(flat) - flat_shown} more in run.json (identifiability)")
+
+
 def cmd_distill(args) -> int:
     from .runs import distill_run, front_rows
     with _console().status(f"distilling with {args.backend} (sampling, regression, re-simulating)"):
         result, info, out = distill_run(args.run, args.backend, args.max_size, args.out, args.samples,
-                                        args.seed, sys.argv, args.force)
+                                        args.seed, sys.argv, args.force, not args.no_refit)
     from rich.table import Table
     table = Table(title=f"distilled formulas ({args.backend}, {result.n_samples} samples); "
                         f"the fitted rule's task loss: {result.blackbox_loss:.4g}")
@@ -296,11 +335,22 @@ def cmd_latex(args) -> int:
     return 0
 
 
+def _std_errors(run) -> dict:
+    """term -> standard error from an LM fit's coefficients.csv (empty for other fits)."""
+    from .results import COEFFICIENTS_FILE, read_csv
+    path = Path(run) / COEFFICIENTS_FILE
+    if not path.is_file():
+        return {}
+    return {r["term"]: float(r["std_error"]) for r in read_csv(path) if r.get("std_error") not in (None, "")}
+
+
 def _latex_fit(args) -> int:
     from .export import latex_coefficient_table, latex_equation
     from .rules import parse_rule
     from .runs import read_fit
-    _, family, params = read_fit(args.run)
+    info, family, params = read_fit(args.run)
+    if args.threshold is None:  # LM fits: the selected terms, every other term is exactly 0
+        args.threshold = 0.0 if info.get("optimizer") == "lm" else 0.05
     if family.kind == "doublet":
         rule = family.rule(params).canonical()
         print("\n".join(f"{p.symbol} = {t}" for p, t in zip(rule.space.pathways, rule.latex_parts())))
@@ -311,7 +361,8 @@ def _latex_fit(args) -> int:
     if args.table:
         cut = args.threshold * abs(params).max()
         # each monomial as the rule line prints it: products of the family's variables, x_j (r - \bar{r})
-        rows = [{"term": r["term"], "value": r["value"],
+        se = _std_errors(args.run)
+        rows = [{"term": r["term"], "value": r["value"], "std_error": se.get(r["term"]),
                  "latex": parse_rule(r["monomial"], r["family"].grammar).latex(lhs=False)}
                 for r in family.coefficient_rows(params) if abs(r["value"]) > cut]
         print(latex_coefficient_table(sorted(rows, key=lambda r: -abs(r["value"]))))
@@ -416,6 +467,8 @@ def cmd_show(args) -> int:
             print(f"{key:16s} {info[key]}")
     if rows is not None:
         _explain_selection(rows, info.get("selection"))
+    if fit and info.get("optimizer") == "lm" and info.get("family", {}).get("family") == "taylor":
+        _print_lm_fit(run, info)
     if fit or info.get("heldout"):
         _print_heldout(info.get("heldout"))
     if "versions" in info:
@@ -564,6 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_at_least(0), default=None, help="random seed (default: the fit's)")
     p.add_argument("--out", help="output folder (default: RUN/distill-BACKEND)")
     p.add_argument("--force", action="store_true", help="write into an existing, non-empty --out")
+    p.add_argument("--no-refit", action="store_true",
+                   help="keep each formula's constants as the regression found them (default: refit them on "
+                        "the task loss before selecting)")
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("compare", help="compare fitted rules on held-out choices (NLL, deviance, AIC, BIC)",
@@ -608,8 +664,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--simplify", action="store_true", help="print --rule in canonical form")
     p.add_argument("--table", action="store_true",
                    help="the whole front (or a Taylor fit's coefficients) as a LaTeX table")
-    p.add_argument("--threshold", type=float, default=0.05,
-                   help="Taylor fits: leave out terms below this fraction of the largest (default 0.05)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="Taylor fits: leave out terms below this fraction of the largest (default: 0 for fits "
+                        "that selected their terms (fit.optimizer lm), else 0.05)")
     p.set_defaults(func=cmd_latex)
 
     p = sub.add_parser("show", help="print a run's front and facts",

@@ -3,7 +3,9 @@
 1. Sample the rule's inputs on the states the network visits when it runs under
    the rule (the fitted trials), and the rule's output there.
 2. A symbolic-regression backend proposes formulas for those samples.
-3. Each formula is simplified with sympy, its constants snapped against the task
+3. Each formula's constants are refitted on the task loss (``refit``, the default: the
+   regression fits the black box's samples, whose errors the constants would otherwise
+   inherit), then simplified with sympy, its constants snapped against the task
    loss, and it is re-simulated on the task: the front reports both the
    regression error and the task loss, next to the MLP's own task loss.
 
@@ -27,7 +29,7 @@ import numpy as np
 
 from .errors import GrammarError
 from .families import variable_tokens
-from .fronts import FrontEntry, pareto_front, readable, select_rule
+from .fronts import FrontEntry, optimise_constants, pareto_front, readable, select_rule
 from .gp import Search
 from .grammar import Grammar
 from .primitives import POST, PRE, SYN, TRIAL, VARIABLES
@@ -228,7 +230,7 @@ def _with_pathway(blackbox: PackedPrograms, p: int, rules: list[Rule]) -> Packed
 
 
 def _distill_pathway(task: Task, blackbox: PackedPrograms, p: int, family, params, backend, max_size,
-                     n_samples, rng, seed) -> tuple[list[Rule], dict, np.ndarray]:
+                     n_samples, rng, seed, refit: bool = True) -> tuple[list[Rule], dict, np.ndarray]:
     """Formulas for pathway ``p``: (rules of one pathway, rule text -> regression MSE, task losses
     with the other pathways kept at the black box)."""
     pathway = task.space.pathways[p]
@@ -250,6 +252,10 @@ def _distill_pathway(task: Task, blackbox: PackedPrograms, p: int, family, param
         return task.evaluate_packed(_with_pathway(blackbox, p, rules)).losses
     rules = {}
     for rule in candidates:
+        if refit and rule.constants():
+            start = float(task_loss([rule])[0])
+            if start < WORST_LOSS:
+                rule = optimise_constants(rule, task_loss, start, smooth=task.sim.smooth_loss) or rule
         try:
             rule = readable(rule.canonical(), task_loss, task.search.snap_tol)
         except ValueError:
@@ -261,14 +267,16 @@ def _distill_pathway(task: Task, blackbox: PackedPrograms, p: int, family, param
 
 
 def distill(task: Task, family, params: np.ndarray, backend: str = "operon", max_size: int = 25,
-            n_samples: int = 2000, seed: int = 0) -> DistillResult:
-    """Explain ``family``'s rule at ``params`` by formulas; ``task`` is the task it was fitted on."""
+            n_samples: int = 2000, seed: int = 0, refit: bool = True) -> DistillResult:
+    """Explain ``family``'s rule at ``params`` by formulas; ``task`` is the task it was fitted on.
+    ``refit``: tune each formula's constants on the task loss before snapping and selecting."""
     check_backend(backend)
     rng = np.random.default_rng(seed)
     packed = family.pack(params[None])
     per_pathway = []
     for p, (fam, par) in enumerate(zip(_pathway_families(family, task), _pathway_params(family, params))):
-        per_pathway.append(_distill_pathway(task, packed, p, fam, par, backend, max_size, n_samples, rng, seed))
+        per_pathway.append(_distill_pathway(task, packed, p, fam, par, backend, max_size, n_samples, rng, seed,
+                                            refit))
     if not task.space.multi:
         rules, mse, losses = per_pathway[0]  # one pathway: the same texts in the task's space
         rules = [Rule(r.exprs, task.space) for r in rules]

@@ -29,10 +29,18 @@ def latex_table(rows: Sequence[dict], pathways: dict | None = None) -> str:
 
 
 def latex_coefficient_table(rows: Sequence[dict]) -> str:
-    """A LaTeX tabular of Taylor coefficients: term name, monomial (LaTeX) and value."""
-    lines = [r"\begin{tabular}{llr}", r"\hline", r"term & monomial & $\theta$ \\", r"\hline"]
+    """A LaTeX tabular of Taylor coefficients: term name, monomial (LaTeX) and value; a 95 % interval
+    column (value +- 1.96 std_error) when the rows have a ``std_error``."""
+    ci = any(row.get("std_error") is not None for row in rows)
+    lines = [r"\begin{tabular}{llr" + ("l" if ci else "") + "}", r"\hline",
+             r"term & monomial & $\theta$" + (r" & 95 \% interval" if ci else "") + r" \\", r"\hline"]
     for row in rows:
         name = row["term"].replace("_", r"\_")
-        lines.append(rf"\texttt{{{name}}} & ${row['latex']}$ & {_float(float(row['value']))} \\")
+        extra = ""
+        if ci:
+            e = row.get("std_error")
+            extra = " & " + ("" if e is None else rf"$\pm$ {_float(1.959963984540054 * e)}")
+        value = f"{float(row['value']):.6g}" if ci else _float(float(row["value"]))
+        lines.append(rf"\texttt{{{name}}} & ${row['latex']}$ & {value}{extra} \\")
     lines += [r"\hline", r"\end{tabular}"]
     return "\n".join(lines)

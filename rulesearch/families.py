@@ -176,7 +176,11 @@ class TaylorFamily:
         cut = threshold * np.abs(coefficients).max(initial=0.0)
         factors = [parse_rule(v, self.grammar).to_sympy()[0] for v in self.variables]
         factors = [f if v in self.grammar.names else sympy.UnevaluatedExpr(f) for v, f in zip(self.variables, factors)]
-        terms = [sympy.Float(c) * sympy.Mul(*[f ** p for f, p in zip(factors, exps)])
+
+        def number(c):  # a coefficient that prints as 1 (6 significant digits) is written as none
+            return sympy.Integer(int(np.sign(c))) if float(f"{abs(c):.6g}") == 1.0 else sympy.Float(c)
+
+        terms = [number(c) * sympy.Mul(*[f ** p for f, p in zip(factors, exps)])
                  for c, exps in zip(coefficients, self.terms) if c != 0.0 and abs(c) > cut]
         return sympy.Add(*terms) if terms else sympy.Integer(0)
 

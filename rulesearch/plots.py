@@ -70,9 +70,11 @@ def plot_fit(path: str | Path, history: Sequence[dict], coefficients: Sequence[d
     axes = list(axes[0])
     ax = axes.pop(0)
     gens = [h["generation"] for h in history]
-    ax.plot(gens, [h["best_loss"] for h in history], color="C0", label="best loss")
-    ax.plot(gens, [h["median_objective"] for h in history], color="0.6", lw=0.8, label="median (penalised)")
-    ax.set(xlabel="CMA-ES generation", ylabel="loss", title="fit", yscale="log")
+    ax.plot(gens, [max(h["best_loss"], 1e-300) for h in history], color="C0", label="best loss")
+    if all("median_objective" in h for h in history):  # CMA-ES; LM fits have one point per iteration
+        ax.plot(gens, [h["median_objective"] for h in history], color="0.6", lw=0.8, label="median (penalised)")
+    ax.set(xlabel="CMA-ES generation (or LM iteration: full fit, then refits)", ylabel="loss", title="fit",
+           yscale="log")
     ax.legend(fontsize=8)
     if coefficients:
         ax = axes.pop(0)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 RUN_FILE, PARETO_FILE, CHECKPOINT_FILE, FRONT_PLOT = "run.json", "pareto.csv", "checkpoint.json", "front.png"
 PARAMS_FILE, COEFFICIENTS_FILE, FIT_PLOT = "params.json", "coefficients.csv", "fit.png"
+COEFFICIENTS_FULL_FILE = "coefficients_full.csv"  # LM fits: every term, before selection
 PARETO_COLUMNS = ("complexity", "loss", "expression", "latex", "selected")
 
 

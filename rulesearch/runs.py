@@ -18,6 +18,7 @@ from .families import family_from_spec
 from .fit import FamilyFit, FitResult, heldout_scores, make_family, split_trials
 from .fit import state_from_json as fit_state_from_json
 from .gp import EvolveResult, Search
+from .gradfit import gradient_fitter, lm_state_from_json
 from .grammar import load_grammar
 from .plots import plot_fit, plot_front
 from .results import (
@@ -25,6 +26,7 @@ from .results import (
     COEFFICIENTS_FILE,
     FIT_PLOT,
     FRONT_PLOT,
+    COEFFICIENTS_FULL_FILE,
     PARAMS_FILE,
     PARETO_COLUMNS,
     PARETO_FILE,
@@ -240,35 +242,76 @@ def fit_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
     train, test = split_trials(task, task.fit.holdout)
     evaluator = make_evaluator(train, spec.evaluator, spec.workers, spec.scheduler, on_chunk)
     try:
-        fitter = FamilyFit(train, family, evaluator, task.seed, spec.generations)
+        # --generations caps an LM fit's iterations (per refit; default 100)
+        lm = gradient_fitter(train, family, spec.generations or 100)
+        fitter = lm or FamilyFit(train, family, evaluator, task.seed, spec.generations)
         s = task.fit
         split = task.sim.split_info(train, test)
-        state = _checkpoint(out, fit_state_from_json) if resume else None
+        # an LM fit takes seconds and is deterministic: a resumed one (its checkpoint validated) runs again
+        state = _checkpoint(out, fit_state_from_json if lm is None else lm_state_from_json) if resume else None
+        state = None if lm is not None else state
+        settings = {"optimizer": "lm", "select_alpha": s.select_alpha} if lm else \
+            {"optimizer": "cmaes", "popsize": s.popsize, "sigma0": s.sigma0, "l1": s.l1}
         info = _run_info(spec, task, "fit", started, argv, family=family.spec(), generations=fitter.generations,
-                         popsize=s.popsize, sigma0=s.sigma0, l1=s.l1, **evaluator.describe(), **split)
+                         **settings, **evaluator.describe(), **split)
         result = _record_and_run(fitter, state, out, info, progress)
     finally:
         evaluator.close()
     params = result.params
     packed = family.pack(params[None])
-    # printed as fitted: products of the family's variables (x*(r - rbar)), not the canonical expansion
+    report = lm.report if lm is not None else {}
+    # printed as fitted: products of the family's variables (x*(r - rbar)), not the canonical expansion;
+    # LM fits report the selected terms exactly (the others are exactly 0), CMA-ES fits leave out
+    # terms below TERM_THRESHOLD of the largest
     rule_text = family.describe(params) if family.kind == "doublet" else \
-        family.text(params, TERM_THRESHOLD) if family.kind == "taylor" else None
-    write_json(out / PARAMS_FILE, {**family.spec(), "params": params.tolist(), "rule": rule_text})
+        family.text(params, 0.0 if lm else TERM_THRESHOLD) if family.kind == "taylor" else None
+    write_json(out / PARAMS_FILE, {**family.spec(), "params": params.tolist(), "rule": rule_text,
+                                   **({"params_full": report["params_full"], "selected": report["selected"]}
+                                      if "params_full" in report else {})})
     rows = []
     if family.kind in ("taylor", "doublet"):
         rows = family.coefficient_rows(params)
-        write_csv(out / COEFFICIENTS_FILE, ("term", "monomial", "value"),
-                  [[r["term"], r["monomial"], repr(r["value"])] for r in rows])
+        if lm:
+            _write_coefficients(out, family, params, report)
+        else:
+            write_csv(out / COEFFICIENTS_FILE, ("term", "monomial", "value"),
+                      [[r["term"], r["monomial"], repr(r["value"])] for r in rows])
     heldout = None
     if test is not None:
         heldout = heldout_scores(test, packed, (task.data_meta or {}).get("rule"))
+        if "params_full" in report:
+            report["heldout_full"] = heldout_scores(test, family.pack(np.array(report["params_full"])[None]),
+                                                    (task.data_meta or {}).get("rule"))
     example = None if test is None else task.sim.example_trace(test, packed)
     plot_fit(out / FIT_PLOT, result.history, rows, example, f"{task.name}: {family.kind} fit (seed {task.seed})")
     info.update(**_times(result, state, started), loss=result.loss, objective=result.objective,
-                rule=rule_text, heldout=heldout)
+                rule=rule_text, heldout=heldout,
+                **{k: report[k] for k in LM_REPORT if k in report})
     write_json(out / RUN_FILE, info)
     return result, info, out
+
+
+# what run.json keeps of an LM fit's report
+LM_REPORT = ("starts", "start_losses", "likelihood", "loss_full", "heldout_full", "term_selection", "intervals",
+             "identifiability")
+
+
+def _write_coefficients(out: Path, family, params: np.ndarray, report: dict) -> None:
+    """coefficients.csv of an LM fit (the selected terms refitted, every other term exactly 0, 95 %
+    intervals of the selected ones) and coefficients_full.csv (every term fitted, no selection)."""
+    se, selected = np.array(report["std_error"]), report["selected"]
+    rows = family.coefficient_rows(params)
+    z = report["intervals"]["z"]
+    table = []
+    for r, k, e in zip(rows, selected, se):
+        interval = (repr(float(e)), repr(float(r["value"] - z * e)), repr(float(r["value"] + z * e))) if k else ("",) * 3
+        table.append([r["term"], r["monomial"], repr(r["value"]), int(k), *interval])
+    write_csv(out / COEFFICIENTS_FILE, ("term", "monomial", "value", "selected", "std_error", "ci95_low", "ci95_high"),
+              table)
+    full = family.coefficient_rows(np.array(report["params_full"]))
+    write_csv(out / COEFFICIENTS_FULL_FILE, ("term", "monomial", "value", "std_error"),
+              [[r["term"], r["monomial"], repr(r["value"]), repr(float(e))]
+               for r, e in zip(full, report["std_error_full"])])
 
 
 def largest_terms(rows: Sequence[dict], n: int = 8) -> list[dict]:
@@ -297,7 +340,7 @@ def read_fit(run_dir: str | Path):
 
 def distill_run(fit_dir: str | Path, backend: str = "operon", max_size: int = 25, out: str | Path | None = None,
                 n_samples: int = 2000, seed: int | None = None, argv: Sequence[str] | None = None,
-                force: bool = False):
+                force: bool = False, refit: bool = True):
     """Distill a fit folder's rule into formulas; writes ``out`` (default FIT_DIR/distill-BACKEND):
     run.json, pareto.csv (task loss and regression MSE per formula) and front.png."""
     started = time.time()
@@ -308,7 +351,7 @@ def distill_run(fit_dir: str | Path, backend: str = "operon", max_size: int = 25
     task = load_task(info["task"], info["overrides"], info["data"], info["seed"])
     train, _ = split_trials(task, task.fit.holdout)
     seed = task.seed if seed is None else seed
-    result = distill(train, family, params, backend, max_size, n_samples, seed)
+    result = distill(train, family, params, backend, max_size, n_samples, seed, refit)
     rows = [{**row, "regression_mse": result.regression_mse[row["expression"]]}
             for row in front_rows(result)]
     columns = front_columns(rows)
@@ -318,7 +361,7 @@ def distill_run(fit_dir: str | Path, backend: str = "operon", max_size: int = 25
     sel = result.selected
     run = _run_info(RunSpec(info["task"], tuple(info["overrides"]), info["data"], info["seed"]), task,
                     "distill", started, argv, source=str(fit_dir), backend=backend, max_size=max_size,
-                    n_samples=n_samples, distill_seed=seed)
+                    n_samples=n_samples, distill_seed=seed, refit_constants=refit)
     run.update(status="done", wall_seconds=round(time.time() - started, 3), blackbox_loss=result.blackbox_loss,
                selected=sel.expression, selected_loss=sel.loss,
                selected_regression_mse=result.regression_mse[sel.expression],

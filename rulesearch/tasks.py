@@ -61,6 +61,13 @@ class Fit:
     sigma0: float = 0.1
     holdout: float = 0.25  # fraction of trials held out from fitting (data tasks)
     target_loss: float = 0.0
+    # "auto": Levenberg-Marquardt with exact gradients where the simulator offers them for the
+    # family (gradfit.py), else CMA-ES; "lm" insists on gradients; "cmaes" never uses them
+    optimizer: str = "auto"
+    select_alpha: float = 1e-3  # lm: level of the likelihood-ratio test that removes a term (0: keep all)
+
+
+FIT_OPTIMIZERS = ("auto", "lm", "cmaes")
 
 
 @dataclass(frozen=True)
@@ -371,7 +378,9 @@ def _load_fit(ff: Fields) -> Fit:
               l1=ff.get("l1", float, d.l1, low=0.0), generations=ff.get("generations", int, DEFAULT_FIT_GENERATIONS[family], low=0),
               popsize=ff.get("popsize", int, d.popsize, low=4), sigma0=ff.get("sigma0", float, d.sigma0, low=1e-12),
               holdout=ff.get("holdout", float, d.holdout, low=0.0, high=0.9),
-              target_loss=ff.get("target_loss", float, d.target_loss, low=0.0))
+              target_loss=ff.get("target_loss", float, d.target_loss, low=0.0),
+              optimizer=ff.get("optimizer", str, d.optimizer, choices=FIT_OPTIMIZERS),
+              select_alpha=ff.get("select_alpha", float, d.select_alpha, low=0.0, high=0.5))
     ff.finish()
     return fit
 

@@ -114,7 +114,9 @@ def test_distill_explains_each_pathway_of_a_two_pathway_rule(tmp_path):
     params[family.names.index("ff.theta_x1_y1_w0")] = 1.0
     params[family.names.index("ff.theta_x0_y2_w1")] = -1.0
     params[family.names.index("lat.theta_x1_y1_w0")] = -0.5
-    result = distill(task, family, params, "operon", max_size=15, n_samples=800, seed=0)
+    # refit=False: this black box is set by hand, not fitted to the task, and the task's PCA loss at
+    # a finite learning rate is lowest a little away from Oja's constants, where a refit would move them
+    result = distill(task, family, params, "operon", max_size=15, n_samples=800, seed=0, refit=False)
     sel = result.selected
     assert sel.rule.space.names == ("ff", "lat")
     x, y, w = (np.random.default_rng(k).normal(size=300) for k in range(3))
@@ -123,3 +125,26 @@ def test_distill_explains_each_pathway_of_a_two_pathway_rule(tmp_path):
     np.testing.assert_allclose(f_ff(x, y, w), x * y - y**2 * w, atol=1e-3)
     np.testing.assert_allclose(f_lat(x, y, w), -0.5 * x * y, atol=1e-3)
     assert sel.loss <= result.blackbox_loss * 1.01 + 1e-9
+
+
+def test_distill_refits_constants_on_the_task(tmp_path, monkeypatch):
+    """A backend proposes the generating rule x*y - 0.37*y**2*w with constants 20 % off (as a
+    regression on an imperfect black box's samples would): by default distill refits them on the
+    task loss to within 1 %; with refit=False only snapping moves them, and not to 0.37."""
+    import rulesearch.distill as d
+    from rulesearch.families import TaylorFamily
+    task = load_task(FIT, SMALL, require_data=False, seed=2)
+    save_activity(tmp_path / "d.npz", simulate_activity(task, task.parse("x*y - 0.37*y**2*w")))
+    train, _ = split_trials(load_task(FIT, SMALL, data=tmp_path / "d.npz", seed=2), 0.25)
+    family = TaylorFamily(train.grammar, ("x", "y", "w"), 2)
+    params = np.zeros(family.n_params)
+    params[family.names.index("theta_x1_y1_w0")], params[family.names.index("theta_x0_y2_w1")] = 1.0, -0.37
+    monkeypatch.setitem(d.BACKENDS, "stub", lambda problem: d._parse_candidates(["0.8*x*y - 0.296*y**2*w"],
+                                                                                 problem))
+    found = []
+    for refit in (True, False):
+        result = distill(train, family, params, "stub", max_size=20, n_samples=300, seed=0, refit=refit)
+        f, _ = rule_function(result.selected.rule)
+        found.append((f(1.0, 1.0, 0.0), -f(0.0, 1.0, 1.0)))  # (coefficient of x*y, of y**2*w)
+    np.testing.assert_allclose(found[0], (1.0, 0.37), rtol=0.01)
+    assert abs(found[1][1] - 0.37) > 0.01 * 0.37

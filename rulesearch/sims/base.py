@@ -143,6 +143,13 @@ class Simulator:
         states the network visits under the (single) rule in ``packed``; for ``distill``."""
         raise NotImplementedError
 
+    def derivatives(self, task: "Task", family) -> tuple | None:
+        """Exact derivatives of the task's loss by a family's parameters, for ``rulesearch fit``'s
+        Levenberg-Marquardt optimiser (``gradfit.py``): ``(model, describe)`` with
+        ``model(theta, active) -> gradfit.Derivatives`` and ``describe(params) -> (term_rms,
+        ranges)`` or None; None when this simulator cannot differentiate this task and family."""
+        return None
+
     def heldout_scores(self, test: "Task", packed: "PackedPrograms", true_rule: "Rule | None") -> dict:
         """Scores of one fitted rule on the held-out view (``true_rule``: the data's ground truth)."""
         return {"loss": float(test.evaluate_packed(packed).losses[0])}

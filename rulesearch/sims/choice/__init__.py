@@ -250,6 +250,10 @@ class ChoiceSimulator(Simulator):
         return simulate(packed, s.choices, s.w0, c.readout, task.etas[0], c.weight_bound, record, noise_var,
                         filtered and not activity and (noise_var > 0 or prior_var > 0), prior_var, activity)
 
+    def derivatives(self, task, family):
+        from .sensitivity import derivatives_model  # Taylor fits without the weight filter
+        return derivatives_model(task, family)
+
     def visited_states(self, task, packed, pathway, names, n_samples, rng):
         """Every update of every animal: the accepted encounter's input, activity and weights."""
         sim = self.simulate(task, packed, record=True)

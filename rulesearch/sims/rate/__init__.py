@@ -198,6 +198,57 @@ class RateSimulator(Simulator):
             raise ValueError(f"distill samples {', '.join(columns)}; this rule also uses {', '.join(missing)}")
         return np.stack([columns[v] for v in names], axis=1)
 
+    def derivatives(self, task, family):
+        """Taylor rules over x, y, w on recorded activity without lateral weights: residuals and
+        their exact Jacobian from the forward sensitivities of ``sensitivity.py``."""
+        from ...families import MLPFamily, TaylorFamily
+        from ...gradfit import gaussian
+        from .sensitivity import mlp_residuals, taylor_residuals
+        s, c = task.state, task.config
+        slots = {"x": 0, "y": 1, "w": 2}
+        if (not isinstance(family, (TaylorFamily, MLPFamily)) or c.lateral != "none" or s.target is None
+                or task.objective != "fit_activity" or any(v not in slots for v in family.variables)):
+            return None
+        scale = float(np.nanstd(s.target)) or 1.0
+        if isinstance(family, MLPFamily):  # one hidden layer
+            if len(family.hidden) != 1:
+                return None
+            where = np.array([slots[v] for v in family.variables])
+
+            def mlp_model(theta, active):
+                full = np.zeros(family.n_params)
+                full[active] = theta
+                r, J, blown = mlp_residuals(full, where, family.hidden[0], family.activation, s.x, s.w0, s.target,
+                                            task.etas[0], c.activation, c.weight_bound)
+                return gaussian(r, J[:, active], blown, scale)
+            return mlp_model, None
+        exps = np.zeros((family.n_params, 3), np.int64)
+        for k, e in enumerate(family.terms):
+            for v, p in zip(family.variables, e):
+                exps[k, slots[v]] = p
+        eta = task.etas[0]
+
+        def model(theta, active):
+            r, J, blown = taylor_residuals(theta, exps[active], s.x, s.w0, s.target, eta, c.activation,
+                                           c.weight_bound)
+            return gaussian(r, J, blown, scale)
+
+        def describe(params):
+            sim = self.simulate(task, family.pack(np.asarray(params, float)[None]), record=True)
+            if sim.blown[0]:
+                return None, None
+            w, y = sim.w[0], sim.y[0]  # (trials, steps, n_out, n_in), (trials, steps, n_out)
+            ranges = {"x": (float(s.x.min()), float(s.x.max())), "y": (float(y.min()), float(y.max())),
+                      "w": (float(w.min()), float(w.max()))}
+            rng = np.random.default_rng(0)
+            n = 20000
+            b, t = rng.integers(0, w.shape[0], n), rng.integers(0, w.shape[1], n)
+            i, j = rng.integers(0, w.shape[2], n), rng.integers(0, w.shape[3], n)
+            states = np.stack([s.x[b, t, j], y[b, t, i], w[b, t, i, j]], axis=1)
+            rms = np.sqrt(np.mean(np.prod(states[:, None, :] ** exps[None], axis=2) ** 2, axis=0))
+            return rms, ranges
+        return model, describe
+
     def heldout_scores(self, test, packed, true_rule):
         """The task loss and activity R^2 against the recording; with the data's true rule, R^2 of the
         weight trajectories (every pathway) and of activity between the fitted and the true rule."""
