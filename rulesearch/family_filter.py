@@ -7,20 +7,27 @@ nuisance parameters (the external drive), simulated once with its own input seed
 
 Rounds. Round 0 draws ``simulations`` candidates from the prior: taus log-uniform in
 ``tau_range_ms``, coefficients uniform in ``coefficient_range``, nuisances uniform in their
-ranges. Each later round proposes from what passed so far, with scikit-learn (backend
-"sklearn"), in the prior's unit box:
+ranges. Each later round proposes from what was simulated so far, with scikit-learn (backend
+"sklearn"), in the prior's unit box, modelled on an *elite* set: the candidates passing every
+constraint the proposed round checks, topped up to ``ELITE_FRACTION`` of all simulations (at
+least ``ELITE_MIN``) with the least violating ones (``violation``: the summed distance outside
+each range, relative to the bound crossed). That is ABC-SMC's adaptive tolerance: a round whose
+constraints nothing has passed yet still moves towards them, instead of restarting from the prior.
 
-1. a classifier of pass/fail (gradient-boosted trees) over every simulation so far;
-2. a density model of the passing candidates (a Gaussian mixture, its covariances widened by
-   ``WIDEN`` so the proposal explores around them), mixed with ``DEFENSIVE`` of the prior so no
-   part of the prior is ever out of reach;
+1. a classifier of elite / not elite (gradient-boosted trees) over every simulation so far;
+2. a density model of the elite (a Gaussian mixture, its covariances widened by ``WIDEN`` so the
+   proposal explores around them), mixed with ``DEFENSIVE`` of the prior;
 3. candidates drawn from that mixture outside the prior's box are dropped; the rest are kept with
-   probability P(pass) from the classifier (rejection), until the round is full.
+   probability P(elite) / max P(elite) from the classifier (rejection), until the round is full.
 
 This is a restricted proposal, not a posterior: the family is the set of plausible combinations
-found, and round 0's pass fraction is the unbiased plausible fraction of the prior. With
-``staged``, round r checks only the constraints of stages <= r (rates, then weights, then the
-rest), as the published work did; the family always satisfies all of them.
+found (those passing every constraint, in any round), and round 0's pass fraction is the
+unbiased plausible fraction of the prior. With ``staged``, round r < last checks only the
+constraints of stages <= r (rates, then weights, then the rest), as the published work did, and
+the last round every constraint; the family always satisfies all of them.
+
+A pathway can be pinned to a fixed rule (``families.pinned``, any rule the grammar can express):
+it leaves the sampled space and every candidate runs it.
 
 Resumable: each round's candidates are drawn once and saved (proposals.npz); simulations are run
 in batches, and simulations.csv and checkpoint.json are written after each, so an interrupted
@@ -48,7 +55,7 @@ SIMULATIONS_FILE, ROUNDS_FILE, FAMILY_FILE, PROPOSALS_FILE = "simulations.csv", 
 DEFENSIVE = 0.1  # fraction of each later round's proposal drawn from the prior (before the classifier)
 ELITE_FRACTION, ELITE_MIN = 0.05, 10  # a proposal is modelled on at least this many candidates
 VIOLATION_CAP = 10.0  # a constraint's largest contribution to a candidate's violation
-WIDEN = 1.5  # proposal covariance = WIDEN^2 x the mixture's
+WIDEN = 1.2  # proposal covariance = WIDEN^2 x the mixture's (ABC-SMC kernels: about 1.4)
 MAX_COMPONENTS = 5  # Gaussian mixture components (at most one per 10 passing candidates)
 PER_PATHWAY = ("tau_pre_ms", "tau_post_ms", "alpha", "beta", "gamma", "kappa")
 
@@ -217,13 +224,14 @@ def violation(rows: Sequence[dict], constraints, checked: Sequence[str]) -> np.n
     return total
 
 
-def elite(rows: Sequence[dict], constraints, checked: Sequence[str]) -> np.ndarray:
+def elite(rows: Sequence[dict], constraints, checked: Sequence[str], fraction: float = ELITE_FRACTION,
+          minimum: int = ELITE_MIN) -> np.ndarray:
     """Bool (n,): the candidates a proposal is modelled on: those passing every ``checked``
-    constraint, topped up to ``ELITE_FRACTION`` of ``rows`` (at least ``ELITE_MIN``) with the least
+    constraint, topped up to ``fraction`` of ``rows`` (at least ``minimum``) with the least
     violating ones (an adaptive tolerance, as in ABC-SMC), so that a round whose constraints nothing
     has passed yet still moves towards them rather than falling back to the prior."""
     d = violation(rows, constraints, checked)
-    want = min(len(rows), max(ELITE_MIN, int(np.ceil(ELITE_FRACTION * len(rows)))))
+    want = min(len(rows), max(minimum, int(np.ceil(fraction * len(rows)))))
     if (d == 0).sum() >= want:
         return d == 0
     out = np.zeros(len(rows), bool)
@@ -354,7 +362,8 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
                       "coefficient_range": list(task.families.coefficient_range),
                       **{k: list(v) for k, v in space.nuisance.items()}},
             "constraints": {k.metric: [k.low, k.high] for k in task.sim.constraints(task.config)},
-            "parameters": space.names, "pinned": {p: list(t) for p, t in space.pinned.items()}, "network": task.sim.describe(task.config), "versions": versions(),
+            "parameters": space.names, "pinned": {p: list(t) for p, t in space.pinned.items()},
+            "network": task.sim.describe(task.config), "versions": versions(),
             "status": "running"}
     evaluator = make_evaluator(task, spec.evaluator, spec.workers, spec.scheduler)
     info.update(evaluator.describe())
@@ -373,7 +382,7 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
                 unit, seeds = stored["unit"], stored["seeds"]
             else:  # drawn once per round from the seed and the simulations before it
                 rng = np.random.default_rng([task.seed, 7, r])
-                # the model learns what passed the filters so far (the previous round's constraints)
+                # modelled on the candidates nearest to passing the constraints this round checks
                 unit = propose(space, [row for row in rows if int(row["round"]) < r],
                                task.sim.constraints(task.config), _checked(task, r, rounds), n_sim, rng)
                 seeds = rng.integers(0, 2 ** 31 - 1, n_sim)

@@ -112,3 +112,21 @@ def test_pinned_pathway_is_fixed_and_shown(tmp_path, capsys):
                  str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err.strip()
     assert "field 'families.pinned'" in err and "unknown name 'y'" in err and len(err.splitlines()) == 1
+
+
+def test_violation_and_elite_by_hand():
+    """The distance outside each range relative to the bound crossed, NaN counted as the cap; the
+    elite set is every candidate passing when there are enough, else the least violating."""
+    import numpy as np
+    from rulesearch.family_filter import VIOLATION_CAP, elite, violation
+    from rulesearch.sims.lif_network.metrics import Constraint
+    cons = [Constraint("rate_e", 1.0, 50.0, 0), Constraint("w_creep", 0.0, 0.05, 1)]
+    rows = [{"rate_e": "60", "w_creep": "0.1"}, {"rate_e": "0.5", "w_creep": "0.0"},
+            {"rate_e": "nan", "w_creep": "nan"}, {"rate_e": "10", "w_creep": "0.05"}]
+    np.testing.assert_allclose(violation(rows, cons, ["rate_e", "w_creep"]), [0.2 + 1.0, 0.5, 2 * VIOLATION_CAP, 0])
+    np.testing.assert_allclose(violation(rows, cons, ["rate_e"]), [0.2, 0.5, VIOLATION_CAP, 0])
+    many = [{"rate_e": "10", "w_creep": repr(0.01 * k)} for k in range(30)]  # k <= 5 pass
+    e = elite(many, cons, ["rate_e", "w_creep"], fraction=0.1, minimum=8)
+    assert e.tolist() == [k < 8 for k in range(30)]  # 6 pass: topped up with the two nearest
+    e = elite(many, cons, ["rate_e", "w_creep"], fraction=0.1, minimum=3)
+    assert e.tolist() == [k <= 5 for k in range(30)]  # enough pass: exactly those
