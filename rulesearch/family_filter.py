@@ -53,7 +53,7 @@ from .vm import PackedPrograms, interleave
 SIMULATIONS_FILE, ROUNDS_FILE, FAMILY_FILE, PROPOSALS_FILE = "simulations.csv", "rounds.csv", "family.csv", \
     "proposals.npz"
 DEFENSIVE = 0.1  # fraction of each later round's proposal drawn from the prior (before the classifier)
-ELITE_FRACTION, ELITE_MIN = 0.05, 10  # a proposal is modelled on at least this many candidates
+ELITE_FRACTION, ELITE_MIN = 0.03, 10  # a proposal is modelled on at least this many candidates
 VIOLATION_CAP = 10.0  # a constraint's largest contribution to a candidate's violation
 WIDEN = 1.2  # proposal covariance = WIDEN^2 x the mixture's (ABC-SMC kernels: about 1.4)
 MAX_COMPONENTS = 5  # Gaussian mixture components (at most one per 10 passing candidates)
