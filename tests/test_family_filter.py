@@ -108,6 +108,8 @@ def test_pinned_pathway_is_fixed_and_shown(tmp_path, capsys):
     assert info["pinned"] == {"ii": ["0.5 - 1.0*x_post", "-0.3 + 0.7*x_pre"]} and family
     assert all(r["ii"].startswith("pre: 0.5 - 1.0*x_post; post: -0.3 + 0.7*x_pre (pinned") for r in family)
     assert "ii.alpha" not in read_csv(out / SIMULATIONS_FILE)[0]
+    assert main(["show", str(out)]) == 0
+    assert "pinned (not sampled): ii.pre: 0.5 - 1.0*x_post; ii.post: -0.3 + 0.7*x_pre" in capsys.readouterr().out
     assert main(["families", SPEC.task, "--set", "families.pinned=ii.pre: x_pre + y", "--out",
                  str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err.strip()
