@@ -29,7 +29,12 @@ the last round every constraint; the family always satisfies all of them.
 A pathway can be pinned to a fixed rule (``families.pinned``, any rule the grammar can express):
 it leaves the sampled space and every candidate runs it.
 
-Resumable: each round's candidates are drawn once and saved (proposals.npz); simulations are run
+Within a later round the proposal is refitted after every batch (``families.refit``, default on;
+``families.batch`` simulations each), so that a round of 700 is seven steps of the sequential
+scheme rather than one: with three rounds, one-shot proposals moved too little towards the weight
+constraints (README). Round 0 is always one draw from the prior.
+
+Resumable: each block of candidates is drawn once and saved (proposals.npz); simulations are run
 in batches, and simulations.csv and checkpoint.json are written after each, so an interrupted
 run continues where it stopped and ends exactly as an uninterrupted one.
 """
@@ -372,31 +377,40 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
     columns = _columns(space, task)
     t0 = time.time()
     try:
+        constraints = task.sim.constraints(task.config)
         for r in range(rounds):
-            done = [row for row in rows if int(row["round"]) == r]
-            if len(done) >= n_sim:
-                continue
-            proposals = out / PROPOSALS_FILE
-            stored = np.load(proposals) if proposals.is_file() else None
-            if stored is not None and int(stored["round"]) == r:
-                unit, seeds = stored["unit"], stored["seeds"]
-            else:  # drawn once per round from the seed and the simulations before it
-                rng = np.random.default_rng([task.seed, 7, r])
-                # modelled on the candidates nearest to passing the constraints this round checks
-                unit = propose(space, [row for row in rows if int(row["round"]) < r],
-                               task.sim.constraints(task.config), _checked(task, r, rounds), n_sim, rng)
-                seeds = rng.integers(0, 2 ** 31 - 1, n_sim)
-                savez_atomic(proposals, round=np.array(r), unit=unit, seeds=seeds)
-            values = space.to_values(unit)
-            for a in range(len(done), n_sim, task.families.batch):
-                b = min(a + task.families.batch, n_sim)
-                metrics = evaluator.metrics(space.pack(values[a:b], seeds[a:b]))
-                rows += _rows(space, task, r, a, values[a:b], seeds[a:b], metrics, _stage(task, r, rounds))
-                write_csv(out / SIMULATIONS_FILE, columns, [[row[c] for c in columns] for row in rows])
-                write_json(out / CHECKPOINT_FILE, {"round": r, "done": b, "elapsed": before + time.time() - t0})
-                if progress is not None:
-                    this = [row for row in rows if int(row["round"]) == r]
-                    progress(r, rounds, b, n_sim, np.mean([row["pass_round"] == "1" for row in this]))
+            # round 0 samples the prior at once; a later round refits its proposal after every batch
+            step = n_sim if r == 0 or not task.families.refit else min(task.families.batch, n_sim)
+            while True:
+                done = sum(int(row["round"]) == r for row in rows)
+                if done >= n_sim:
+                    break
+                start = done // step * step
+                size = min(step, n_sim - start)
+                proposals = out / PROPOSALS_FILE
+                stored = np.load(proposals) if proposals.is_file() else None
+                if stored is not None and int(stored["round"]) == r and int(stored["start"]) == start:
+                    unit, seeds = stored["unit"], stored["seeds"]
+                else:  # drawn once, from the seed and the simulations before this block
+                    rng = np.random.default_rng([task.seed, 7, r, start])
+                    known = [row for row in rows if int(row["round"]) < r
+                             or (int(row["round"]) == r and int(row["index"]) < start)]
+                    # modelled on the candidates nearest to passing the constraints this round checks
+                    unit = propose(space, known, constraints, _checked(task, r, rounds), size, rng)
+                    seeds = rng.integers(0, 2 ** 31 - 1, size)
+                    savez_atomic(proposals, round=np.array(r), start=np.array(start), unit=unit, seeds=seeds)
+                values = space.to_values(unit)
+                for a in range(done - start, size, task.families.batch):
+                    b = min(a + task.families.batch, size)
+                    metrics = evaluator.metrics(space.pack(values[a:b], seeds[a:b]))
+                    rows += _rows(space, task, r, start + a, values[a:b], seeds[a:b], metrics,
+                                  _stage(task, r, rounds))
+                    write_csv(out / SIMULATIONS_FILE, columns, [[row[c] for c in columns] for row in rows])
+                    write_json(out / CHECKPOINT_FILE, {"round": r, "done": start + b,
+                                                       "elapsed": before + time.time() - t0})
+                    if progress is not None:
+                        this = [row for row in rows if int(row["round"]) == r]
+                        progress(r, rounds, start + b, n_sim, np.mean([row["pass_round"] == "1" for row in this]))
         summary = _finish(space, task, out, rows, rounds, evaluator)
     except KeyboardInterrupt:
         info.update(status="interrupted", elapsed_seconds=round(before + time.time() - t0, 3))

@@ -72,6 +72,7 @@ class FamilySettings:
     recheck: bool = True  # re-simulate the family with new input seeds at the end
     figures: bool = True  # pass_fraction.png, metrics.png, pairs_<pathway>.png
     pinned: str = ""  # a fixed rule for some pathways ("ii.pre: ...; ii.post: ..."): not sampled
+    refit: bool = True  # rounds after the first refit their proposal after every batch
 
 
 FAMILY_BACKENDS = ("sklearn", "sbi")
@@ -363,7 +364,8 @@ def _load_families(ff: Fields) -> FamilySettings:
                          tau_range_ms=interval("tau_range_ms", d.tau_range_ms, low=1e-3),
                          coefficient_range=interval("coefficient_range", d.coefficient_range),
                          batch=ff.get("batch", int, d.batch, low=1), recheck=ff.get("recheck", bool, d.recheck),
-                         figures=ff.get("figures", bool, d.figures), pinned=ff.get("pinned", str, d.pinned))
+                         figures=ff.get("figures", bool, d.figures), pinned=ff.get("pinned", str, d.pinned),
+                         refit=ff.get("refit", bool, d.refit))
     ff.finish()
     return out
 
