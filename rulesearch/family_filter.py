@@ -30,9 +30,9 @@ A pathway can be pinned to a fixed rule (``families.pinned``, any rule the gramm
 it leaves the sampled space and every candidate runs it.
 
 Within a later round the proposal is refitted after every batch (``families.refit``, default on;
-``families.batch`` simulations each), so that a round of 700 is seven steps of the sequential
-scheme rather than one: with three rounds, one-shot proposals moved too little towards the weight
-constraints (README). Round 0 is always one draw from the prior.
+``families.batch`` simulations each), so that a round of 700 in batches of 50 is 14 steps of the
+sequential scheme rather than one: with three rounds, one-shot proposals moved too little towards
+the weight constraints (README). Round 0 is always one draw from the prior.
 
 Resumable: each block of candidates is drawn once and saved (proposals.npz); simulations are run
 in batches, and simulations.csv and checkpoint.json are written after each, so an interrupted
@@ -259,7 +259,7 @@ def propose(space: Space, rows: list[dict], constraints, checked: Sequence[str],
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.mixture import GaussianMixture
     seed = int(rng.integers(2 ** 31))
-    clf = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, random_state=seed,
+    clf = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=seed,
                                          class_weight="balanced").fit(x, y)
     k = int(max(1, min(MAX_COMPONENTS, y.sum() // 20)))
     # reg_covar: a floor of (0.02)^2 on each variance in the unit box, so a mixture of a few points
