@@ -68,7 +68,7 @@ class FamilySettings:
     staged: bool = False  # round r checks the constraints of stages <= r (rates, then weights, then the rest)
     tau_range_ms: tuple[float, float] = (10.0, 100.0)  # trace time constants: log-uniform prior
     coefficient_range: tuple[float, float] = (-2.0, 2.0)  # alpha, beta, gamma, kappa: uniform prior
-    batch: int = 100  # simulations per evaluator call (a checkpoint after each)
+    batch: int = 100  # simulations per evaluator call (a checkpoint after each; with refit, a proposal step)
     recheck: bool = True  # re-simulate the family with new input seeds at the end
     figures: bool = True  # pass_fraction.png, metrics.png, pairs_<pathway>.png
     pinned: str = ""  # a fixed rule for some pathways ("ii.pre: ...; ii.post: ..."): not sampled
