@@ -26,12 +26,14 @@ def rule_text() -> str:
     return "; ".join(f"{p}.pre: {a} + {k}*x_post; {p}.post: {b} + {g}*x_pre" for p, (a, b, g, k) in RULES.items())
 
 
-def brian2_network(task, drive_hz: float, target: str) -> tuple[float, float, float, float]:
-    """(wall seconds incl. code generation, wall seconds of the run alone, E rate, I rate)."""
+def brian2_network(task, drive_hz: float, target: str, seed: int = 0) -> tuple[float, float, float, float, np.ndarray]:
+    """(wall seconds incl. code generation, wall seconds of the run alone, E rate, I rate in the
+    task's scoring window (Hz), mean final weight per pathway (4,))."""
     import brian2 as b2
     c, s = task.config, task.state
     b2.prefs.codegen.target = target
     b2.start_scope()
+    b2.seed(seed)
     ms, mV, nS, pF, Hz = b2.ms, b2.mV, b2.nS, b2.pF, b2.Hz
     b2.defaultclock.dt = c.dt_ms * ms
     ns = dict(C=c.capacitance_pf * pF, gl=c.g_leak_ns * nS, el=c.e_leak_mv * mV, ee=c.e_exc_mv * mV,
@@ -72,9 +74,12 @@ def brian2_network(task, drive_hz: float, target: str) -> tuple[float, float, fl
     t1 = time.perf_counter()
     net.run(duration - c.dt_ms * ms)
     t2 = time.perf_counter()
-    counts = np.bincount(np.asarray(monitor.i), minlength=c.n)
-    secs = s.n_steps * c.dt_ms * 1e-3
-    return t2 - t0, t2 - t1, counts[:c.n_exc].mean() / secs, counts[c.n_exc:].mean() / secs
+    # rates over the scoring window, as rulesearch's metrics (plasticity changes them over the run)
+    scored = np.asarray(monitor.t / ms) >= s.score_from * c.dt_ms - 1e-9
+    counts = np.bincount(np.asarray(monitor.i)[scored], minlength=c.n)
+    secs = (s.n_steps - s.score_from) * c.dt_ms * 1e-3
+    weights = np.array([float(np.mean(syn.w[:])) for syn in synapses])
+    return t2 - t0, t2 - t1, counts[:c.n_exc].mean() / secs, counts[c.n_exc:].mean() / secs, weights
 
 
 def main() -> None:
@@ -82,6 +87,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=None, help="simulated seconds (default: the task's 6 s)")
     ap.add_argument("--drive", type=float, default=10.0, help="external rate per input (Hz)")
     ap.add_argument("--target", default="numpy", help="Brian2 code-generation target (numpy, cython)")
+    ap.add_argument("--repeats", type=int, default=3, help="input seeds per simulator (rates vary between them)")
     args = ap.parse_args()
     import brian2
     import numba
@@ -92,21 +98,35 @@ def main() -> None:
     numba.set_num_threads(1)
     packed = pack_rules([task.parse(rule_text())])
     task.sim.simulate(task, packed, drive_rate_hz=args.drive)  # compile (or load the cache) outside the timing
-    times = []
-    for seed in range(3):
+    times, ours = [], []
+    for seed in range(args.repeats):
         t0 = time.perf_counter()
         res = task.sim.simulate(task, packed, drive_rate_hz=args.drive, seeds=seed)
         times.append(time.perf_counter() - t0)
-    m = network_metrics(task, res)
+        m = network_metrics(task, res)
+        ours.append([m["rate_e"][0], m["rate_i"][0]] + [m[f"w_{p}"][0] for p in RULES])
+    theirs, b2_times = [], []
+    for seed in range(args.repeats):
+        total, run, re_, ri, w = brian2_network(task, args.drive, args.target, seed)
+        b2_times.append((total, run))
+        theirs.append([re_, ri, *w])
+    ours, theirs = np.array(ours), np.array(theirs)
     secs = task.state.n_steps * task.config.dt_ms * 1e-3
-    ours = float(np.median(times))
-    total, run, re_, ri = brian2_network(task, args.drive, args.target)
+    score = (task.state.n_steps - task.state.score_from) * task.config.dt_ms * 1e-3
+    ours_t = float(np.median(times))
+    total, run = np.median(np.array(b2_times), axis=0)
+
+    def row(x):
+        mean, sd = x.mean(axis=0), x.std(axis=0)
+        return (f"E {mean[0]:.1f} +- {sd[0]:.1f} Hz, I {mean[1]:.1f} +- {sd[1]:.1f} Hz; mean final weights "
+                + ", ".join(f"{p} {mean[2 + k]:.3f}" for k, p in enumerate(RULES)))
     print(f"default network ({task.config.n_exc} E + {task.config.n_inh} I, {len(task.state.w0)} plastic synapses), "
-          f"{secs:g} s simulated, one core")
-    print(f"  rulesearch: {ours:.3f} s (median of 3), E {m['rate_e'][0]:.1f} Hz, I {m['rate_i'][0]:.1f} Hz")
+          f"{secs:g} s simulated, one core; rates over the last {score:g} s, mean +- sd over {args.repeats} input seeds")
+    print(f"  rulesearch: {ours_t:.3f} s (median of {args.repeats}); {row(ours)}")
     print(f"  Brian2 {brian2.__version__} ({args.target}): {run:.2f} s run ({total:.2f} s with code generation), "
-          f"E {re_:.1f} Hz, I {ri:.1f} Hz")
-    print(f"  ratio: rulesearch {run / ours:.1f}x faster than Brian2's run ({total / ours:.1f}x incl. code generation)")
+          f"median of {args.repeats}; {row(theirs)}")
+    print(f"  ratio: rulesearch {run / ours_t:.1f}x faster than Brian2's run ({total / ours_t:.1f}x incl. code "
+          "generation)")
 
 
 if __name__ == "__main__":

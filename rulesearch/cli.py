@@ -431,6 +431,8 @@ def _show_family(run: Path) -> int:
         print("pass fraction per round: " + ", ".join(f"{t['pass_fraction_all']:.1%}" for t in info["rounds_table"]))
     if info.get("recheck_pass_fraction") is not None:
         print(f"re-simulated with new input seeds: {info['recheck_pass_fraction']:.1%} pass again")
+    for p, (pre, post) in info.get("pinned", {}).items():
+        print(f"pinned (not sampled): {p}.pre: {pre}; {p}.post: {post}")
     from rich.table import Table
     table = Table(title="plausible range (5-95 % of the family) against the prior")
     for col in ("parameter", "family", "prior", "width", ""):

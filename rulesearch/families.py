@@ -435,14 +435,15 @@ class DoubletFamily:
         if params.shape[1] != self.n_params:
             raise ValueError(f"expected {self.n_params} parameters per candidate, got {params.shape[1]}")
         per = params.reshape(len(params), len(self.pathways), 6)
-        pre, post = self._templates
-        packs = []
-        for k in range(len(self.pathways)):
-            packs.append(pre.pack(per[:, k, [2, 5]]))  # alpha, kappa
-            packs.append(post.pack(per[:, k, [3, 4]]))  # beta, gamma
-        packed = interleave(packs)
+        packed = interleave([q for k in range(len(self.pathways)) for q in self.pathway_packs(per[:, k])])
         taus = self.TAU_REFERENCE_MS * np.exp(np.clip(per[:, :, :2], -5.0, 5.0))  # (n, pathways, 2) in ms
         return replace(packed, extras=np.ascontiguousarray(taus.reshape(len(params), -1)))
+
+    def pathway_packs(self, per: np.ndarray) -> tuple[PackedPrograms, PackedPrograms]:
+        """One pathway's pre and post programs for n candidates, from their parameters (n, 6) in
+        ``PER_PATHWAY`` order (the taus are not part of the programs)."""
+        pre, post = self._templates
+        return pre.pack(per[:, [2, 5]]), post.pack(per[:, [3, 4]])  # (alpha, kappa), (beta, gamma)
 
     def taus_ms(self, params: Sequence[float]) -> np.ndarray:
         """(pathways, 2): tau_pre and tau_post in ms."""

@@ -7,22 +7,34 @@ nuisance parameters (the external drive), simulated once with its own input seed
 
 Rounds. Round 0 draws ``simulations`` candidates from the prior: taus log-uniform in
 ``tau_range_ms``, coefficients uniform in ``coefficient_range``, nuisances uniform in their
-ranges. Each later round proposes from what passed so far, with scikit-learn (backend
-"sklearn"), in the prior's unit box:
+ranges. Each later round proposes from what was simulated so far, with scikit-learn (backend
+"sklearn"), in the prior's unit box, modelled on an *elite* set: the candidates passing every
+constraint the proposed round checks, topped up to ``ELITE_FRACTION`` of all simulations (at
+least ``ELITE_MIN``) with the least violating ones (``violation``: the summed distance outside
+each range, relative to the bound crossed). That is ABC-SMC's adaptive tolerance: a round whose
+constraints nothing has passed yet still moves towards them, instead of restarting from the prior.
 
-1. a classifier of pass/fail (gradient-boosted trees) over every simulation so far;
-2. a density model of the passing candidates (a Gaussian mixture, its covariances widened by
-   ``WIDEN`` so the proposal explores around them), mixed with ``DEFENSIVE`` of the prior so no
-   part of the prior is ever out of reach;
+1. a classifier of elite / not elite (gradient-boosted trees) over every simulation so far;
+2. a density model of the elite (a Gaussian mixture, its covariances widened by ``WIDEN`` so the
+   proposal explores around them), mixed with ``DEFENSIVE`` of the prior;
 3. candidates drawn from that mixture outside the prior's box are dropped; the rest are kept with
-   probability P(pass) from the classifier (rejection), until the round is full.
+   probability P(elite) / max P(elite) from the classifier (rejection), until the round is full.
 
 This is a restricted proposal, not a posterior: the family is the set of plausible combinations
-found, and round 0's pass fraction is the unbiased plausible fraction of the prior. With
-``staged``, round r checks only the constraints of stages <= r (rates, then weights, then the
-rest), as the published work did; the family always satisfies all of them.
+found (those passing every constraint, in any round), and round 0's pass fraction is the
+unbiased plausible fraction of the prior. With ``staged``, round r < last checks only the
+constraints of stages <= r (rates, then weights, then the rest), as the published work did, and
+the last round every constraint; the family always satisfies all of them.
 
-Resumable: each round's candidates are drawn once and saved (proposals.npz); simulations are run
+A pathway can be pinned to a fixed rule (``families.pinned``, any rule the grammar can express):
+it leaves the sampled space and every candidate runs it.
+
+Within a later round the proposal is refitted after every batch (``families.refit``, default on;
+``families.batch`` simulations each), so that a round of 700 in batches of 50 is 14 steps of the
+sequential scheme rather than one: with three rounds, one-shot proposals moved too little towards
+the weight constraints (README). Round 0 is always one draw from the prior.
+
+Resumable: each block of candidates is drawn once and saved (proposals.npz); simulations are run
 in batches, and simulations.csv and checkpoint.json are written after each, so an interrupted
 run continues where it stopped and ends exactly as an uninterrupted one.
 """
@@ -37,14 +49,18 @@ import numpy as np
 
 from .errors import TaskError
 from .families import DoubletFamily
+from .rules import RuleSpace, parse_rule
 from .results import (CHECKPOINT_FILE, RUN_FILE, check_output, read_csv, read_json, savez_atomic, versions,
                       write_csv, write_json)
 from .tasks import Task, load_task
+from .vm import PackedPrograms, interleave
 
 SIMULATIONS_FILE, ROUNDS_FILE, FAMILY_FILE, PROPOSALS_FILE = "simulations.csv", "rounds.csv", "family.csv", \
     "proposals.npz"
-DEFENSIVE = 0.2  # fraction of each later round's proposal drawn from the prior
-WIDEN = 1.5  # proposal covariance = WIDEN^2 x the mixture's
+DEFENSIVE = 0.1  # fraction of each later round's proposal drawn from the prior (before the classifier)
+ELITE_FRACTION, ELITE_MIN = 0.03, 10  # a proposal is modelled on at least this many candidates
+VIOLATION_CAP = 10.0  # a constraint's largest contribution to a candidate's violation
+WIDEN = 1.2  # proposal covariance = WIDEN^2 x the mixture's (ABC-SMC kernels: about 1.4)
 MAX_COMPONENTS = 5  # Gaussian mixture components (at most one per 10 passing candidates)
 PER_PATHWAY = ("tau_pre_ms", "tau_post_ms", "alpha", "beta", "gamma", "kappa")
 
@@ -64,14 +80,29 @@ class FamilySpec:
 
 
 class Space:
-    """The candidates' parameters: readable names and values (taus in ms) <-> the prior's unit box."""
+    """The candidates' parameters: readable names and values (taus in ms) <-> the prior's unit box.
+
+    ``pathways``: the sampled pathways (the doublet family on each); ``all_pathways``: every plastic
+    pathway of the task, in its order, including those ``families.pinned`` fixes to one rule (any
+    rule the grammar can express; a part not written is 0; its traces use the network's
+    ``tau_pre_ms`` and ``tau_post_ms``)."""
 
     def __init__(self, task: Task):
         if not task.sim.constraints(task.config):
             raise TaskError(f"{task.source}: the '{task.sim.name}' simulator has no constraints; "
                             "'rulesearch families' needs one that has (e.g. tasks/ei-network.toml)")
-        self.family = DoubletFamily(task.space)
+        self.pinned_text = task.families.pinned.strip()
+        self.pinned, self.pinned_programs = _pinned(task, self.pinned_text)
+        parts = task.space.pathways
+        self.all_pathways = [n[:-len("pre")].rstrip(".") for n in task.space.names[::2]]
+        sampled = [q for k, q in enumerate(parts) if self.all_pathways[k // 2] not in self.pinned]
+        if not sampled:
+            raise TaskError(f"{task.source}: field 'families.pinned' fixes every plastic pathway "
+                            f"({', '.join(self.all_pathways)}): nothing is left to sample")
+        self.family = DoubletFamily(RuleSpace(tuple(sampled)))
         self.pathways = self.family.pathways
+        self.pinned_taus_ms = (float(getattr(task.config, "tau_pre_ms", DoubletFamily.TAU_REFERENCE_MS)),
+                               float(getattr(task.config, "tau_post_ms", DoubletFamily.TAU_REFERENCE_MS)))
         s = task.families
         self.nuisance = task.sim.nuisance(task.config)
         self.names = [f"{p}.{n}" for p in self.pathways for n in PER_PATHWAY] + list(self.nuisance)
@@ -100,20 +131,71 @@ class Space:
         return (z - self.low) / span
 
     def pack(self, values: np.ndarray, seeds: np.ndarray):
-        """Candidates (n, dim) and their input seeds -> the packed population for ``Task.metrics``."""
-        k = len(self.pathways)
-        per = values[:, :6 * k].reshape(len(values), k, 6).copy()
-        per[:, :, :2] = np.log(per[:, :, :2] / self.family.TAU_REFERENCE_MS)
-        packed = self.family.pack(per.reshape(len(values), -1))
-        extras = np.concatenate([packed.extras, values[:, 6 * k:], np.asarray(seeds, float)[:, None]], axis=1)
-        return replace(packed, extras=np.ascontiguousarray(extras))
+        """Candidates (n, dim) and their input seeds -> the packed population for ``Task.metrics``:
+        every plastic pathway's pre and post programs (sampled or pinned), then per pathway tau_pre
+        and tau_post (ms), then the nuisances and the seed."""
+        n, k = len(values), len(self.pathways)
+        per = values[:, :6 * k].reshape(n, k, 6).copy()
+        packs, taus = [], []
+        for p in self.all_pathways:
+            if p in self.pinned:
+                packs += [_repeat(q, n) for q in self.pinned_programs[p]]
+                taus.append(np.broadcast_to(self.pinned_taus_ms, (n, 2)))
+            else:
+                j = self.pathways.index(p)
+                packs += list(self.family.pathway_packs(per[:, j]))
+                taus.append(per[:, j, :2])
+        extras = np.concatenate(taus + [values[:, 6 * k:], np.asarray(seeds, float)[:, None]], axis=1)
+        return replace(interleave(packs), extras=np.ascontiguousarray(extras))
 
     def describe(self, row: dict, pathway: str) -> str:
         """One pathway's rule, readable: 'pre: a + k*x_post; post: b + g*x_pre (tau_pre .., tau_post ..)'."""
+        if pathway in self.pinned:
+            pre, post = self.pinned[pathway]
+            return (f"pre: {pre}; post: {post} (pinned; tau_pre {self.pinned_taus_ms[0]:.1f} ms, "
+                    f"tau_post {self.pinned_taus_ms[1]:.1f} ms)")
         g = {n: float(row[f"{pathway}.{n}"]) for n in PER_PATHWAY}
         return (f"pre: {g['alpha']:.3g} {'+' if g['kappa'] >= 0 else '-'} {abs(g['kappa']):.3g}*x_post; "
                 f"post: {g['beta']:.3g} {'+' if g['gamma'] >= 0 else '-'} {abs(g['gamma']):.3g}*x_pre "
                 f"(tau_pre {g['tau_pre_ms']:.1f} ms, tau_post {g['tau_post_ms']:.1f} ms)")
+
+
+def _pinned(task: Task, text: str) -> tuple[dict[str, tuple[str, str]], dict[str, tuple]]:
+    """``families.pinned`` -> ({pathway: (pre text, post text)}, {pathway: (pre Program, post Program)})."""
+    if not text:
+        return {}, {}
+    names = task.space.names  # "ee.pre", "ee.post", ...
+    given = {}
+    for part in text.split(";"):
+        label, sep, body = part.partition(":")
+        label = label.strip()
+        if not sep or label not in names or label in given:
+            why = "is given twice" if label in given else "names no plastic part of this network"
+            raise TaskError(f"{task.source}: field 'families.pinned' is {text!r}: '{part.strip()}' {why} "
+                            f"(write 'part: expression' with parts from {', '.join(names)})")
+        given[label] = body.strip()
+    pinned = [pre.rsplit(".", 1)[0] for pre, post in zip(names[::2], names[1::2]) if pre in given or post in given]
+    text_of = {n: given.get(n, "0") if n.rsplit(".", 1)[0] in pinned else "0" for n in names}
+    try:  # as a whole rule of the task: the grammar's errors name the token and the part
+        rule = parse_rule("; ".join(f"{n}: {t}" for n, t in text_of.items()), task.space, limits=True)
+    except ValueError as e:
+        raise TaskError(f"{task.source}: field 'families.pinned' is {text!r}: {e}") from None
+    programs = rule.programs()
+    texts, progs = {}, {}
+    for k, n in enumerate(names[::2]):
+        p = n.rsplit(".", 1)[0]
+        if p in pinned:
+            texts[p] = (text_of[n], text_of[names[2 * k + 1]])
+            progs[p] = (programs[2 * k], programs[2 * k + 1])
+    return texts, progs
+
+
+def _repeat(program, n: int) -> PackedPrograms:
+    """One program for each of n individuals (a pinned pathway's)."""
+    c, k = len(program.code), len(program.consts)
+    return PackedPrograms(np.tile(program.code, n), np.tile(program.arg, n), np.tile(program.consts, n),
+                          np.arange(n + 1, dtype=np.int64) * c, np.arange(n + 1, dtype=np.int64) * k,
+                          program.depth)
 
 
 def check_backend(name: str) -> None:
@@ -129,23 +211,60 @@ def check_backend(name: str) -> None:
 
 # ---------------------------------------------------------------- proposals
 
-def propose(space: Space, rounds_done: list[dict], checked: Sequence[str], n: int,
+def violation(rows: Sequence[dict], constraints, checked: Sequence[str]) -> np.ndarray:
+    """(n,) how far each simulation is from passing the ``checked`` constraints: the sum over them
+    of the distance outside [low, high], relative to the bound it crosses (a rate of 60 Hz against
+    50 Hz: 0.2; w_creep 0.1 against 0.05: 1), each capped at ``VIOLATION_CAP``, which is also what a
+    metric that could not be measured (NaN: an exploded network) counts. 0 = passes them all."""
+    total = np.zeros(len(rows))
+    for k in constraints:
+        if k.metric not in checked:
+            continue
+        v = np.array([float(r[k.metric]) for r in rows])
+        with np.errstate(invalid="ignore"):
+            below = (k.low - v) / (abs(k.low) if k.low != 0 else 1.0)
+            above = (v - k.high) / (abs(k.high) if np.isfinite(k.high) and k.high != 0 else 1.0)
+            d = np.maximum(np.maximum(below, above), 0.0)
+        total += np.where(np.isfinite(d), np.minimum(d, VIOLATION_CAP), VIOLATION_CAP)
+    return total
+
+
+def elite(rows: Sequence[dict], constraints, checked: Sequence[str], fraction: float = ELITE_FRACTION,
+          minimum: int = ELITE_MIN) -> np.ndarray:
+    """Bool (n,): the candidates a proposal is modelled on: those passing every ``checked``
+    constraint, topped up to ``fraction`` of ``rows`` (at least ``minimum``) with the least
+    violating ones (an adaptive tolerance, as in ABC-SMC), so that a round whose constraints nothing
+    has passed yet still moves towards them rather than falling back to the prior."""
+    d = violation(rows, constraints, checked)
+    want = min(len(rows), max(minimum, int(np.ceil(fraction * len(rows)))))
+    if (d == 0).sum() >= want:
+        return d == 0
+    out = np.zeros(len(rows), bool)
+    out[np.argsort(d, kind="stable")[:want]] = True
+    return out
+
+
+def propose(space: Space, rows: list[dict], constraints, checked: Sequence[str], n: int,
             rng: np.random.Generator) -> np.ndarray:
-    """n candidates in the unit box: the prior when nothing has passed yet, else the restricted
-    proposal of the module docstring. ``rounds_done``: rows (dicts) of every simulation so far;
-    ``checked``: the metrics whose constraints this round checks."""
-    if not rounds_done:
+    """n candidates in the unit box: the prior when there is nothing to learn from yet, else the
+    restricted proposal of the module docstring, modelled on ``elite(rows, constraints, checked)``.
+    ``rows``: every simulation so far (dicts of simulations.csv); ``checked``: the metrics whose
+    constraints the proposed round checks."""
+    if not rows:
         return rng.random((n, space.dim))
-    x = space.to_unit(np.array([[float(r[k]) for k in space.names] for r in rounds_done]))
-    y = np.array([all(r[f"pass_{m}"] == "1" for m in checked) for r in rounds_done])
+    x = space.to_unit(np.array([[float(r[k]) for k in space.names] for r in rows]))
+    y = elite(rows, constraints, checked)
     if y.sum() < 2 or y.all():
         return rng.random((n, space.dim))
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.mixture import GaussianMixture
     seed = int(rng.integers(2 ** 31))
-    clf = HistGradientBoostingClassifier(max_iter=200, learning_rate=0.1, random_state=seed).fit(x, y)
-    k = int(max(1, min(MAX_COMPONENTS, y.sum() // 10)))
-    gmm = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=seed).fit(x[y])
+    clf = HistGradientBoostingClassifier(max_iter=100, learning_rate=0.1, random_state=seed,
+                                         class_weight="balanced").fit(x, y)
+    k = int(max(1, min(MAX_COMPONENTS, y.sum() // 20)))
+    # reg_covar: a floor of (0.02)^2 on each variance in the unit box, so a mixture of a few points
+    # still explores around them rather than copying them
+    gmm = GaussianMixture(k, covariance_type="full", reg_covar=4e-4, random_state=seed).fit(x[y])
     chol = np.linalg.cholesky(gmm.covariances_)
     out = []
     for _ in range(200):  # rounds of rejection; each draws 4n candidates
@@ -158,7 +277,7 @@ def propose(space: Space, rounds_done: list[dict], checked: Sequence[str], n: in
         cand = cand[np.all((cand >= 0) & (cand <= 1), axis=1)]
         if len(cand):
             p = clf.predict_proba(cand)[:, 1]
-            out.append(cand[rng.random(len(cand)) < p])
+            out.append(cand[rng.random(len(cand)) < p / max(p.max(), 1e-12)])
         if sum(len(o) for o in out) >= n:
             break
     got = np.concatenate(out) if out else np.zeros((0, space.dim))
@@ -193,12 +312,16 @@ def _rows(space, task, round_: int, start: int, values, seeds, metrics, stage) -
     return rows
 
 
-def _stage(task: Task, round_: int) -> int | None:
-    return round_ if task.families.staged else None
+def _stage(task: Task, round_: int, rounds: int) -> int | None:
+    """The last stage round ``round_`` checks (None: every constraint). Staged, round r checks the
+    stages <= r, and the last round every constraint, whatever the number of rounds."""
+    if not task.families.staged or round_ >= rounds - 1:
+        return None
+    return round_
 
 
-def _checked(task: Task, round_: int) -> list[str]:
-    stage = _stage(task, round_)
+def _checked(task: Task, round_: int, rounds: int) -> list[str]:
+    stage = _stage(task, round_, rounds)
     return [k.metric for k in task.sim.constraints(task.config) if stage is None or k.stage <= stage]
 
 
@@ -244,7 +367,8 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
                       "coefficient_range": list(task.families.coefficient_range),
                       **{k: list(v) for k, v in space.nuisance.items()}},
             "constraints": {k.metric: [k.low, k.high] for k in task.sim.constraints(task.config)},
-            "parameters": space.names, "network": task.sim.describe(task.config), "versions": versions(),
+            "parameters": space.names, "pinned": {p: list(t) for p, t in space.pinned.items()},
+            "network": task.sim.describe(task.config), "versions": versions(),
             "status": "running"}
     evaluator = make_evaluator(task, spec.evaluator, spec.workers, spec.scheduler)
     info.update(evaluator.describe())
@@ -253,31 +377,40 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
     columns = _columns(space, task)
     t0 = time.time()
     try:
+        constraints = task.sim.constraints(task.config)
         for r in range(rounds):
-            done = [row for row in rows if int(row["round"]) == r]
-            if len(done) >= n_sim:
-                continue
-            proposals = out / PROPOSALS_FILE
-            stored = np.load(proposals) if proposals.is_file() else None
-            if stored is not None and int(stored["round"]) == r:
-                unit, seeds = stored["unit"], stored["seeds"]
-            else:  # drawn once per round from the seed and the simulations before it
-                rng = np.random.default_rng([task.seed, 7, r])
-                # the model learns what passed the filters so far (the previous round's constraints)
-                unit = propose(space, [row for row in rows if int(row["round"]) < r], _checked(task, r - 1), n_sim,
-                               rng)
-                seeds = rng.integers(0, 2 ** 31 - 1, n_sim)
-                savez_atomic(proposals, round=np.array(r), unit=unit, seeds=seeds)
-            values = space.to_values(unit)
-            for a in range(len(done), n_sim, task.families.batch):
-                b = min(a + task.families.batch, n_sim)
-                metrics = evaluator.metrics(space.pack(values[a:b], seeds[a:b]))
-                rows += _rows(space, task, r, a, values[a:b], seeds[a:b], metrics, _stage(task, r))
-                write_csv(out / SIMULATIONS_FILE, columns, [[row[c] for c in columns] for row in rows])
-                write_json(out / CHECKPOINT_FILE, {"round": r, "done": b, "elapsed": before + time.time() - t0})
-                if progress is not None:
-                    this = [row for row in rows if int(row["round"]) == r]
-                    progress(r, rounds, b, n_sim, np.mean([row["pass_round"] == "1" for row in this]))
+            # round 0 samples the prior at once; a later round refits its proposal after every batch
+            step = n_sim if r == 0 or not task.families.refit else min(task.families.batch, n_sim)
+            while True:
+                done = sum(int(row["round"]) == r for row in rows)
+                if done >= n_sim:
+                    break
+                start = done // step * step
+                size = min(step, n_sim - start)
+                proposals = out / PROPOSALS_FILE
+                stored = np.load(proposals) if proposals.is_file() else None
+                if stored is not None and int(stored["round"]) == r and int(stored["start"]) == start:
+                    unit, seeds = stored["unit"], stored["seeds"]
+                else:  # drawn once, from the seed and the simulations before this block
+                    rng = np.random.default_rng([task.seed, 7, r, start])
+                    known = [row for row in rows if int(row["round"]) < r
+                             or (int(row["round"]) == r and int(row["index"]) < start)]
+                    # modelled on the candidates nearest to passing the constraints this round checks
+                    unit = propose(space, known, constraints, _checked(task, r, rounds), size, rng)
+                    seeds = rng.integers(0, 2 ** 31 - 1, size)
+                    savez_atomic(proposals, round=np.array(r), start=np.array(start), unit=unit, seeds=seeds)
+                values = space.to_values(unit)
+                for a in range(done - start, size, task.families.batch):
+                    b = min(a + task.families.batch, size)
+                    metrics = evaluator.metrics(space.pack(values[a:b], seeds[a:b]))
+                    rows += _rows(space, task, r, start + a, values[a:b], seeds[a:b], metrics,
+                                  _stage(task, r, rounds))
+                    write_csv(out / SIMULATIONS_FILE, columns, [[row[c] for c in columns] for row in rows])
+                    write_json(out / CHECKPOINT_FILE, {"round": r, "done": start + b,
+                                                       "elapsed": before + time.time() - t0})
+                    if progress is not None:
+                        this = [row for row in rows if int(row["round"]) == r]
+                        progress(r, rounds, start + b, n_sim, np.mean([row["pass_round"] == "1" for row in this]))
         summary = _finish(space, task, out, rows, rounds, evaluator)
     except KeyboardInterrupt:
         info.update(status="interrupted", elapsed_seconds=round(before + time.time() - t0, 3))
@@ -317,12 +450,12 @@ def _finish(space: Space, task: Task, out: Path, rows: list[dict], rounds: int, 
                 m.setdefault(k, []).append(v)
         m = {k: np.concatenate(v) for k, v in m.items()}
         recheck = np.all([k.holds(m[k.metric]) for k in task.sim.constraints(task.config)], axis=0)
-    cols = ["round", "index", "seed"] + list(space.pathways) + space.names + (["recheck_pass"] if recheck is not None
+    cols = ["round", "index", "seed"] + list(space.all_pathways) + space.names + (["recheck_pass"] if recheck is not None
                                                                                else [])
     family_rows = []
     for i, row in enumerate(family):
         line = {"round": row["round"], "index": row["index"], "seed": row["seed"],
-                **{p: space.describe(row, p) for p in space.pathways}, **{n: row[n] for n in space.names}}
+                **{p: space.describe(row, p) for p in space.all_pathways}, **{n: row[n] for n in space.names}}
         if recheck is not None:
             line["recheck_pass"] = str(int(recheck[i]))
         family_rows.append([line[c] for c in cols])
@@ -364,7 +497,8 @@ def summarise(run_dir: str | Path) -> dict:
         out["parameters"].append({"name": name, "low": float(q[0]), "high": float(q[1]), "prior": [lo, hi],
                                   "width": float(width), "pinned": bool(width < 0.6)})
     if len(rows) >= 5:
-        z = np.where([n.endswith("_ms") for n in names], np.log(x), x)
+        with np.errstate(invalid="ignore", divide="ignore"):  # only the taus are logged
+            z = np.where([n.endswith("_ms") for n in names], np.log(x), x)
         c = np.corrcoef(z, rowvar=False)
         pairs = [(abs(c[a, b]), names[a], names[b], c[a, b]) for a in range(len(names)) for b in range(a)
                  if names[a].split(".")[0] != names[b].split(".")[0] and np.isfinite(c[a, b])]

@@ -80,9 +80,11 @@ class FamilySettings:
     staged: bool = False  # round r checks the constraints of stages <= r (rates, then weights, then the rest)
     tau_range_ms: tuple[float, float] = (10.0, 100.0)  # trace time constants: log-uniform prior
     coefficient_range: tuple[float, float] = (-2.0, 2.0)  # alpha, beta, gamma, kappa: uniform prior
-    batch: int = 100  # simulations per evaluator call (a checkpoint after each)
+    batch: int = 100  # simulations per evaluator call (a checkpoint after each; with refit, a proposal step)
     recheck: bool = True  # re-simulate the family with new input seeds at the end
     figures: bool = True  # pass_fraction.png, metrics.png, pairs_<pathway>.png
+    pinned: str = ""  # a fixed rule for some pathways ("ii.pre: ...; ii.post: ..."): not sampled
+    refit: bool = True  # rounds after the first refit their proposal after every batch
 
 
 FAMILY_BACKENDS = ("sklearn", "sbi")
@@ -401,7 +403,8 @@ def _load_families(ff: Fields) -> FamilySettings:
                          tau_range_ms=interval("tau_range_ms", d.tau_range_ms, low=1e-3),
                          coefficient_range=interval("coefficient_range", d.coefficient_range),
                          batch=ff.get("batch", int, d.batch, low=1), recheck=ff.get("recheck", bool, d.recheck),
-                         figures=ff.get("figures", bool, d.figures))
+                         figures=ff.get("figures", bool, d.figures), pinned=ff.get("pinned", str, d.pinned),
+                         refit=ff.get("refit", bool, d.refit))
     ff.finish()
     return out
 

@@ -79,3 +79,56 @@ def test_resume_refusals(tmp_path, capsys):
     (tmp_path / "x" / "a").write_text("")
     assert main(["families", SPEC.task, "--out", str(tmp_path / "x")]) == 2
     assert "the folder exists and is not empty" in capsys.readouterr().err
+
+
+def test_pinned_pathway_is_fixed_and_shown(tmp_path, capsys):
+    """A rule pinned on II leaves the sampled space, and simulates exactly as the same doublet rule
+    sampled there; family.csv shows it; a bad pinned rule is one line, exit 2."""
+    import numpy as np
+    from rulesearch.family_filter import Space
+    from rulesearch.tasks import load_task
+    pin = "families.pinned=ii.pre: 0.5 - 1.0*x_post; ii.post: -0.3 + 0.7*x_pre"
+    task = load_task(SPEC.task, MINI + (pin,), seed=3)
+    free = load_task(SPEC.task, MINI, seed=3)
+    pinned, full = Space(task), Space(free)
+    assert pinned.pathways == ["ee", "ei", "ie"] and pinned.all_pathways == ["ee", "ei", "ie", "ii"]
+    assert pinned.dim == full.dim - 6 and not any(n.startswith("ii.") for n in pinned.names)
+    values = pinned.to_values(np.random.default_rng(0).random((6, pinned.dim)))
+    # the same candidates with II sampled at the pinned rule (taus: the network's 20 ms)
+    ii = np.tile([20.0, 20.0, 0.5, -0.3, 0.7, -1.0], (6, 1))
+    same = np.concatenate([values[:, :18], ii, values[:, 18:]], axis=1)
+    seeds = np.arange(6) + 11
+    a, b = task.metrics(pinned.pack(values, seeds)), free.metrics(full.pack(same, seeds))
+    for k in ("rate_e", "rate_i", "w_ii", "w_creep", "w_blow"):
+        np.testing.assert_array_equal(a[k], b[k])
+    assert len(np.unique(a["w_ii"])) > 1  # the pinned rule acts in networks that differ elsewhere
+    info, out = families_run(replace(SPEC, overrides=MINI + (pin, "families.figures=false")),
+                             tmp_path / "pin")
+    family = read_csv(out / FAMILY_FILE)
+    assert info["pinned"] == {"ii": ["0.5 - 1.0*x_post", "-0.3 + 0.7*x_pre"]} and family
+    assert all(r["ii"].startswith("pre: 0.5 - 1.0*x_post; post: -0.3 + 0.7*x_pre (pinned") for r in family)
+    assert "ii.alpha" not in read_csv(out / SIMULATIONS_FILE)[0]
+    assert main(["show", str(out)]) == 0
+    assert "pinned (not sampled): ii.pre: 0.5 - 1.0*x_post; ii.post: -0.3 + 0.7*x_pre" in capsys.readouterr().out
+    assert main(["families", SPEC.task, "--set", "families.pinned=ii.pre: x_pre + y", "--out",
+                 str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "field 'families.pinned'" in err and "unknown name 'y'" in err and len(err.splitlines()) == 1
+
+
+def test_violation_and_elite_by_hand():
+    """The distance outside each range relative to the bound crossed, NaN counted as the cap; the
+    elite set is every candidate passing when there are enough, else the least violating."""
+    import numpy as np
+    from rulesearch.family_filter import VIOLATION_CAP, elite, violation
+    from rulesearch.sims.lif_network.metrics import Constraint
+    cons = [Constraint("rate_e", 1.0, 50.0, 0), Constraint("w_creep", 0.0, 0.05, 1)]
+    rows = [{"rate_e": "60", "w_creep": "0.1"}, {"rate_e": "0.5", "w_creep": "0.0"},
+            {"rate_e": "nan", "w_creep": "nan"}, {"rate_e": "10", "w_creep": "0.05"}]
+    np.testing.assert_allclose(violation(rows, cons, ["rate_e", "w_creep"]), [0.2 + 1.0, 0.5, 2 * VIOLATION_CAP, 0])
+    np.testing.assert_allclose(violation(rows, cons, ["rate_e"]), [0.2, 0.5, VIOLATION_CAP, 0])
+    many = [{"rate_e": "10", "w_creep": repr(0.01 * k)} for k in range(30)]  # k <= 5 pass
+    e = elite(many, cons, ["rate_e", "w_creep"], fraction=0.1, minimum=8)
+    assert e.tolist() == [k < 8 for k in range(30)]  # 6 pass: topped up with the two nearest
+    e = elite(many, cons, ["rate_e", "w_creep"], fraction=0.1, minimum=3)
+    assert e.tolist() == [k <= 5 for k in range(30)]  # enough pass: exactly those
