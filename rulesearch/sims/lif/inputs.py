@@ -10,12 +10,13 @@ co-modulated. Spikes are drawn per step as the superposition of the channel's af
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import lfilter
 
 
 def channel_rates(rng: np.random.Generator, n_channels: int, n_steps: int, dt_ms: float, rate_hz: float,
                   fluctuation: float, tau_ms: float) -> np.ndarray:
     """Rates (n_channels, n_steps) in Hz; the OU process starts in its stationary distribution."""
+    from scipy.signal import lfilter  # here, not at import: scipy.signal costs every command 0.5 s
+
     a = np.exp(-dt_ms / tau_ms)
     noise = rng.normal(size=(n_channels, n_steps))
     noise[:, 0] *= 1.0 / np.sqrt(1.0 - a * a)  # stationary start
