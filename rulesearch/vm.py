@@ -1,4 +1,4 @@
-"""The rule VM: one compiled interpreter for postfix programs over all synapses at once.
+"""The rule VM: compiled interpreters for postfix programs over all synapses at once.
 
 Variables reach the VM as arrays the simulator fills each step, for a batch
 of B independent networks (the trials of one evaluation) at once::
@@ -9,7 +9,12 @@ of B independent networks (the trials of one evaluation) at once::
     trial (n_trial_vars, B)                e.g. r, rbar
 
 Each instruction runs over every synapse before the next one starts, so the
-cost of interpretation is paid per instruction, not per synapse.
+cost of interpretation is paid per instruction, not per synapse. Entry points:
+``run_rows`` (values kept compact per trial, input, output or synapse, in rows of
+one array; the rate simulator and ``evaluate``), ``run_program`` (every value laid
+out per synapse; the choice and spiking simulators, to be ported), ``run_program_at``
+(one synapse) and ``run_program_tangents`` (forward-mode derivatives in x, y, w).
+All give the same values (tested against each other and against sympy).
 """
 from __future__ import annotations
 
