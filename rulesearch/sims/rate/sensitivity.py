@@ -33,6 +33,29 @@ def _act_slope(s, y, act):
 
 
 @njit(cache=True, nogil=True)
+def _outputs(W, S, x, t, target, act, y, dy, res, jac):
+    """Step t's outputs y = act(W x_t) and their sensitivities dy/dtheta = act'(s) S x_t, with the
+    residual y - target and its Jacobian recorded where the target is (NaN: unrecorded neuron)."""
+    n_out, n_in, P = S.shape
+    for i in range(n_out):
+        s = 0.0
+        for j in range(n_in):
+            s += W[i, j] * x[t, j]
+        y[i] = _activate(s, act)
+        slope = _act_slope(s, y[i], act)
+        for p in range(P):
+            acc = 0.0
+            for j in range(n_in):
+                acc += S[i, j, p] * x[t, j]
+            dy[i, p] = slope * acc
+        v = target[t, i]
+        if v == v:
+            res[t, i] = y[i] - v
+            for p in range(P):
+                jac[t, i, p] = dy[i, p]
+
+
+@njit(cache=True, nogil=True)
 def _trial(theta, exps, x, w0, target, eta, act, bound, res, jac):
     """One trial: fills res (steps, n_out) with y - target (0 where not recorded) and jac
     (steps, n_out, P) with dy/dtheta (0 where not recorded). Returns True if the weights blew up."""
@@ -48,22 +71,7 @@ def _trial(theta, exps, x, w0, target, eta, act, bound, res, jac):
     pw = np.empty(MAX_POWER + 1)
     phi = np.empty(P)
     for t in range(n_steps):
-        for i in range(n_out):
-            s = 0.0
-            for j in range(n_in):
-                s += W[i, j] * x[t, j]
-            y[i] = _activate(s, act)
-            slope = _act_slope(s, y[i], act)
-            for p in range(P):
-                acc = 0.0
-                for j in range(n_in):
-                    acc += S[i, j, p] * x[t, j]
-                dy[i, p] = slope * acc
-            v = target[t, i]
-            if v == v:  # NaN marks an unrecorded neuron
-                res[t, i] = y[i] - v
-                for p in range(P):
-                    jac[t, i, p] = dy[i, p]
+        _outputs(W, S, x, t, target, act, y, dy, res, jac)
         largest = 0.0
         for i in range(n_out):
             py[0] = 1.0
@@ -170,22 +178,7 @@ def _mlp_trial(theta, slots, H, hidden_act, x, w0, target, eta, act, bound, res,
     dfdtheta = np.empty(P)
     b0, v0, c0 = H * n_u, H * n_u + H, H * n_u + 2 * H
     for t in range(n_steps):
-        for i in range(n_out):
-            s = 0.0
-            for j in range(n_in):
-                s += W[i, j] * x[t, j]
-            y[i] = _activate(s, act)
-            slope = _act_slope(s, y[i], act)
-            for p in range(P):
-                acc = 0.0
-                for j in range(n_in):
-                    acc += S[i, j, p] * x[t, j]
-                dy[i, p] = slope * acc
-            v = target[t, i]
-            if v == v:
-                res[t, i] = y[i] - v
-                for p in range(P):
-                    jac[t, i, p] = dy[i, p]
+        _outputs(W, S, x, t, target, act, y, dy, res, jac)
         largest = 0.0
         for i in range(n_out):
             for j in range(n_in):
