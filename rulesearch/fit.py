@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import cma
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -89,7 +88,9 @@ class FamilyFit:
         self.generations = self.settings.generations if generations is None else generations
         self._evaluate_packed = evaluate or task.evaluate_packed
 
-    def _strategy(self) -> cma.CMAEvolutionStrategy:
+    def _strategy(self):
+        import cma  # 0.5 s of imports (scipy.stats) that commands without CMA-ES need not pay
+
         x0 = self.family.initial(np.random.default_rng(self.seed))
         # cma treats seed 0 as "seed from the clock"; shift so every rulesearch seed is fixed.
         opts = {"seed": self.seed + 1, "popsize": self.settings.popsize, "verbose": -9,

@@ -208,8 +208,13 @@ class Search:
     """NSGA-II over (loss, complexity) with semantic de-duplication and constant optimisation."""
 
     def __init__(self, task: Task, evaluate: Callable | None = None, seed: int = 0,
-                 population: int | None = None, generations: int | None = None, heldout: Task | None = None):
+                 population: int | None = None, generations: int | None = None, heldout: Task | None = None,
+                 checkpoint_seconds: float = 0.0):
+        """checkpoint_seconds: least time between two checkpoints (0: after every generation); the
+        last generation's and an interrupted run's are always written."""
         self.task = task
+        self.checkpoint_seconds = checkpoint_seconds
+        self._checkpointed = (-1, -float("inf"))  # (generation, perf_counter) of the last checkpoint
         self.heldout = heldout  # the held-out view (search.selection = "heldout" compares the front on it)
         self.space = task.space
         self.lang = Languages.from_space(task.space)
@@ -456,6 +461,8 @@ class Search:
             while state.generation < self.generations:
                 if interrupt.requested:
                     stopped = "interrupted"
+                    if checkpoint is not None and self._checkpointed[0] != state.generation:
+                        self._checkpoint(state, checkpoint)  # the last whole generation, not yet written
                     break
                 if self._best(state) <= self.task.search.target_loss:
                     stopped = "target_loss"
@@ -540,6 +547,10 @@ class Search:
                       if k not in on_front and k not in state.canonical and beats_simpler(l, c))
         return [k for _, _, k in near[:NEAR_FRONT_CANONICAL]]
 
+    def _checkpoint(self, state: _State, checkpoint: Callable[[dict], None]) -> None:
+        checkpoint(self.state_to_json(state))
+        self._checkpointed = (state.generation, time.perf_counter())
+
     @staticmethod
     def _best(state: _State) -> float:
         return min(v[0] for v in state.archive.values())
@@ -557,8 +568,9 @@ class Search:
         state.history.append({"generation": state.generation, "best_loss": best,
                               "evaluations": state.evaluations,
                               "front_size": len(front)})
-        if checkpoint is not None:
-            checkpoint(self.state_to_json(state))
+        if checkpoint is not None and (state.generation >= self.generations or time.perf_counter()
+                                       - self._checkpointed[1] >= self.checkpoint_seconds):
+            self._checkpoint(state, checkpoint)
         if progress is not None:
             progress(state.generation, self.generations, best, state.evaluations)
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from scipy.stats import chi2
+from scipy.special import chdtri  # chi2.isf(alpha, dof) without importing scipy.stats (0.3 s)
 from threadpoolctl import threadpool_limits
 
 from .fit import FitResult
@@ -305,7 +305,7 @@ def select_terms(model: Model, n_terms: int, alpha: float, names: list[str],
     lower loss on a tie. (Greedy elimination alone can drop a true term that other terms imitate
     on the visited states and keep its imitators.)"""
     everything = np.arange(n_terms)
-    q = float(chi2.isf(alpha, 1)) if alpha > 0 else np.inf
+    q = float(chdtri(1, alpha)) if alpha > 0 else np.inf
     search = _Search(model, names, np.inf, q, max_iter, on_iteration)
     # The full fit is not convex: from 0, LM can stop in a poor local minimum (seen at 350x the
     # loss of the generating rule). Forward selection finds a good sparse model first (judged by
@@ -326,7 +326,7 @@ def select_terms(model: Model, n_terms: int, alpha: float, names: list[str],
 
     def passes(c) -> bool:  # the full fit is not significantly better (chi^2, one dof per left-out term)
         dof = n_terms - len(c[1])
-        return not c[2].d.blown and (dof == 0 or search.stat(c[2], full) <= chi2.isf(alpha, dof))
+        return not c[2].d.blown and (dof == 0 or search.stat(c[2], full) <= chdtri(dof, alpha))
     # the provisional forward selection counts if the full fit does not reject it; else forward
     # selection again, judged by the full fit's noise variance
     if not passes(("", a0, f0)):
@@ -489,7 +489,7 @@ class GradientFit:
                                     "variance of the full fit: backward elimination, and forward selection "
                                     "then backward elimination; the sparser wins", "route": sp.route,
                                "alpha": self.alpha,
-                          "threshold": float(chi2.isf(self.alpha, 1)) if self.alpha > 0 else None,
+                          "threshold": float(chdtri(1, self.alpha)) if self.alpha > 0 else None,
                           "phi_full": sp.phi, "steps": sp.steps},
             "identifiability": ident}
         elapsed = time.perf_counter() - start

@@ -174,7 +174,8 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
     lcode, larg, lconsts, lmem = borrowed(lcode_), borrowed(larg_), borrowed(lconsts_), borrowed(lmem_)
     ff_rows_, lateral_rows_ = FF_ROWS.copy(), LATERAL_ROWS.copy()
     ff_rows, lateral_rows = borrowed(ff_rows_), borrowed(lateral_rows_)
-    mask = np.zeros(nl)  # 1 where a lateral synapse exists (i != k; hierarchical: i > k)
+    mask_ = np.zeros(nl)  # 1 where a lateral synapse exists (i != k; hierarchical: i > k)
+    mask = borrowed(mask_)
     h = np.empty(n_out)
     y = np.empty(n_out)
     scratch = np.empty((n_out, n_out + 1))
@@ -191,7 +192,8 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
     sse = np.zeros(n_trials)
     count = np.zeros(n_trials, np.int64)
     blown = False
-    no_mask = np.zeros(0)
+    no_mask_ = np.zeros(0)
+    no_mask = borrowed(no_mask_)
     for t in range(n_steps):
         x_now, x_row = segment(xt, t, 0, n_trials * n_in), segment(mem, X, 0, n_trials * n_in)
         for k in range(n_trials * n_in):
@@ -243,7 +245,7 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
                 w_sum[k] += mem[W, k]
             for k in range(nl):
                 m_sum[k] += lmem[W, k]
-    ff_rows_[0] += lateral_rows_[0] * 0  # the owners of the borrowed views live to here
+    ff_rows_[0] += lateral_rows_[0] * 0 + mask_.size * 0 + no_mask_.size * 0  # the views' owners live to here
     for k in range(n):
         w_final[k] = mem_[W, k]
     for k in range(nl):
