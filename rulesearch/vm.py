@@ -281,6 +281,35 @@ def _rows_binary(op, c, mem, ar, ca, br, cb, n_batch, n_out, n_in):
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _unary(op, v, n):
+    """v[:n] = op(v[:n]) in place for a unary opcode (both interpreters)."""
+    if op == OP_NEG:
+        for k in range(n):
+            v[k] = -v[k]
+    elif op == OP_SQUARE:
+        for k in range(n):
+            q = v[k]
+            v[k] = q * q
+    elif op == OP_CUBE:
+        for k in range(n):
+            q = v[k]
+            v[k] = q * q * q
+    elif op == OP_TANH:
+        for k in range(n):
+            v[k] = np.tanh(v[k])
+    elif op == OP_EXP:
+        for k in range(n):
+            v[k] = np.exp(min(v[k], EXP_MAX))
+    elif op == OP_ABS:
+        for k in range(n):
+            v[k] = abs(v[k])
+    elif op == OP_SIGN:
+        for k in range(n):
+            q = v[k]
+            v[k] = 1.0 if q > 0 else (-1.0 if q < 0 else 0.0)
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _class_size(cls, n_batch, n_out, n_in):
     if cls == CLS_SYN:
         return n_batch * n_out * n_in
@@ -347,31 +376,7 @@ def run_rows(code, arg, consts, mem, rows, n_batch, n_out, n_in):
             classes = (classes & ~(3 << (2 * top))) | (cls << (2 * top))
         else:
             m = _class_size((classes >> (2 * (sp - 1))) & 3, n_batch, n_out, n_in)
-            top = segment(mem, stack_row + sp - 1, 0, m)
-            if op == OP_NEG:
-                for k in range(m):
-                    top[k] = -top[k]
-            elif op == OP_SQUARE:
-                for k in range(m):
-                    v = top[k]
-                    top[k] = v * v
-            elif op == OP_CUBE:
-                for k in range(m):
-                    v = top[k]
-                    top[k] = v * v * v
-            elif op == OP_TANH:
-                for k in range(m):
-                    top[k] = np.tanh(top[k])
-            elif op == OP_EXP:
-                for k in range(m):
-                    top[k] = np.exp(min(top[k], EXP_MAX))
-            elif op == OP_ABS:
-                for k in range(m):
-                    top[k] = abs(top[k])
-            elif op == OP_SIGN:
-                for k in range(m):
-                    q = top[k]
-                    top[k] = 1.0 if q > 0 else (-1.0 if q < 0 else 0.0)
+            _unary(op, segment(mem, stack_row + sp - 1, 0, m), m)
     return classes & 3
 
 
@@ -472,30 +477,7 @@ def run_program(code, arg, consts, pre, post, syn, trial, stack, out):
                     d = res[k]
                     res[k] = top[k] / d if abs(d) > DIV_EPS else 0.0
         else:
-            res = stack[sp - 1]
-            if op == OP_NEG:
-                for k in range(n):
-                    res[k] = -res[k]
-            elif op == OP_SQUARE:
-                for k in range(n):
-                    res[k] = res[k] * res[k]
-            elif op == OP_CUBE:
-                for k in range(n):
-                    v = res[k]
-                    res[k] = v * v * v
-            elif op == OP_TANH:
-                for k in range(n):
-                    res[k] = np.tanh(res[k])
-            elif op == OP_EXP:
-                for k in range(n):
-                    res[k] = np.exp(min(res[k], EXP_MAX))
-            elif op == OP_ABS:
-                for k in range(n):
-                    res[k] = abs(res[k])
-            elif op == OP_SIGN:
-                for k in range(n):
-                    q = res[k]
-                    res[k] = 1.0 if q > 0 else (-1.0 if q < 0 else 0.0)
+            _unary(op, stack[sp - 1], n)
     for k in range(n):
         out[k] = stack[0, k]
 
