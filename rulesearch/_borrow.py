@@ -6,6 +6,11 @@ loop that calls the rule VM at every step, those pairs cost more than the rule's
 hundred synapses. A view made by ``numba.carray`` from the data pointer has no reference count, so
 passing it around costs nothing. The caller must keep the owning array alive (use it after the
 loop) for as long as the view is used.
+
+Even a borrowed view costs something at a call that is not inlined: the callee calls the runtime's
+incref on entry and decref on exit for every array argument (a call each, which returns at once
+for a view). Hot helpers therefore take addresses (``address``) and rebuild their views inside
+(``floats``, ``ints``, ``floats2d``): integers cross the call for free.
 """
 from __future__ import annotations
 
@@ -39,3 +44,38 @@ def segment(array, row, offset, n):
     whereas ``array[row, offset + j]`` with a run-time offset keeps LLVM from vectorising."""
     address = array.ctypes.data + (row * array.shape[1] + offset) * array.itemsize
     return numba.carray(_pointer_like(address, array), n)
+
+
+@intrinsic
+def _pointer_to(typingctx, address, dtype):
+    """The integer ``address`` as a pointer to ``dtype`` (a Numba type given as a value)."""
+    pointer = types.CPointer(dtype.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(pointer))
+
+    return pointer(address, dtype), codegen
+
+
+@njit(inline="always")
+def address(array, row, offset):
+    """The address of ``array[row, offset]`` (array 2-D, C-contiguous) as an integer."""
+    return array.ctypes.data + (row * array.shape[1] + offset) * array.itemsize
+
+
+@njit(inline="always")
+def floats(at, n):
+    """A 1-D float64 view of n elements at address ``at`` (not reference counted)."""
+    return numba.carray(_pointer_to(at, numba.float64), n)
+
+
+@njit(inline="always")
+def ints(at, n):
+    """A 1-D int64 view of n elements at address ``at``."""
+    return numba.carray(_pointer_to(at, numba.int64), n)
+
+
+@njit(inline="always")
+def floats2d(at, rows, cols):
+    """A 2-D C-contiguous float64 view (rows, cols) at address ``at``."""
+    return numba.carray(_pointer_to(at, numba.float64), (rows, cols))

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 from numba import njit
 
-from ._borrow import borrowed, segment
+from ._borrow import address, borrowed, floats, floats2d, ints, segment
 from .threads import run_strided
 from .primitives import (
     DIV_EPS,
@@ -178,8 +178,9 @@ def _f(op, c, x, y):
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
-def _run_run(op, c, a, b, n):
-    """b[:n] = op(a[:n], b[:n]) (a, b borrowed views that do not overlap)."""
+def _run_run(op, c, a_at, b_at, n):
+    """b[:n] = op(a[:n], b[:n]) for the n floats at addresses a_at and b_at (not overlapping)."""
+    a, b = floats(a_at, n), floats(b_at, n)
     if op == OP_MUL:
         for j in range(n):
             b[j] = a[j] * b[j]
@@ -199,8 +200,9 @@ def _run_run(op, c, a, b, n):
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
-def _scalar_run(op, c, s, b, n):
-    """b[:n] = op(s, b[:n])."""
+def _scalar_run(op, c, s, b_at, n):
+    """b[:n] = op(s, b[:n]) for the n floats at address b_at."""
+    b = floats(b_at, n)
     if op == OP_MUL:
         for j in range(n):
             b[j] = s * b[j]
@@ -220,8 +222,9 @@ def _scalar_run(op, c, s, b, n):
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
-def _run_scalar(op, c, a, s, d, n):
-    """d[:n] = op(a[:n], s) (a, d borrowed views that do not overlap)."""
+def _run_scalar(op, c, a_at, s, d_at, n):
+    """d[:n] = op(a[:n], s) for the n floats at addresses a_at and d_at (not overlapping)."""
+    a, d = floats(a_at, n), floats(d_at, n)
     if op == OP_MUL:
         for j in range(n):
             d[j] = a[j] * s
@@ -256,7 +259,7 @@ def _rows_binary(op, c, mem, ar, ca, br, cb, n_batch, n_out, n_in):
         n_blocks, size = 1, n_batch
     if ca == cls and cb == cls:  # the common case: one pass over the whole row
         n = n_blocks * size
-        _run_run(op, c, segment(mem, ar, 0, n), segment(mem, br, 0, n), n)
+        _run_run(op, c, address(mem, ar, 0), address(mem, br, 0), n)
         return cls
     for e in range(n_blocks - 1, -1, -1):
         batch = e // n_out if cls == CLS_SYN else e
@@ -265,13 +268,12 @@ def _rows_binary(op, c, mem, ar, ca, br, cb, n_batch, n_out, n_in):
         ao = base if ca == cls else batch * n_in
         if cb == cls:
             if a_run:
-                _run_run(op, c, segment(mem, ar, ao, size), segment(mem, br, base, size), size)
+                _run_run(op, c, address(mem, ar, ao), address(mem, br, base), size)
             else:
-                _scalar_run(op, c, mem[ar, e] if ca == CLS_POST else mem[ar, batch], segment(mem, br, base, size),
-                            size)
+                _scalar_run(op, c, mem[ar, e] if ca == CLS_POST else mem[ar, batch], address(mem, br, base), size)
         elif cb != CLS_PRE:  # b is one value over the block: read it, then overwrite
             sb = mem[br, e] if cb == CLS_POST else mem[br, batch]
-            _run_scalar(op, c, segment(mem, ar, ao, size), sb, segment(mem, br, base, size), size)
+            _run_scalar(op, c, address(mem, ar, ao), sb, address(mem, br, base), size)
         else:  # b a run of presynaptic values at another offset of its own row (n_out > 1: rare)
             bo = batch * n_in
             sa = 0.0 if a_run else (mem[ar, e] if ca == CLS_POST else mem[ar, batch])
@@ -320,7 +322,7 @@ def _class_size(cls, n_batch, n_out, n_in):
     return n_batch
 
 
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def run_rows(code, arg, consts, mem, rows, n_batch, n_out, n_in):
     """Evaluate one postfix program (already sliced) for every synapse of B networks, leaving the
     result in ``mem[stack_row]`` in the compact layout of the class it returns (CLS_*).
@@ -332,6 +334,15 @@ def run_rows(code, arg, consts, mem, rows, n_batch, n_out, n_in):
     (``rules.compile_expr`` emits reversed prefix order). Each instruction runs over a whole class
     before the next starts, so interpretation costs per instruction, not per synapse.
     """
+    return _run_rows(code.ctypes.data, arg.ctypes.data, code.shape[0], consts.ctypes.data, consts.shape[0],
+                     mem.ctypes.data, mem.shape[0], mem.shape[1], rows.ctypes.data, n_batch, n_out, n_in)
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
+def _run_rows(code_at, arg_at, n_code, consts_at, n_consts, mem_at, n_rows, n_cols, rows_at, n_batch, n_out, n_in):
+    """run_rows on arrays given by address (``_borrow``: no reference counting at the call)."""
+    code, arg, consts = ints(code_at, n_code), ints(arg_at, n_code), floats(consts_at, n_consts)
+    mem, rows = floats2d(mem_at, n_rows, n_cols), ints(rows_at, 5)
     stack_row = rows[4]
     classes = 0  # 2 bits per stack entry
     sp = 0

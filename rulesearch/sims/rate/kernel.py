@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from ..._borrow import borrowed, segment
+from ..._borrow import borrowed, floats, floats2d, segment
 from ...threads import run_strided
 from ...vm import CLS_BATCH, CLS_POST, CLS_PRE, CLS_SYN, FASTMATH, PackedPrograms, run_rows
 
@@ -105,11 +105,18 @@ def _add_checked(w, d, eta, bound, n):
     return over, poison
 
 
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
+@njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
 def _apply_update(cls, mem, r, eta, mask, w_row, bound, n_batch, n_out, n_in):
     """mem[w_row] += eta * mem[r], mem[r] a compact VM result of class ``cls`` (mask: 1 where a
-    synapse exists, or empty for all; mem a borrowed view). Returns whether every weight stayed
-    finite and within ``bound``."""
+    synapse exists, or empty for all). Returns whether every weight stayed finite and within ``bound``."""
+    return _apply_update_at(cls, mem.ctypes.data, mem.shape[0], mem.shape[1], r, eta, mask.ctypes.data,
+                            mask.shape[0], w_row, bound, n_batch, n_out, n_in)
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _apply_update_at(cls, mem_at, n_rows, n_cols, r, eta, mask_at, n_mask, w_row, bound, n_batch, n_out, n_in):
+    """_apply_update on arrays given by address (no reference counting at the call, ``_borrow``)."""
+    mem, mask = floats2d(mem_at, n_rows, n_cols), floats(mask_at, n_mask)
     over = 0
     poison = 0.0
     m = n_out * n_in
@@ -208,7 +215,7 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
                 if lateral:
                     h[i] = s
                 else:
-                    mem[Y, b * n_out + i] = _activate(s, act)
+                    mem[Y, b * n_out + i] = s if act == 0 else _activate(s, act)
             if lateral:
                 if not _solve_lateral(lmem[W, b * mm:(b + 1) * mm], h, y, scratch, n_out, lateral):
                     blown = True
