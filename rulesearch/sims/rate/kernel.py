@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from ..._borrow import borrowed, floats, floats2d, segment
+from ..._borrow import address, borrowed, floats, floats2d, segment
 from ...threads import run_strided
 from ...vm import CLS_BATCH, CLS_POST, CLS_PRE, CLS_SYN, FASTMATH, PackedPrograms, run_rows
 
@@ -162,6 +162,25 @@ LATERAL_ROWS = np.array([Y, Y, W, -1, STACK])
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _feed_forward(mem_at, n_rows, n_cols, x_at, n_trials, n_out, n_in, act):
+    """One step's inputs (n_trials * n_in floats at x_at) into the X row and the outputs act(W x) into the
+    Y row of the memory at mem_at (addresses, not arrays: ``_borrow``)."""
+    mem, x_now = floats(mem_at, (n_rows, n_cols)), floats(x_at, n_trials * n_in)
+    m = n_out * n_in
+    for b in range(n_trials):
+        x_b = segment(mem, X, b * n_in, n_in)
+        x_src = x_now[b * n_in:(b + 1) * n_in]
+        for j in range(n_in):
+            x_b[j] = x_src[j]
+        for i in range(n_out):
+            w_bi = segment(mem, W, b * m + i * n_in, n_in)
+            s = 0.0
+            for j in range(n_in):
+                s += w_bi[j] * x_b[j]
+            mem[Y, b * n_out + i] = s if act == 0 else _activate(s, act)
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0, target, eta, eta_lat, act,
               lateral, bound, average_from, w_final, w_sum, m_final, m_sum, record, y_rec, w_rec, m_rec):
     """One rule on all trials at once (trials are the VM's batch). Returns (sse, count, blown).
@@ -202,26 +221,25 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
     no_mask_ = np.zeros(0)
     no_mask = borrowed(no_mask_)
     for t in range(n_steps):
-        x_now, x_row = segment(xt, t, 0, n_trials * n_in), segment(mem, X, 0, n_trials * n_in)
-        for k in range(n_trials * n_in):
-            x_row[k] = x_now[k]
-        for b in range(n_trials):
-            x_b = segment(mem, X, b * n_in, n_in)
-            for i in range(n_out):
-                w_bi = segment(mem, W, b * m + i * n_in, n_in)
-                s = 0.0
-                for j in range(n_in):
-                    s += w_bi[j] * x_b[j]
-                if lateral:
+        if not lateral:
+            _feed_forward(mem.ctypes.data, mem.shape[0], mem.shape[1], address(xt, t, 0), n_trials, n_out, n_in, act)
+        else:
+            for b in range(n_trials):
+                x_b = segment(xt, t, b * n_in, n_in)
+                for k in range(n_in):
+                    mem[X, b * n_in + k] = x_b[k]
+                for i in range(n_out):
+                    w_bi = segment(mem, W, b * m + i * n_in, n_in)
+                    s = 0.0
+                    for j in range(n_in):
+                        s += w_bi[j] * x_b[j]
                     h[i] = s
-                else:
-                    mem[Y, b * n_out + i] = s if act == 0 else _activate(s, act)
-            if lateral:
                 if not _solve_lateral(lmem[W, b * mm:(b + 1) * mm], h, y, scratch, n_out, lateral):
                     blown = True
                 for i in range(n_out):
                     mem[Y, b * n_out + i] = y[i]
                     lmem[Y, b * n_out + i] = y[i]
+        for b in range(n_trials if has_target or record else 0):
             if has_target:
                 for i in range(n_out):
                     v = target[b, t, i]
