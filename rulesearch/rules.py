@@ -529,11 +529,26 @@ def _variable_first(expr: Expr) -> list:
     return out
 
 
-@functools.lru_cache(maxsize=1 << 16)
 def _compile_cached(expr: Expr, pathway: Pathway) -> Program:
-    """compile_expr, remembered: a search compiles each rule it evaluates twice (semantic key, loss)
-    and meets the same subtrees again and again. Programs are never modified after compilation."""
-    return compile_expr(expr, pathway)
+    """compile_expr, remembered by the expression's shape: a search compiles each rule it evaluates
+    twice (semantic key, loss) and meets the same trees with other constants again and again (constant
+    optimisation, snapping). A program's code depends on the order of its constants, not on their
+    values. Programs are never modified after compilation."""
+    values = [v for k, v in expr if k == "const"]
+    if not values:
+        return _compile_shape(expr, pathway)[0]
+    n = iter(range(len(values)))
+    shape = tuple(("const", float(next(n))) if k == "const" else (k, v) for k, v in expr)
+    program, order = _compile_shape(shape, pathway)
+    return Program(program.code, program.arg, np.array(values, np.float64)[order], program.depth)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _compile_shape(shape: Expr, pathway: Pathway) -> tuple[Program, np.ndarray]:
+    """The program of an expression whose constants are their prefix positions 0, 1, ..., and, per
+    constant of the program, its prefix position."""
+    program = compile_expr(shape, pathway)
+    return program, program.consts.astype(np.int64)
 
 
 def compile_expr(expr: Expr, pathway: Pathway | None = None) -> Program:

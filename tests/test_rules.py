@@ -202,3 +202,16 @@ def test_slot_encoding_is_checked(hebbian):
     wide = Pathway("w", hebbian, variables=(Variable("x", PRE, 16, "a 17th presynaptic variable"),))
     with pytest.raises(ValueError, match="variable 'x': kind 0, slot 16 cannot be encoded"):
         compile_expr(parse_rule("x*y", hebbian).exprs[0], wide)
+
+
+def test_compiled_programs_are_remembered_by_shape_with_their_own_constants(hebbian):
+    from rulesearch.rules import _compile_cached, as_space
+    g = hebbian
+    pathway = as_space(g).pathways[0]
+    for text in ("0.3*x*y - 0.7*w*y + 0.1", "x*y - 0.25*w", "0.5*(x - 0.2)*(y + 0.9)", "x*y"):
+        for scale in (1.0, -2.5):  # the same shape again, other constants
+            rule = parse_rule(text, g)
+            expr = rule.with_constants([scale * v for v in rule.constants()]).exprs[0]
+            got, want = _compile_cached(expr, pathway), compile_expr(expr, pathway)
+            assert np.array_equal(got.code, want.code) and np.array_equal(got.arg, want.arg)
+            assert np.array_equal(got.consts, want.consts) and got.depth == want.depth
