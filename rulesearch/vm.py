@@ -180,7 +180,26 @@ def _f(op, c, x, y):
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
 def _run_run(op, c, a_at, b_at, n):
     """b[:n] = op(a[:n], b[:n]) for the n floats at addresses a_at and b_at (not overlapping)."""
-    a, b = floats(a_at, n), floats(b_at, n)
+    _vv(op, c, floats(a_at, n), floats(b_at, n), n)
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
+def _scalar_run(op, c, s, b_at, n):
+    """b[:n] = op(s, b[:n]) for the n floats at address b_at."""
+    _sv(op, c, s, floats(b_at, n), n)
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
+def _run_scalar(op, c, a_at, s, d_at, n):
+    """d[:n] = op(a[:n], s) for the n floats at addresses a_at and d_at (not overlapping)."""
+    _vs(op, c, floats(a_at, n), s, floats(d_at, n), n)
+
+
+# The loops themselves, the operator chosen outside them so that they vectorise; inlined into the
+# helpers above (one call per row) and into _run_blocks (one call for many short blocks).
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _vv(op, c, a, b, n):
+    """b[:n] = op(a[:n], b[:n]) (views that do not overlap)."""
     if op == OP_MUL:
         for j in range(n):
             b[j] = a[j] * b[j]
@@ -199,10 +218,9 @@ def _run_run(op, c, a_at, b_at, n):
             b[j] = a[j] / q if abs(q) > DIV_EPS else 0.0
 
 
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
-def _scalar_run(op, c, s, b_at, n):
-    """b[:n] = op(s, b[:n]) for the n floats at address b_at."""
-    b = floats(b_at, n)
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _sv(op, c, s, b, n):
+    """b[:n] = op(s, b[:n])."""
     if op == OP_MUL:
         for j in range(n):
             b[j] = s * b[j]
@@ -221,10 +239,9 @@ def _scalar_run(op, c, s, b_at, n):
             b[j] = s / q if abs(q) > DIV_EPS else 0.0
 
 
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
-def _run_scalar(op, c, a_at, s, d_at, n):
-    """d[:n] = op(a[:n], s) for the n floats at addresses a_at and d_at (not overlapping)."""
-    a, d = floats(a_at, n), floats(d_at, n)
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _vs(op, c, a, s, d, n):
+    """d[:n] = op(a[:n], s) (views that do not overlap)."""
     if op == OP_MUL:
         for j in range(n):
             d[j] = a[j] * s
@@ -261,6 +278,10 @@ def _rows_binary(op, c, mem, ar, ca, br, cb, n_batch, n_out, n_in):
         n = n_blocks * size
         _run_run(op, c, address(mem, ar, 0), address(mem, br, 0), n)
         return cls
+    if n_blocks > 1:  # one call for all blocks: a call per block costs more than a block of a few synapses
+        _run_blocks(op, c, mem.ctypes.data, mem.shape[0], mem.shape[1], ar, ca, br, cb, cls, n_blocks, size, n_out,
+                    n_in)
+        return cls
     for e in range(n_blocks - 1, -1, -1):
         batch = e // n_out if cls == CLS_SYN else e
         base = e * size
@@ -280,6 +301,30 @@ def _rows_binary(op, c, mem, ar, ca, br, cb, n_batch, n_out, n_in):
             for j in range(size):
                 mem[br, base + j] = _f(op, c, mem[ar, ao + j] if a_run else sa, mem[br, bo + j])
     return cls
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
+def _run_blocks(op, c, mem_at, n_rows, n_cols, ar, ca, br, cb, cls, n_blocks, size, n_out, n_in):
+    """``_rows_binary`` over several blocks, one operand repeated over them (memory by address)."""
+    mem = floats(mem_at, (n_rows, n_cols))
+    for e in range(n_blocks - 1, -1, -1):
+        batch = e // n_out if cls == CLS_SYN else e
+        base = e * size
+        a_run = ca == cls or ca == CLS_PRE
+        ao = base if ca == cls else batch * n_in
+        if cb == cls:
+            if a_run:
+                _vv(op, c, segment(mem, ar, ao, size), segment(mem, br, base, size), size)
+            else:
+                _sv(op, c, mem[ar, e] if ca == CLS_POST else mem[ar, batch], segment(mem, br, base, size), size)
+        elif cb != CLS_PRE:
+            sb = mem[br, e] if cb == CLS_POST else mem[br, batch]
+            _vs(op, c, segment(mem, ar, ao, size), sb, segment(mem, br, base, size), size)
+        else:
+            bo = batch * n_in
+            sa = 0.0 if a_run else (mem[ar, e] if ca == CLS_POST else mem[ar, batch])
+            for j in range(size):
+                mem[br, base + j] = _f(op, c, mem[ar, ao + j] if a_run else sa, mem[br, bo + j])
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
