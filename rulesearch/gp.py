@@ -433,7 +433,8 @@ class Search:
     # -- loop
     def run(self, state: _State | None = None, checkpoint: Callable[[dict], None] | None = None,
             progress: Callable[[int, int, float, int], None] | None = None) -> EvolveResult:
-        """Run (or continue) the search; ``checkpoint`` receives a JSON-able dict per generation."""
+        """Run (or continue) the search; ``checkpoint`` receives a JSON-able dict after a generation
+        (every generation, or as ``checkpoint_seconds`` allows; always after the last one)."""
         with _own_random(self.rng):
             return self._run(state, checkpoint, progress)
 
