@@ -161,8 +161,8 @@ def interleave(packs: Sequence[PackedPrograms]) -> PackedPrograms:
 
 # The row VM (``run_rows``): every value, the simulator's variables and the stack alike, is a row of
 # one 2-D array ``mem``, addressed by its row index. Slicing a row view per instruction, or passing
-# several arrays to a helper, costs reference counting (atomic operations) that at a hundred synapses
-# outweighs the arithmetic; with one array and inlined helpers the interpreter's loop has none.
+# arrays to a helper, costs reference counting that at a hundred synapses outweighs the arithmetic:
+# the helpers that are not inlined take addresses and lengths (``_borrow``), never arrays.
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _f(op, c, x, y):
     """op(x, y), x the first operand; OP_AXPB: c + x * y; OP_DIV protected."""
@@ -375,7 +375,8 @@ def run_rows(code, arg, consts, mem, rows, n_batch, n_out, n_in):
     mem: float64 (rows, >= B*n_out*n_in) holding the variables and the stack: variable (kind, slot)
     in row ``rows[kind] + slot`` (kinds PRE, POST, SYN, TRIAL; compact layouts (B, n_in), (B, n_out),
     (B, n_out, n_in), (B,)), the stack in rows ``rows[4]`` onwards (program depth rows). rows: int64
-    (5,), an array rather than constants so that one compiled version serves every simulator. Binary operators take their first operand from the top of the stack
+    (5,), an array rather than constants so that one compiled version serves every simulator. All
+    arrays C-contiguous. Binary operators take their first operand from the top of the stack
     (``rules.compile_expr`` emits reversed prefix order). Each instruction runs over a whole class
     before the next starts, so interpretation costs per instruction, not per synapse.
     """
