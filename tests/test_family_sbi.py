@@ -1,0 +1,45 @@
+"""The sbi proposal backend of `rulesearch families` (neural posterior estimation). Needs the optional
+`sbi` extra (PyTorch): skipped without it; the one-line refusal without it is tested in
+test_lif_network.py."""
+import numpy as np
+import pytest
+
+sbi = pytest.importorskip("sbi")
+torch = pytest.importorskip("torch")
+
+from rulesearch.family_sbi import propose_sbi  # noqa: E402
+
+LOW, HIGH = np.array([0.4, 5.0]), np.array([0.6, np.inf])  # a two-sided and a one-sided range
+
+
+def _simulate(theta, rng):
+    """Two metrics of a 3-parameter toy model: a noisy sum and a scaled parameter."""
+    return np.stack([theta[:, 0] + theta[:, 1] + 0.02 * rng.standard_normal(len(theta)), 10 * theta[:, 2]], axis=1)
+
+
+def _passes(metrics):
+    return (metrics[:, 0] >= LOW[0]) & (metrics[:, 0] <= HIGH[0]) & (metrics[:, 1] >= LOW[1])
+
+
+def test_proposals_concentrate_where_the_constraints_hold_and_are_seeded():
+    rng = np.random.default_rng(0)
+    theta = rng.random((600, 3))
+    metrics = _simulate(theta, rng)
+    metrics[:30] = np.nan  # exploded networks: not measured, left out of training
+    prior_fraction = _passes(_simulate(rng.random((4000, 3)), rng)).mean()
+    before = torch.random.get_rng_state()
+    proposed = propose_sbi(theta, metrics, LOW, HIGH, 300, np.random.default_rng(1))
+    assert torch.equal(before, torch.random.get_rng_state())  # torch's global generator untouched
+    assert proposed.shape == (300, 3) and np.all((proposed >= 0) & (proposed <= 1))
+    fraction = _passes(_simulate(proposed, rng)).mean()
+    assert prior_fraction < 0.1 and fraction > 0.4, (prior_fraction, fraction)
+    again = propose_sbi(theta, metrics, LOW, HIGH, 300, np.random.default_rng(1))
+    assert np.array_equal(proposed, again)
+
+
+def test_too_few_measured_simulations_fall_back_to_the_prior():
+    rng = np.random.default_rng(2)
+    theta = rng.random((50, 3))
+    metrics = np.full((50, 2), np.nan)
+    out = propose_sbi(theta, metrics, LOW, HIGH, 40, np.random.default_rng(3))
+    assert np.array_equal(out, np.random.default_rng(3).random((40, 3)))
