@@ -110,4 +110,6 @@ def test_ctrl_c_saves_and_exits_cleanly(tmp_path):
     info = json.loads((out / "run.json").read_text())
     assert info["status"] == "interrupted"
     assert sum(int(r["selected"]) for r in csv.DictReader(open(out / "pareto.csv"))) == 1
-    json.loads((out / "checkpoint.json").read_text())  # a complete file, not a torn one
+    # a complete file, not a torn one, holding the last generation run (checkpoints are otherwise
+    # written at most every 2 s; an interrupted run writes its last whole generation)
+    assert json.loads((out / "checkpoint.json").read_text())["generation"] == info["generations_run"]

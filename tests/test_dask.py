@@ -112,6 +112,11 @@ def test_bad_scheduler_address_is_one_line(tmp_path, capsys, monkeypatch):
     assert "--scheduler is for --evaluator dask" in capsys.readouterr().err
 
 
+def _generation(checkpoint) -> int:
+    """The generation of a checkpoint file (written atomically), -1 before there is one."""
+    return json.loads(checkpoint.read_text())["generation"] if checkpoint.exists() else -1
+
+
 def test_scheduler_lost_mid_run_keeps_the_checkpoint_and_resumes_locally(tmp_path):
     out = tmp_path / "run"
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -121,7 +126,8 @@ def test_scheduler_lost_mid_run_keeps_the_checkpoint_and_resumes_locally(tmp_pat
                                  c.scheduler_address, "--out", str(out)] + FAST,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
-        while not (out / "checkpoint.json").exists() and time.time() < deadline and proc.poll() is None:
+        # checkpoints are written at most every 2 s: wait for one past the first generation
+        while _generation(out / "checkpoint.json") < 1 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
         time.sleep(1.0)
     stdout, stderr = proc.communicate(timeout=120)
