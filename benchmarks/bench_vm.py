@@ -56,13 +56,16 @@ def deap_numpy(tree_text: str, x, w0, eta):
     return w
 
 
-def best_time(fn, repeats: int, inner: int) -> float:
+def best_time(fn, repeats: int, inner: int, clock=time.thread_time) -> float:
+    """Best of ``repeats`` of ``inner`` calls, per call. The single-thread paths are timed by this
+    thread's CPU time, which other processes on a shared machine barely disturb; the thread
+    comparison needs wall time (``clock=time.perf_counter``)."""
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(inner):
             fn()
-        best = min(best, (time.perf_counter() - t0) / inner)
+        best = min(best, (clock() - t0) / inner)
     return best
 
 
@@ -99,7 +102,8 @@ def main() -> None:
     times = {}
     for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
         numba.set_num_threads(threads)
-        times[threads] = best_time(lambda: task.evaluate_packed(population), max(3, args.repeats // 2), 1)
+        times[threads] = best_time(lambda: task.evaluate_packed(population), max(3, args.repeats // 2), 1,
+                                   time.perf_counter)
     pop_updates = 400 * task.config.trials * task.config.steps * task.config.n_in
 
     figures = {
@@ -112,16 +116,16 @@ def main() -> None:
         "population_2_threads_updates_per_s": pop_updates / times[max(times)],
         "population_speedup_2_threads": times[1] / times[max(times)],
     }
-    print(f"Oja's rule, 1 neuron x {N_IN} inputs, {STEPS} steps (synapse updates per second, 1 thread)")
+    print(f"Oja's rule, 1 neuron x {N_IN} inputs, {STEPS} steps (synapse updates per second of CPU time, 1 thread)")
     print(f"  (a) rule VM             {figures['vm_updates_per_s']:12.3e}")
     print(f"  (b) hand-written Numba  {figures['hand_written_updates_per_s']:12.3e}")
     print(f"  (c) DEAP compile+NumPy  {figures['deap_numpy_updates_per_s']:12.3e}")
-    print(f"  VM / hand-written = {figures['vm_over_hand_written']:.2f}   (target >= 0.67)")
-    print(f"  VM / DEAP+NumPy   = {figures['vm_over_deap_numpy']:.0f}x  (target >= 100x)")
-    print(f"Population of 400 rules on tasks/oja.toml ({pop_updates:.2e} synapse updates)")
+    print(f"  VM / hand-written = {figures['vm_over_hand_written']:.2f}   (target >= 0.5, aim 0.67)")
+    print(f"  VM / DEAP+NumPy   = {figures['vm_over_deap_numpy']:.0f}x  (target >= 50x)")
+    print(f"Population of 400 rules on tasks/oja.toml ({pop_updates:.2e} synapse updates, wall time)")
     print(f"  1 thread  {figures['population_1_thread_updates_per_s']:.3e} /s")
     print(f"  {max(times)} threads {figures['population_2_threads_updates_per_s']:.3e} /s")
-    print(f"  speed-up  {figures['population_speedup_2_threads']:.2f}x   (target >= 1.7x on 2 cores)")
+    print(f"  speed-up  {figures['population_speedup_2_threads']:.2f}x   (target >= 1.8x on 2 cores, quiet machine)")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(figures, fh, indent=2)
