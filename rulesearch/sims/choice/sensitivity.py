@@ -204,17 +204,18 @@ TRIAL_VARIABLES = ("r", "rbar")
 
 
 def derivatives_model(task, family):
-    """``(model, describe)`` for ``gradfit`` on a choice task without the weight filter, for a Taylor
-    family over x, y, w and expressions of the trial's r and rbar (such as r - rbar); None otherwise
-    (the filter's likelihood is not differentiated here)."""
+    """``(model, describe)`` for ``gradfit`` on a choice task (``fit_choices``), for a Taylor family
+    over x, y, w and expressions of the trial's r and rbar (such as r - rbar); None otherwise. With
+    the weight filter (the task's default) the filter's likelihood is differentiated
+    (``filter_sensitivity``), else the deterministic model's (here); the input noise and prior
+    variances are those ``ChoiceSimulator.simulate`` uses (0 with recorded inputs / initial weights)."""
     from ...families import TaylorFamily, variable_tokens
     from ...gradfit import Derivatives
     from ...rules import compile_expr
     from ...tasks import WORST_LOSS
     from ...vm import evaluate, pack
     s, c = task.state, task.config
-    if (not isinstance(family, TaylorFamily) or task.objective != "fit_choices" or s.choices is None
-            or c.protocol.weight_filter):
+    if not isinstance(family, TaylorFamily) or task.objective != "fit_choices" or s.choices is None:
         return None
     slots = {"x": 0, "y": 1, "w": 2}
     trial_inputs = [v for v in family.variables if v not in slots]
@@ -237,10 +238,20 @@ def derivatives_model(task, family):
     from .kernel import scored_decisions
     count = float(scored_decisions(a).sum())
     eta = task.etas[0]
+    # as ChoiceSimulator.simulate: recorded inputs leave no input noise, recorded w0 no prior uncertainty
+    noise_var = 0.0 if s.recorded_inputs else c.protocol.odour_variance
+    prior_var = 0.0 if s.recorded_w0 else c.init_std ** 2
+    filtered = c.protocol.weight_filter and (noise_var > 0 or prior_var > 0)
+
+    def likelihood(theta, exponents):
+        if filtered:
+            from .filter_sensitivity import filtered_likelihood
+            return filtered_likelihood(theta, exponents, tvals, a, s.w0, c.readout, noise_var, prior_var, eta,
+                                       c.weight_bound)
+        return taylor_likelihood(theta, exponents, tvals, a, s.w0, c.readout, noise_var, eta, c.weight_bound)
 
     def model(theta, active):
-        nll, g, H, blown = taylor_likelihood(theta, exps[active], tvals, a, s.w0, c.readout,
-                                             c.protocol.odour_variance, eta, c.weight_bound)
+        nll, g, H, blown = likelihood(theta, exps[active])
         if blown or not np.isfinite(nll):
             P = len(active)
             return Derivatives(np.inf, np.zeros(P), np.zeros((P, P)), int(count), "bernoulli", WORST_LOSS, True)
