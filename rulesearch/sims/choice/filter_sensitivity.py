@@ -91,21 +91,29 @@ def _predict_tangents(w, Dw, S, DS, xo, readout, h, J, dJ, cv, dc, dh, dlogit, d
             for j in range(n_in):
                 dJ[t, i * n_in + j] = dg * xo[j]
                 dJ[t, m + j] += dg * w[i * n_in + j] + g * Dw[t, i * n_in + j]
+    # after the reset the noise block of S is noise_var I, its cross blocks and every noise row and
+    # column of dS are 0: only the weight blocks enter the products
     v = 0.0
-    for p in range(nz):
+    for p in range(m):
         s = 0.0
-        for q in range(nz):
+        for q in range(m):
             s += S[p, q] * J[q]
         cv[p] = s
         v += J[p] * s
+    for k in range(m, nz):
+        cv[k] = noise_var * J[k]
+        v += J[k] * cv[k]
     for t in range(P):
         acc = 0.0
-        for p in range(nz):
+        for p in range(m):
             s = 0.0
-            for q in range(nz):
+            for q in range(m):
                 s += DS[t, p, q] * J[q] + S[p, q] * dJ[t, q]
             dc[t, p] = s
             acc += J[p] * s + cv[p] * dJ[t, p]
+        for k in range(m, nz):
+            dc[t, k] = noise_var * dJ[t, k]
+            acc += J[k] * dc[t, k] + cv[k] * dJ[t, k]
         dv[t] = acc
     if v < 0.0:  # rounding only (S is a covariance): as the kernel, clipped, with no derivative
         v = 0.0
@@ -237,22 +245,21 @@ def _update_tangents(theta, exps, tk, x, dx, w, Dw, S, DS, eta, n_out, n_in, scr
                                            + fy * gy * Dw[t, i * n_in + k])
                 da_w[t, q, j] += eta * dfw
                 da_e[t, q, j] += eta * dfx
-    # C = A S; d(A S A^T) = dC A^T + C dA^T with dC = dA S + A dS
+    # C = A S; d(A S A^T) = X + X^T + A dS A^T with X = dA S A^T = dA C^T (S symmetric)
     _times_update_jacobian(a_w, a_e, S, C, m, n_in, nz)
     for p in range(nz):
         for q in range(m):
             CT[p, q] = C[q, p]
     for t in range(P):
-        _times_update_jacobian(da_w[t], da_e[t], S, dC, m, n_in, nz)
+        _times_update_jacobian(da_w[t], da_e[t], CT, dC, m, n_in, m)  # X in dC[:, :m]
         _times_update_jacobian(a_w, a_e, DS[t], tmp, m, n_in, nz)
         for q in range(m):
             for p in range(nz):
-                dCT[p, q] = dC[q, p] + tmp[q, p]
+                dCT[p, q] = tmp[q, p]
         _times_update_jacobian(a_w, a_e, dCT, E, m, n_in, m)
-        _times_update_jacobian(da_w[t], da_e[t], CT, tmp, m, n_in, m)
         for q in range(m):
             for p in range(m):
-                DS[t, p, q] = E[q, p] + tmp[q, p]
+                DS[t, q, p] = dC[q, p] + dC[p, q] + E[q, p]
     _times_update_jacobian(a_w, a_e, CT, S, m, n_in, m)
     largest = 0.0
     for q in range(m):
