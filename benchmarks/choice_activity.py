@@ -5,7 +5,8 @@
 Per seed and ground truth (x*(r - rbar) and x*(r - rbar) - 0.05*w): 18 synthetic flies from
 tasks/fly-choice-activity.toml, their output P(accept) recorded at every encounter with Gaussian
 noise of 0.1 x its standard deviation (with each encounter's input and the initial weights); then
-`evolve` (held-out selection) and the Taylor `fit` (the published 18 terms, L1 1e-5). Reports
+`evolve` (held-out selection) and the task's default Taylor `fit` (the published 18 terms; LM with term
+selection since l1 became 0 in the task, CMA-ES with L1 1e-5 before). Reports
 the selected rule, the coefficients of x*(r - rbar) and w in both against the truth, held-out scores and times.
 Writes activity.csv in --out.
 """

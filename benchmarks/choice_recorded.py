@@ -5,13 +5,15 @@ done-when 2).
 
 Per seed and number of flies: synthetic flies from x*(r - rbar) written with
 ``protocol.record_inputs = true`` (the published code records each encounter's input; here also
-the initial weights), then `evolve` (the task's selection: held-out) and the Taylor `fit` (54
-terms, L1 0.01) on them. Reports the selected rule, the coefficient of x*(r - rbar) in both (true
-1), the held-out cross-entropy and the time of each command. Writes recorded.csv in --out.
+the initial weights), then `evolve` (the task's selection) and the task's default Taylor `fit` (54
+terms, Levenberg-Marquardt, terms selected by likelihood-ratio tests) on them. Reports the selected
+rule, the coefficient of x*(r - rbar) in both (true 1) with the Taylor fit's 95 % interval, the
+held-out cross-entropy and the time of each command. Writes recorded.csv in --out.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from pathlib import Path
@@ -42,6 +44,14 @@ def equivalent_to_xr(expression: str, grammar) -> bool:
     return c != 0 and sympy.simplify(e - c * symbol("x") * (symbol("r") - symbol("rbar"))) == 0
 
 
+def interval(fit_dir: Path) -> str:
+    """The 95 % interval of x*(r - rbar) from the fit's coefficients.csv ('' when not selected)."""
+    for row in csv.DictReader(open(fit_dir / "coefficients.csv")):
+        if row["monomial"] == "x*(r - rbar)" and row["ci95_low"]:
+            return f"[{float(row['ci95_low']):.4f}, {float(row['ci95_high']):.4f}]"
+    return ""
+
+
 def run(out: Path, seed: int, animals: int) -> dict:
     task = load_task(TASK, RECORDED + (f"protocol.animals={animals}",), seed=seed, require_data=False)
     folder = out / f"flies-{animals}-seed{seed}"
@@ -61,6 +71,7 @@ def run(out: Path, seed: int, animals: int) -> dict:
             "evolve_heldout_loss": round(json.loads((evo_dir / "run.json").read_text())["heldout"]["loss"], 5),
             "evolve_seconds": round(t_evo, 1), "taylor_rule": info["rule"],
             "taylor_coefficient": round(coefficient(info["rule"], g), 4),
+            "taylor_ci95": interval(out / f"taylor-{animals}-seed{seed}"),
             "taylor_heldout_loss": round(info["heldout"]["loss"], 5), "taylor_seconds": round(t_fit, 1)}
 
 

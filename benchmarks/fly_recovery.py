@@ -3,9 +3,11 @@
     python benchmarks/fly_recovery.py [--out results/fly] [--seeds 1 2 3]
 
 Per seed, 18 synthetic flies (tasks/fly-choice.toml) from each ground truth:
-  A. x*(r - rbar): `evolve` (reward grammar) and the 54-term Taylor `fit`; reports the selected
-     rule, the Taylor x*(r - rbar) coefficient (true 1) and weight R^2 against the true rule on
-     the fitted flies and on 18 new flies.
+  A. x*(r - rbar): `evolve` (reward grammar) and the default Taylor `fit` (54 terms, Levenberg-Marquardt
+     through the weight filter, terms selected by likelihood-ratio tests); reports the selected
+     rule, the Taylor x*(r - rbar) coefficient (true 1) with its 95 % interval, the selected terms,
+     and weight R^2 against the true rule on the fitted flies and on 18 new flies.
+     --taylor-only: only the data and the Taylor fit of A.
   B. x*(r - rbar) - 0.05*w (forgetting) and C. x*(r - rbar): `evolve` with and without the
      weight in the grammar, then `compare` on held-out trials (ΔNLL, ΔAIC of the forgetting model).
 Writes fly.csv in --out and prints a table.
@@ -13,6 +15,7 @@ Writes fly.csv in --out and prints a table.
 from __future__ import annotations
 
 import argparse
+import csv
 import time
 from pathlib import Path
 
@@ -60,7 +63,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="results/fly")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    ap.add_argument("--no-taylor", action="store_true", help="skip the Taylor fits (about 2.5 min per seed)")
+    ap.add_argument("--no-taylor", action="store_true", help="skip the Taylor fits")
+    ap.add_argument("--taylor-only", action="store_true", help="only the Taylor fit of x*(r - rbar) per seed")
     args = ap.parse_args()
     out = Path(args.out)
     w = symbol("w")
@@ -69,16 +73,27 @@ def main() -> None:
     for seed in args.seeds:
         case = out / f"seed{seed}"
         data_a = flies(case / "flies-reward", "x*(r - rbar)", seed)
-        (ev, _), t_ev = timed(evolve_run, RunSpec(TASK, (), data_a, seed), case / "A-evolve")
-        row = {"seed": seed, "A_selected": ev.selected.expression, "A_seconds": t_ev}
+        row = {"seed": seed}
+        if not args.taylor_only:
+            (ev, _), t_ev = timed(evolve_run, RunSpec(TASK, (), data_a, seed), case / "A-evolve")
+            row.update({"A_selected": ev.selected.expression, "A_seconds": t_ev})
         if not args.no_taylor:
             (fit, info, _), t_fit = timed(fit_run, RunSpec(TASK, (), data_a, seed), case / "A-taylor")
-            theta = dict(zip(info["family"]["names"], fit.params))["theta_x1_y0_w0_(r-rbar)1"]
+            coefs = {r["term"]: r for r in csv.DictReader(open(case / "A-taylor" / "coefficients.csv"))}
+            c = coefs["theta_x1_y0_w0_(r-rbar)1"]
+            theta = float(c["value"])
             row.update({"A_taylor_x(r-rbar)": round(theta, 4),
+                        "A_taylor_ci95": f"[{c['ci95_low']}, {c['ci95_high']}]" if c["ci95_low"] else "",
+                        "A_taylor_terms": info["rule"],
                         "A_taylor_weight_r2": round(info["heldout"]["weight_r2"], 4),
                         "A_taylor_weight_r2_new_flies": round(
                             weight_r2_on_new_flies(case / "A-taylor", "x*(r - rbar)", seed), 4),
                         "A_taylor_seconds": t_fit})
+        if args.taylor_only:
+            rows.append(row)
+            print(row, flush=True)
+            write_csv(out / "fly-taylor.csv", list(rows[0]), [list(v.values()) for v in rows])
+            continue
         for label, rule in (("B", "x*(r - rbar) - 0.05*w"), ("C", "x*(r - rbar)")):
             if label == "C":  # the same data as A: A's run is the full-grammar model
                 data, full, full_dir = data_a, ev, case / "A-evolve"

@@ -46,6 +46,13 @@ PRECISION_FLOOR = 1e-6
 FLAT_EFFECT = 1e-3
 FLAT_INTERVAL = 0.1
 Z95 = 1.959963984540054
+# A likelihood fit (choices) stops when its deviance fell by less than STALL_DEVIANCE over the
+# last STALL_ITERATIONS iterations: the likelihood-ratio tests resolve deviance differences of the
+# chi^2(1) quantile (10.8 at alpha 1e-3), and with many undetermined terms LM otherwise crawls
+# along their flat directions for its whole budget (measured on 18 flies, 54 terms: 100 iterations
+# gaining 2.9 nats after the 5th).
+STALL_DEVIANCE = 0.5
+STALL_ITERATIONS = 5
 
 
 @dataclass(frozen=True)
@@ -106,6 +113,7 @@ def levenberg_marquardt(model: Model, active: np.ndarray, theta0: np.ndarray, ma
     it = 0
     if len(theta) == 0:
         return LMResult(theta, d, 0, evaluations)
+    costs = [d.cost]
     for it in range(1, max_iter + 1):
         diag = np.sqrt(np.maximum(np.diag(d.gn), 1e-300))
         hs = d.gn / np.outer(diag, diag)
@@ -131,7 +139,10 @@ def levenberg_marquardt(model: Model, active: np.ndarray, theta0: np.ndarray, ma
         if on_iteration is not None:
             on_iteration(d)
         tiny = d.cost <= 0.5 * d.n * (1e-12 * d.scale) ** 2 if d.likelihood == "gaussian" else False
-        if tiny or change <= 1e-12 * max(d.cost, 1e-300) or np.max(np.abs(step)) <= 1e-13 * (1 + np.max(np.abs(theta))):
+        costs.append(d.cost)
+        stalled = (d.likelihood == "bernoulli" and len(costs) > STALL_ITERATIONS
+                   and 2.0 * (costs[-1 - STALL_ITERATIONS] - d.cost) < STALL_DEVIANCE)
+        if tiny or stalled or change <= 1e-12 * max(d.cost, 1e-300) or np.max(np.abs(step)) <= 1e-13 * (1 + np.max(np.abs(theta))):
             break
     return LMResult(theta, d, it, evaluations)
 

@@ -183,18 +183,30 @@ def test_fit_cli_reports_selection_intervals_and_identifiability(tmp_path, rng, 
     assert err.count("\n") == 1 and "fit.optimizer" in err and "cmaes" in err
 
 
-def test_choice_likelihood_derivatives_match_the_kernel_and_finite_differences():
-    """Fly choices without the weight filter: the NLL equals the project's kernel's and its gradient
-    equals central differences, for a random 54-term Taylor rule over x, y, w, r - rbar."""
+@pytest.mark.parametrize("case", ["no filter", "filter", "recorded inputs and w0", "activity"])
+def test_choice_likelihood_derivatives_match_the_kernel_and_finite_differences(case):
+    """Fly choices: the NLL equals the project's kernel's and its gradient equals central
+    differences, for a random 54-term Taylor rule over x, y, w, r - rbar; without the weight
+    filter, through it (the task's default: weights, covariance and input noise differentiated),
+    and with recorded inputs and initial weights (nothing left to filter: no input noise); and the
+    activity objective's residuals (the recorded output, 30 % of encounters, with noise)."""
     from rulesearch.sims.choice import simulate_choices
-    sets = ("protocol.weight_filter=false", "protocol.animals=4", "protocol.trials_per_block=15", "fit.l1=0")
-    task0 = load_task(ROOT / "tasks" / "fly-choice.toml", sets, require_data=False, seed=3)
-    data = simulate_choices(task0, task0.parse("x*(r - rbar)"), seed=3)
-    task = load_task(ROOT / "tasks" / "fly-choice.toml", sets, data=data, seed=3)
+    sets = ("protocol.animals=4", "protocol.trials_per_block=15", "fit.l1=0")
+    sets += {"no filter": ("protocol.weight_filter=false",), "filter": (),
+             "recorded inputs and w0": ("protocol.record_inputs=true",),
+             "activity": ()}[case]  # its task's family: the published 18 terms
+    path = ROOT / "tasks" / ("fly-choice-activity.toml" if case == "activity" else "fly-choice.toml")
+    task0 = load_task(path, sets, require_data=False, seed=3)
+    data = simulate_choices(task0, task0.parse("x*(r - rbar) - 0.05*w"), seed=3,
+                            activity_noise=0.1 if case == "activity" else None, observed=0.3)
+    task = load_task(path, sets, data=data, seed=3)
     family = make_family(task)
     model, _ = task.sim.derivatives(task, family)
     rng = np.random.default_rng(0)
     theta = rng.normal(0, 0.1, family.n_params)
+    reward_term = [k for k, e in enumerate(family.terms)
+                   if dict(zip(family.variables, e)) == {v: int(v in ("x", "r - rbar")) for v in family.variables}]
+    theta[reward_term] = 1.0
     everything = np.arange(family.n_params)
     d = model(theta, everything)
     assert not d.blown
@@ -203,11 +215,11 @@ def test_choice_likelihood_derivatives_match_the_kernel_and_finite_differences()
         e = np.zeros(family.n_params)
         e[p] = 1e-6
         fd = (model(theta + e, everything).cost - model(theta - e, everything).cost) / 2e-6
-        assert d.grad[p] == pytest.approx(fd, rel=1e-5, abs=1e-6)
-    assert np.all(np.linalg.eigvalsh(d.gn) > -1e-9 * np.abs(d.gn).max())  # Fisher information: PSD
-    # with the filter (the task's default) the likelihood is not differentiated: CMA-ES
-    filtered = load_task(ROOT / "tasks" / "fly-choice.toml", sets[1:], data=data, seed=3)
-    assert filtered.sim.derivatives(filtered, make_family(filtered)) is None
+        assert d.grad[p] == pytest.approx(fd, rel=1e-5, abs=1e-6 * max(1.0, abs(d.grad).max()))
+    assert np.all(np.linalg.eigvalsh(d.gn) > -1e-9 * np.abs(d.gn).max())  # Fisher information / J^T J: PSD
+    if case == "filter":  # the filter changes the likelihood: a test that would notice the wrong model
+        unfiltered = task.sim.simulate(task, family.pack(theta[None]), filtered=False)
+        assert abs(unfiltered.nll.sum() - d.cost) > 1e-3 * d.cost
 
 
 @pytest.mark.parametrize("hidden_activation", ["tanh", "sigmoid"])

@@ -88,16 +88,19 @@ def _animal(theta, exps, tvals, odour, patterns, decision, n_enc, trial_end, n_t
         if k > n_trials:
             break
         last = trial_end[k] if k < n_trials else n_enc - 1
-        for o in range(n_odours):
-            shown[o] = 0.0
-            taken[o] = 0.0
+        # the trial's odours only (with recorded inputs every encounter is its own pattern)
+        for e in range(e0, last + 1):
+            shown[odour[e]] = 0.0
+            taken[odour[e]] = 0.0
         for e in range(e0, last + 1):
             shown[odour[e]] += 1.0
             taken[odour[e]] += decision[e]
+        first = e0
         e0 = last + 1
         if score[k] > 0:
-            for o in range(n_odours):
-                if shown[o] == 0.0:
+            for e in range(first, last + 1):
+                o = odour[e]
+                if shown[o] == 0.0:  # this odour's encounters are already counted
                     continue
                 z = _odour(W, patterns[o], readout, kappa, S, h, dz)
                 # -log P: softplus(-z) per acceptance, softplus(z) per rejection
@@ -111,57 +114,66 @@ def _animal(theta, exps, tvals, odour, patterns, decision, n_enc, trial_end, n_t
                     grad[p] += coef * dz[p]
                     for q in range(P):
                         fisher[p, q] += wgt * dz[p] * dz[q]
+                shown[o] = 0.0
         if k == n_trials or k == T:
             break
-        # the update after the acceptance, at the accepted odour's mean input
-        o = odour[last]
-        x = patterns[o]
-        for i in range(n_out):
-            s = 0.0
-            for j in range(n_in):
-                s += W[i, j] * x[j]
-            h[i] = np.tanh(s)
-            for p in range(P):
-                acc = 0.0
-                for j in range(n_in):
-                    acc += S[i, j, p] * x[j]
-                dy[i, p] = (1.0 - h[i] * h[i]) * acc
-        for c in range(K):
-            for d in range(1, MAX_POWER + 1):
-                pt[c, d] = pt[c, d - 1] * tvals[k, c]
-        largest = 0.0
-        for i in range(n_out):
-            py[0] = 1.0
-            for d in range(1, MAX_POWER + 1):
-                py[d] = py[d - 1] * h[i]
-            for j in range(n_in):
-                px[0] = 1.0
-                pw[0] = 1.0
-                for d in range(1, MAX_POWER + 1):
-                    px[d] = px[d - 1] * x[j]
-                    pw[d] = pw[d - 1] * W[i, j]
-                f = 0.0
-                fy = 0.0
-                fw = 0.0
-                for p in range(P):
-                    a, b, c = exps[p, 0], exps[p, 1], exps[p, 2]
-                    t = 1.0
-                    for q in range(K):
-                        t *= pt[q, exps[p, 3 + q]]
-                    m = px[a] * py[b] * pw[c] * t
-                    phi[p] = m
-                    f += theta[p] * m
-                    if b > 0:
-                        fy += theta[p] * b * px[a] * py[b - 1] * pw[c] * t
-                    if c > 0:
-                        fw += theta[p] * c * px[a] * py[b] * pw[c - 1] * t
-                for p in range(P):
-                    S[i, j, p] += eta * (phi[p] + fy * dy[i, p] + fw * S[i, j, p])
-                W[i, j] += eta * f
-                largest = max(largest, abs(W[i, j]))
-        if not largest <= bound:
+        if _update(theta, exps, tvals[k], odour[last], patterns, W, S, h, dy, phi, px, py, pw, pt, eta, bound):
             return nll, True
     return nll, False
+
+
+@njit(cache=True, nogil=True)
+def _update(theta, exps, tk, o, patterns, W, S, h, dy, phi, px, py, pw, pt, eta, bound):
+    """The update after an acceptance of odour o, at its input pattern, and the sensitivities S
+    through it; returns True if a weight left the bound."""
+    n_out, n_in = W.shape
+    P = theta.shape[0]
+    K = tk.shape[0]
+    x = patterns[o]
+    for i in range(n_out):
+        s = 0.0
+        for j in range(n_in):
+            s += W[i, j] * x[j]
+        h[i] = np.tanh(s)
+        for p in range(P):
+            acc = 0.0
+            for j in range(n_in):
+                acc += S[i, j, p] * x[j]
+            dy[i, p] = (1.0 - h[i] * h[i]) * acc
+    for c in range(K):
+        for d in range(1, MAX_POWER + 1):
+            pt[c, d] = pt[c, d - 1] * tk[c]
+    largest = 0.0
+    for i in range(n_out):
+        py[0] = 1.0
+        for d in range(1, MAX_POWER + 1):
+            py[d] = py[d - 1] * h[i]
+        for j in range(n_in):
+            px[0] = 1.0
+            pw[0] = 1.0
+            for d in range(1, MAX_POWER + 1):
+                px[d] = px[d - 1] * x[j]
+                pw[d] = pw[d - 1] * W[i, j]
+            f = 0.0
+            fy = 0.0
+            fw = 0.0
+            for p in range(P):
+                a, b, c = exps[p, 0], exps[p, 1], exps[p, 2]
+                t = 1.0
+                for q in range(K):
+                    t *= pt[q, exps[p, 3 + q]]
+                m = px[a] * py[b] * pw[c] * t
+                phi[p] = m
+                f += theta[p] * m
+                if b > 0:
+                    fy += theta[p] * b * px[a] * py[b - 1] * pw[c] * t
+                if c > 0:
+                    fw += theta[p] * c * px[a] * py[b] * pw[c - 1] * t
+            for p in range(P):
+                S[i, j, p] += eta * (phi[p] + fy * dy[i, p] + fw * S[i, j, p])
+            W[i, j] += eta * f
+            largest = max(largest, abs(W[i, j]))
+    return not largest <= bound
 
 
 @njit(cache=True, parallel=True)
@@ -200,21 +212,93 @@ def taylor_likelihood(theta: np.ndarray, exponents: np.ndarray, tvals: np.ndarra
     return float(nll.sum()), grad.sum(axis=0), fisher.sum(axis=0), bool(blown.any())
 
 
+@njit(cache=True, nogil=True)
+def _animal_activity(theta, exps, tvals, odour, patterns, n_enc, trial_end, n_trials, score, target, w0, readout,
+                     kappa, eta, bound, row0, res, jac):
+    """One animal, activity objective: the residual P(accept) - recorded output of every scored
+    encounter with a recording, into res[row0:] and its derivatives by theta into jac[row0:];
+    returns blown."""
+    n_out, n_in = w0.shape
+    P = theta.shape[0]
+    K = tvals.shape[1]
+    T = trial_end.shape[0]
+    W = w0.copy()
+    S = np.zeros((n_out, n_in, P))
+    h, dz, dy, phi = np.empty(n_out), np.empty(P), np.empty((n_out, P)), np.empty(P)
+    px, py, pw = np.empty(MAX_POWER + 1), np.empty(MAX_POWER + 1), np.empty(MAX_POWER + 1)
+    pt = np.ones((K, MAX_POWER + 1))
+    row = row0
+    e0 = 0
+    for k in range(T + 1):
+        if k > n_trials:
+            break
+        last = trial_end[k] if k < n_trials else n_enc - 1
+        for e in range(e0, last + 1):
+            if score[k] > 0 and not np.isnan(target[e]):
+                z = _odour(W, patterns[odour[e]], readout, kappa, S, h, dz)
+                p_acc = 1.0 / (1.0 + np.exp(-z))
+                res[row] = p_acc - target[e]
+                for p in range(P):
+                    jac[row, p] = p_acc * (1.0 - p_acc) * dz[p]
+                row += 1
+        e0 = last + 1
+        if k == n_trials or k == T:
+            break
+        if _update(theta, exps, tvals[k], odour[last], patterns, W, S, h, dy, phi, px, py, pw, pt, eta, bound):
+            return True
+    return False
+
+
+@njit(cache=True, parallel=True)
+def _all_animals_activity(theta, exps, tvals, odour, patterns, n_enc, trial_end, n_trials, score, target, w0, readout,
+                          kappa, eta, bound, rows):
+    A = odour.shape[0]
+    res = np.zeros(rows[A])
+    jac = np.zeros((rows[A], theta.shape[0]))
+    blown = np.zeros(A, np.bool_)
+    for b in prange(A):
+        blown[b] = _animal_activity(theta, exps, tvals[b], odour[b], patterns, n_enc[b], trial_end[b], n_trials[b],
+                                    score[b], target[b], w0[b], readout, kappa, eta, bound, rows[b], res, jac)
+    return res, jac, blown
+
+
+def taylor_activity_residuals(theta: np.ndarray, exponents: np.ndarray, tvals: np.ndarray, arrays, w0: np.ndarray,
+                              readout: np.ndarray, noise_var: float, eta: float, weight_bound: float = 1e3):
+    """Activity objective: residuals P(accept) - recorded output (n,) over the scored encounters with
+    a recording (animal by animal, in time order) and their Jacobian (n, P) by theta; and blown.
+    Arguments as ``taylor_likelihood``; ``arrays.activity`` (A, E) holds the recordings (NaN: none)."""
+    from .kernel import scored_activity
+    a = arrays
+    theta = np.ascontiguousarray(theta, np.float64)
+    exps = np.ascontiguousarray(exponents, np.int64)
+    if exps.shape[0] != theta.shape[0] or exps.min(initial=0) < 0 or exps.max(initial=0) > MAX_POWER:
+        raise ValueError(f"exponents {exps.shape}: expected ({theta.shape[0]}, 3 + K) in 0..{MAX_POWER}")
+    rows = np.concatenate([[0], np.cumsum(scored_activity(a))]).astype(np.int64)
+    res, jac, blown = _all_animals_activity(
+        theta, exps, np.ascontiguousarray(tvals, np.float64), a.odour, a.patterns, a.n_enc, a.trial_end, a.n_trials,
+        a.score.astype(np.float64), np.ascontiguousarray(a.activity, np.float64), np.ascontiguousarray(w0, np.float64),
+        np.ascontiguousarray(readout, np.float64), np.pi * float(noise_var) / 8.0, float(eta), float(weight_bound),
+        rows)
+    return res, jac, bool(blown.any())
+
+
 TRIAL_VARIABLES = ("r", "rbar")
 
 
 def derivatives_model(task, family):
-    """``(model, describe)`` for ``gradfit`` on a choice task without the weight filter, for a Taylor
-    family over x, y, w and expressions of the trial's r and rbar (such as r - rbar); None otherwise
-    (the filter's likelihood is not differentiated here)."""
+    """``(model, describe)`` for ``gradfit`` on a choice task (``fit_choices``), for a Taylor family
+    over x, y, w and expressions of the trial's r and rbar (such as r - rbar); None otherwise. With
+    the weight filter (the task's default) the filter's likelihood is differentiated
+    (``filter_sensitivity``), else the deterministic model's (here); the input noise and prior
+    variances are those ``ChoiceSimulator.simulate`` uses (0 with recorded inputs / initial weights)."""
     from ...families import TaylorFamily, variable_tokens
     from ...gradfit import Derivatives
     from ...rules import compile_expr
     from ...tasks import WORST_LOSS
     from ...vm import evaluate, pack
     s, c = task.state, task.config
-    if (not isinstance(family, TaylorFamily) or task.objective != "fit_choices" or s.choices is None
-            or c.protocol.weight_filter):
+    if (not isinstance(family, TaylorFamily) or task.objective not in ("fit_choices", "fit_choice_activity")
+            or s.choices is None):
         return None
     slots = {"x": 0, "y": 1, "w": 2}
     trial_inputs = [v for v in family.variables if v not in slots]
@@ -237,10 +321,31 @@ def derivatives_model(task, family):
     from .kernel import scored_decisions
     count = float(scored_decisions(a).sum())
     eta = task.etas[0]
+    # as ChoiceSimulator.simulate: recorded inputs leave no input noise, recorded w0 no prior uncertainty
+    noise_var = 0.0 if s.recorded_inputs else c.protocol.odour_variance
+    prior_var = 0.0 if s.recorded_w0 else c.init_std ** 2
+    filtered = c.protocol.weight_filter and (noise_var > 0 or prior_var > 0)
+
+    def likelihood(theta, exponents):
+        if filtered:
+            from .filter_sensitivity import filtered_likelihood
+            return filtered_likelihood(theta, exponents, tvals, a, s.w0, c.readout, noise_var, prior_var, eta,
+                                       c.weight_bound)
+        return taylor_likelihood(theta, exponents, tvals, a, s.w0, c.readout, noise_var, eta, c.weight_bound)
+
+    if task.objective == "fit_choice_activity":  # the deterministic teacher-forced model, as simulate
+        from ...gradfit import gaussian
+        recorded = a.activity[~np.isnan(a.activity)]
+        scale = float(recorded.std()) if recorded.size else 1.0
+
+        def activity_model(theta, active):
+            r, J, blown = taylor_activity_residuals(theta, exps[active], tvals, a, s.w0, c.readout, noise_var, eta,
+                                                    c.weight_bound)
+            return gaussian(r, J, blown, scale)
+        return activity_model, None
 
     def model(theta, active):
-        nll, g, H, blown = taylor_likelihood(theta, exps[active], tvals, a, s.w0, c.readout,
-                                             c.protocol.odour_variance, eta, c.weight_bound)
+        nll, g, H, blown = likelihood(theta, exps[active])
         if blown or not np.isfinite(nll):
             P = len(active)
             return Derivatives(np.inf, np.zeros(P), np.zeros((P, P)), int(count), "bernoulli", WORST_LOSS, True)
