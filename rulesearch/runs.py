@@ -17,6 +17,7 @@ from .evaluators import make_evaluator
 from .families import family_from_spec
 from .fit import FamilyFit, FitResult, heldout_scores, make_family, split_trials
 from .fit import state_from_json as fit_state_from_json
+from .fronts import indistinguishable
 from .gp import EvolveResult, Search
 from .gradfit import gradient_fitter, lm_state_from_json
 from .grammar import load_grammar
@@ -186,6 +187,12 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
         evaluator.close()
     _warn_if_blown(result, task)
     rows = front_rows(result)
+    report = heldout_indistinguishable(result, test) if task.data_source else None
+    if report is not None:  # pareto.csv gets the held-out comparison with the selected rule
+        for row, loss, diff, se, verdict in zip(rows, report["heldout_loss"], report["difference"], report["se"],
+                                                report["verdict"]):
+            row.update(heldout_loss="" if loss is None else loss, heldout_difference="" if diff is None else diff,
+                       heldout_se="" if se is None else se, heldout_verdict=verdict)
     columns = front_columns(rows)
     write_csv(out / PARETO_FILE, columns, [[r[c] for c in columns] for r in rows])
     plot_front(out / FRONT_PLOT, rows, result.history, f"{task.name} (seed {task.seed})")
@@ -196,8 +203,21 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
                                                "abs_tol": task.search.selection_abs_tol},
                 selected=result.selected.expression,
                 selected_loss=result.selected.loss, heldout=heldout)
+    if report is not None:
+        info["indistinguishable"] = report
     write_json(out / RUN_FILE, info)
     return result, out
+
+
+def heldout_indistinguishable(result, test) -> dict | None:
+    """The held-out comparison of every front rule with the selected one (``fronts.indistinguishable``),
+    or None without a held-out view or per-unit losses (objectives without units)."""
+    if test is None or test.sim.objectives[test.objective].units is None:
+        return None
+    units = test.unit_losses([e.rule for e in result.front])
+    selected = next(i for i, e in enumerate(result.front) if e.selected)
+    return indistinguishable(units, selected, [e.expression for e in result.front],
+                             test.sim.objectives[test.objective].unit_name)
 
 
 BLOWN_WARNING = 0.9  # a search in which more of the evaluations than this blew up is reported
