@@ -127,6 +127,7 @@ def run_case(case: dict, part: str, tmp: Path) -> dict:
             "truth_terms_on_front": any(f["generating_terms"] for f in front),
             "best_front_loss": min(e.loss for e in result.front), "front": front,
             "selection": info.get("selection"), "indistinguishable": info.get("indistinguishable"),
+            "fit_seed": info.get("fit_seed"),
             "heldout": info.get("heldout"), "seconds": round(seconds, 1),
             "search_seconds": info.get("elapsed_seconds"), "evaluations": info.get("evaluations"),
             "generations_run": info.get("generations_run"), "status": info.get("status"),
@@ -143,14 +144,14 @@ def _commit() -> str:
 
 
 def summary(out: Path) -> int:
-    for part in ("fly", "activity"):
+    for part in ("fly", "activity", "fly-noseed", "activity-noseed"):
         rows = [read_json(p) for p in sorted((out / part).glob("*.json"))]
         if not rows:
             continue
         done = [r for r in rows if "skipped" not in r]
         good = sum(r["recovered"] for r in done)
         print(f"{part}: recovered {good}/{len(done)} ({100 * good / max(len(done), 1):.0f} %), "
-              f"{len(rows) - len(done)} skipped, of {len(cases(part))} cases; "
+              f"{len(rows) - len(done)} skipped, of {len(cases(part.split('-')[0]))} cases; "
               f"evolve {min(r.get('seconds', 0) for r in done):.0f}-{max(r.get('seconds', 0) for r in done):.0f} s")
         for r in rows:
             if "skipped" in r:
@@ -173,16 +174,21 @@ def main() -> int:
     p.add_argument("--only", nargs="*", help="case ids to run (default: all not yet done)")
     p.add_argument("--redo", action="store_true", help="run the chosen cases even if done")
     p.add_argument("--max-cases", type=int, default=0, help="stop after this many cases (0: no limit)")
+    p.add_argument("--no-seed", action="store_true",
+                   help="evolve without the Taylor fit's seed (search.seed_with_fit = false); results in PART-noseed/")
     p.add_argument("--shard", default="0/1", help="K/N: only cases whose index is K modulo N (parallel processes)")
     a = p.parse_args()
     out = Path(a.out)
     if a.part == "summary":
         return summary(out)
-    (out / a.part).mkdir(parents=True, exist_ok=True)
+    folder = out / (a.part + ("-noseed" if a.no_seed else ""))
+    folder.mkdir(parents=True, exist_ok=True)
     start = time.time()
     k, n = (int(v) for v in a.shard.split("/"))
     todo = [c for i, c in enumerate(cases(a.part)) if i % n == k and (not a.only or c["id"] in a.only)
-            and (a.redo or not (out / a.part / f"{c['id']}.json").exists())]
+            and (a.redo or not (folder / f"{c['id']}.json").exists())]
+    if a.no_seed:
+        todo = [{**c, "sets": c["sets"] + ["search.seed_with_fit=false"]} for c in todo]
     for done, case in enumerate(todo):
         if time.time() - start > a.budget_s or (a.max_cases and done >= a.max_cases):
             print(f"budget of {a.budget_s:g} s used; {len(todo) - todo.index(case)} cases left (run again)")
@@ -192,7 +198,7 @@ def main() -> int:
                 row = run_case(case, a.part, Path(tmp))
             except Exception as exc:  # recorded, so that a resumed sweep moves on (and the summary shows it)
                 row = {**case, "recovered": False, "error": f"{type(exc).__name__}: {exc}"}
-        write_json(out / a.part / f"{case['id']}.json", row)
+        write_json(folder / f"{case['id']}.json", row)
         print(f"{case['id']}: {'skipped' if 'skipped' in row else 'recovered' if row['recovered'] else 'MISSED'} "
               f"{row.get('selected', '')} ({row.get('seconds', 0)} s)", flush=True)
     print("all cases done" if todo else "nothing to do")

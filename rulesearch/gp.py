@@ -208,8 +208,10 @@ class Search:
     """NSGA-II over (loss, complexity) with semantic de-duplication and constant optimisation."""
 
     def __init__(self, task: Task, evaluate: Callable | None = None, seed: int = 0,
-                 population: int | None = None, generations: int | None = None, heldout: Task | None = None):
+                 population: int | None = None, generations: int | None = None, heldout: Task | None = None,
+                 seeds: Sequence[Rule] = ()):
         self.task = task
+        self.seeds = tuple(seeds)[:population or task.search.population]  # rules the first population starts with
         self.heldout = heldout  # the held-out view (search.selection = "heldout" compares the front on it)
         self.space = task.space
         self.lang = Languages.from_space(task.space)
@@ -439,6 +441,9 @@ class Search:
         if state is None:
             self.rng.seed(self.seed)
             state = _State([self._new_individual() for _ in range(self.mu)], {}, {}, [])
+            # seeds (e.g. the terms an exact Taylor fit selected, runs.fit_seeds) replace the first
+            # random individuals, after those were drawn, so the random stream is the same either way
+            state.population[:len(self.seeds)] = [self.lang.individual(r) for r in self.seeds]
             # Every constant-free rule of up to ENUMERATE_MAX_SIZE nodes is evaluated once: small
             # rules whose parts are poor on their own (x*(r - rbar)) need not be found by chance.
             # They enter the archive (and so the explored front), not the population, whose

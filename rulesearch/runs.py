@@ -174,10 +174,11 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     train, test = split_trials(task, task.fit.holdout) if task.data_source else (task, None)
     test = test if test is not None else task.sim.heldout(task)
     split = task.sim.split_info(train, test) if task.data_source else {}
+    seeds, seeded = fit_seeds(train) if task.data_source else ([], None)
     evaluator = make_evaluator(train, spec.evaluator, spec.workers, spec.scheduler, on_chunk)
     try:
         search = Search(train, evaluator, task.seed, spec.population, spec.generations,
-                        test if task.data_source else None)
+                        test if task.data_source else None, seeds)
         # everything a resume reads is validated before anything is written
         state = _checkpoint(out, search.state_from_json) if resume else None
         info = _run_info(spec, task, "evolve", started, argv, population=search.mu,
@@ -205,8 +206,51 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
                 selected_loss=result.selected.loss, heldout=heldout)
     if report is not None:
         info["indistinguishable"] = report
+    if seeded is not None:
+        info["fit_seed"] = check_fit_seed(seeded, seeds, result, train)
     write_json(out / RUN_FILE, info)
     return result, out
+
+
+def fit_seeds(train) -> tuple[list, dict | None]:
+    """Rules to start ``evolve`` with: the terms an exact Taylor fit of the fitting trials selects
+    (``fit --family taylor`` with Levenberg-Marquardt, the selected terms refitted), as a rule of the
+    task's grammar, so that a search cannot miss a rule the fit finds. None where the task has no
+    gradient Taylor fit (the fit would be a CMA-ES run as long as the search) or the rule is beyond
+    the grammar. Returns (rules, a record for run.json or None)."""
+    from .errors import GrammarError
+    if not train.search.seed_with_fit or train.fit.family != "taylor":
+        return [], None
+    try:
+        family = make_family(train)
+        fitter = gradient_fitter(train, family)
+    except TaskError:
+        return [], None
+    if fitter is None:
+        return [], None
+    started = time.time()
+    fitted = fitter.run()
+    text = family.text(fitted.params, 0.0)
+    record = {"rule": text, "fit_loss": float(fitted.loss), "seconds": round(time.time() - started, 3)}
+    try:
+        rule = train.parse(text, limits=True)
+    except (GrammarError, ValueError) as exc:
+        return [], {**record, "used": False, "reason": str(exc)}
+    return [rule], {**record, "used": True}
+
+
+def check_fit_seed(seeded: dict, seeds: list, result, train) -> dict:
+    """Whether the fit's rule beats the selected one after the search (it should not: it was seeded,
+    so only a loss no better, or a larger tree, keeps it off the selection); logged if it does."""
+    if not seeds:
+        return seeded
+    loss = float(train.evaluate(seeds)[0])
+    sel = result.selected
+    beats = loss < sel.loss and seeds[0].complexity <= sel.complexity
+    if beats:
+        log.warning("the Taylor fit's rule %s (loss %.6g, %d nodes) beats the selected rule %s (loss %.6g, %d nodes)",
+                    seeded["rule"], loss, seeds[0].complexity, sel.expression, sel.loss, sel.complexity)
+    return {**seeded, "loss": loss, "complexity": seeds[0].complexity, "beats_selected": bool(beats)}
 
 
 def heldout_indistinguishable(result, test) -> dict | None:
