@@ -246,7 +246,9 @@ def check_fit_seed(seeded: dict, seeds: list, result, train) -> dict:
         return seeded
     loss = float(train.evaluate(seeds)[0])
     sel = result.selected
-    beats = loss < sel.loss and seeds[0].complexity <= sel.complexity
+    # equal losses to rounding (noise-free data: both ~1e-31) are no improvement
+    margin = max(1e-6 * abs(sel.loss), train.search.target_loss, 1e-15)
+    beats = loss < sel.loss - margin and seeds[0].complexity <= sel.complexity
     if beats:
         log.warning("the Taylor fit's rule %s (loss %.6g, %d nodes) beats the selected rule %s (loss %.6g, %d nodes)",
                     seeded["rule"], loss, seeds[0].complexity, sel.expression, sel.loss, sel.complexity)

@@ -110,3 +110,28 @@ def test_semantic_keys_cover_every_pathway():
     a, b, c = (task.parse(t) for t in ("ff: x*y; lat: -x*y", "ff: x*y; lat: x*y", "ff: y*x; lat: -(y*x)"))
     ka, kb, kc = semantic_keys([a, b, c])
     assert ka != kb and ka == kc
+
+
+def test_evolve_on_activity_starts_from_the_taylor_fit(tmp_path):
+    """A three-term rule a tiny search does not reach is found because the exact Taylor fit seeds it;
+    run.json records the seed and that it does not beat the selected rule."""
+    import numpy as np
+    from rulesearch.runs import RunSpec, evolve_run
+    fit = ROOT / "tasks" / "fit-activity.toml"
+    sets = ("inputs.steps=100", "inputs.trials=4")
+    task = load_task(fit, sets, require_data=False, seed=3)
+    truth = task.parse("x*y - 0.5*y**2*w - 0.2*w")
+    task.sim.synthesize(task, truth, tmp_path / "d.npz", 0.0, 1.0, None)
+    runs = {}
+    for seeded in (True, False):
+        runs[seeded], out = evolve_run(RunSpec(str(fit), sets + (f"search.seed_with_fit={str(seeded).lower()}",),
+                                               str(tmp_path / "d.npz"), 3, population=20, generations=1),
+                                       tmp_path / f"run-{seeded}")
+        info = json.loads((out / "run.json").read_text())
+        assert ("fit_seed" in info) is seeded
+    info = json.loads((tmp_path / "run-True" / "run.json").read_text())
+    assert info["fit_seed"]["used"] and info["fit_seed"]["beats_selected"] is False
+    expand = lambda r: sympy.expand(r.to_sympy()[0])  # noqa: E731
+    assert sympy.simplify(expand(runs[True].selected.rule) - expand(truth)) == 0
+    assert runs[True].selected.loss < 1e-20 < runs[False].selected.loss
+    assert np.isfinite(info["fit_seed"]["loss"]) and info["fit_seed"]["loss"] < 1e-20
