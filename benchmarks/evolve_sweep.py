@@ -191,7 +191,8 @@ def main() -> int:
         todo = [{**c, "sets": c["sets"] + ["search.seed_with_fit=false"]} for c in todo]
     for done, case in enumerate(todo):
         if time.time() - start > a.budget_s or (a.max_cases and done >= a.max_cases):
-            print(f"budget of {a.budget_s:g} s used; {len(todo) - todo.index(case)} cases left (run again)")
+            print(f"chunk done (--budget-s {a.budget_s:g}, --max-cases {a.max_cases}); {len(todo) - done} cases "
+                  "left in this shard (run again)")
             return 0
         with tempfile.TemporaryDirectory() as tmp:
             try:
