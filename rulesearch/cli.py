@@ -481,6 +481,9 @@ def cmd_show(args) -> int:
     return 0
 
 
+LOW_POWER_UNITS = 5  # fewer held-out units than this: the paired test can tell little apart (t > 2.7)
+
+
 def _print_indistinguishable(report: dict | None) -> None:
     """The front rules the held-out data cannot tell apart from the selected one (run.json
     ``indistinguishable``), and any the held-out data prefer."""
@@ -492,6 +495,8 @@ def _print_indistinguishable(report: dict | None) -> None:
         return
     test = (f"|held-out loss difference| <= {report['critical_t']:.3g} x its standard error, paired over {n} "
             f"held-out {units} (two-sided {100 * report['level']:g} %)")
+    if n < LOW_POWER_UNITS:
+        test += f"; {n} held-out {units} give the test little power: hold out more to tell more apart"
     rows = [(i, v) for i, v in enumerate(report["verdict"]) if v in ("indistinguishable", "better")]
     if not rows:
         print(f"indistinguishable: none; every other front rule is worse on the held-out data ({test})")
