@@ -45,6 +45,7 @@ def cmd_evolve(args) -> int:
     if result.selection and result.selection.get("method") in ("noise", "heldout"):
         _explain_selection(front_rows(result), result.selection)
     info = read_json(out / RUN_FILE)
+    _print_fit_check(info.get("fit_seed"))
     _print_indistinguishable(info.get("indistinguishable"))
     if info.get("heldout"):
         _print_heldout(info["heldout"])
@@ -470,6 +471,7 @@ def cmd_show(args) -> int:
             print(f"{key:16s} {info[key]}")
     if rows is not None:
         _explain_selection(rows, info.get("selection"))
+        _print_fit_check(info.get("fit_seed"))
         _print_indistinguishable(info.get("indistinguishable"))
     if fit and info.get("optimizer") == "lm" and info.get("family", {}).get("family") == "taylor":
         _print_lm_fit(run, info)
@@ -479,6 +481,22 @@ def cmd_show(args) -> int:
         print(f"{'versions':16s} " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()
                                                if k != "platform"))
     return 0
+
+
+def _print_fit_check(record: dict | None) -> None:
+    """The Taylor fit that seeded the search, and whether it overruled the selection (run.json fit_seed)."""
+    if not record:
+        return
+    if not record.get("used"):
+        print(f"{'Taylor seed':16s} {record['rule']} not used: {record.get('reason', '')}")
+        return
+    print(f"{'Taylor seed':16s} {record['rule']} (fit of the fitted trials, {record['seconds']:.1f} s; seeded the search)")
+    if "reselected" in record:
+        r = record["reselected"]
+        print(f"{'fit check':16s} the Taylor fit's rule beats {r['previous']} ({record['test']}): selected "
+              f"{r['selected']}, the simplest front rule it does not beat")
+    elif record.get("beats_selected"):
+        print(f"{'fit check':16s} the Taylor fit's rule beats every front rule: the search lost it")
 
 
 LOW_POWER_UNITS = 5  # fewer held-out units than this: the paired test can tell little apart (t > 2.7)

@@ -135,3 +135,27 @@ def test_evolve_on_activity_starts_from_the_taylor_fit(tmp_path):
     assert sympy.simplify(expand(runs[True].selected.rule) - expand(truth)) == 0
     assert runs[True].selected.loss < 1e-20 < runs[False].selected.loss
     assert np.isfinite(info["fit_seed"]["loss"]) and info["fit_seed"]["loss"] < 1e-20
+
+
+def test_the_taylor_fit_overrules_a_tolerance_looser_than_the_noise(tmp_path):
+    """Oja's rule, tanh outputs, eta 0.1, inputs in [0, 1] (benchmarks/activity_cases.py's independent
+    generator): activity of variance 5e-4, so the task's absolute tolerance of 1e-6 lets 0.64*x stand
+    for the rule (0.64*x at the default population, y*(-w + x) at 50). The fit's exact rule beats it beyond the noise (paired over fitted trials), so the
+    simplest front rule the fit does not beat is selected instead, and run.json says so."""
+    import sys
+    import numpy as np
+    from rulesearch.runs import RunSpec, evolve_run
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from activity_cases import generate_rule
+    np.savez(tmp_path / "d.npz", **generate_rule("x*y - y**2*w", lambda x, y, w: x * y - y * y * w, "tanh", 0.1))
+    sets = ("network.activation=tanh", "network.eta=0.1", "network.n_in=20", "network.n_out=5")
+    result, out = evolve_run(RunSpec(str(ROOT / "tasks" / "fit-activity.toml"), sets, str(tmp_path / "d.npz"), 0,
+                                     population=50, generations=0), tmp_path / "run")
+    info = json.loads((out / "run.json").read_text())
+    check = info["fit_seed"]
+    x, y, w = (symbol(n) for n in "xyw")
+    previous = parse_rule(check["reselected"]["previous"], result.selected.rule.space)
+    assert check["beats_selected"] and sympy.expand(previous.to_sympy()[0] - (x * y - y**2 * w)) != 0
+    assert sympy.expand(result.selected.rule.to_sympy()[0] - (x * y - y**2 * w)) == 0
+    assert info["selected"] == check["reselected"]["selected"] == result.selected.expression
+    assert info["heldout"]["weight_r2"] > 0.9999
