@@ -44,8 +44,8 @@ from rulesearch.tasks import load_task  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 FLY_TASK = str(ROOT / "tasks" / "fly-choice.toml")
 ACT_TASK = str(ROOT / "tasks" / "fit-activity.toml")
-# (eta, readout, forgetting): the corners of the box and its middle, then cases between
-FLY_SETTINGS = [(0.05, 0.5, 0.0), (0.05, 2.0, 0.1), (1.0, 0.5, 0.1), (1.0, 2.0, 0.0),
+# (eta, readout, forgetting): corners of the box, then cases inside it (the first sweep's misses first)
+FLY_SETTINGS = [(1.0, 0.5, 0.1), (0.05, 2.0, 0.1), (0.05, 0.5, 0.0), (1.0, 2.0, 0.0),
                 (0.05, 0.5, 0.1), (1.0, 2.0, 0.1), (0.3, 1.0, 0.05), (0.1, 1.0, 0.0),
                 (0.5, 0.5, 0.05), (0.2, 2.0, 0.05), (0.5, 1.5, 0.1), (0.1, 1.5, 0.02)]
 FLY_SEEDS = (1, 2)
