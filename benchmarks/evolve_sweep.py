@@ -110,6 +110,7 @@ def run_case(case: dict, part: str, tmp: Path) -> dict:
         data = write_data(case, part, tmp)
     except FloatingPointError as exc:
         return {**case, "skipped": str(exc)}
+    commit = _commit()  # the code this case runs (modules are loaded at the start of the process)
     t0 = time.time()
     result, out = evolve_run(RunSpec(task_file, tuple(case["sets"]), data, case["seed"]), tmp / "run", force=True)
     seconds = time.time() - t0
@@ -132,7 +133,7 @@ def run_case(case: dict, part: str, tmp: Path) -> dict:
             "search_seconds": info.get("elapsed_seconds"), "evaluations": info.get("evaluations"),
             "generations_run": info.get("generations_run"), "status": info.get("status"),
             "threads": os.environ.get("NUMBA_NUM_THREADS"), "load_before": os.getloadavg()[0],
-            "commit": _commit()}
+            "commit": commit}
 
 
 def _commit() -> str:
