@@ -145,14 +145,15 @@ def _commit() -> str:
 
 
 def summary(out: Path) -> int:
-    for part in ("fly", "activity", "fly-noseed", "activity-noseed"):
+    for part in sorted(p.name for p in out.iterdir() if p.is_dir()):  # fly, activity and earlier code's runs
         rows = [read_json(p) for p in sorted((out / part).glob("*.json"))]
         if not rows:
             continue
         done = [r for r in rows if "skipped" not in r]
         good = sum(r["recovered"] for r in done)
         print(f"{part}: recovered {good}/{len(done)} ({100 * good / max(len(done), 1):.0f} %), "
-              f"{len(rows) - len(done)} skipped, of {len(cases(part.split('-')[0]))} cases; "
+              f"{len(rows) - len(done)} skipped, of {len(cases(part.split('-')[0]))} cases "
+              f"(commits {', '.join(sorted({str(r.get('commit')) for r in rows}))}); "
               f"evolve {min(r.get('seconds', 0) for r in done):.0f}-{max(r.get('seconds', 0) for r in done):.0f} s")
         for r in rows:
             if "skipped" in r:
