@@ -450,7 +450,7 @@ class Search:
             # diversity they would crowd out.
             if self.n_path == 1:
                 exprs = small_exprs(self.space.grammar(0))
-                exprs += with_decay(exprs, self.space.grammar(0), self.task.search.decay_seed)
+                exprs = exprs + with_decay(exprs, self.space.grammar(0), self.task.search.decay_seed)
                 tiny = [self.lang.individual(Rule((e,), self.space)) for e in exprs]
                 self._evaluate(state.population + tiny, state)
             else:

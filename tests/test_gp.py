@@ -159,3 +159,31 @@ def test_the_taylor_fit_overrules_a_tolerance_looser_than_the_noise(tmp_path):
     assert sympy.expand(result.selected.rule.to_sympy()[0] - (x * y - y**2 * w)) == 0
     assert info["selected"] == check["reselected"]["selected"] == result.selected.expression
     assert info["heldout"]["weight_r2"] > 0.9999
+
+
+def test_decay_seed_reaches_a_rule_whose_weights_run_away_alone():
+    """Flies from x*(r - rbar) - 0.1*w at eta 1: x*(r - rbar) alone runs away (worse than no
+    plasticity), so no front rule leads to it; search.decay_seed puts -0.1*w on every enumerated rule."""
+    from rulesearch.gp import small_exprs, with_decay
+    from rulesearch.sims.choice import simulate_choices
+    from rulesearch.tasks import with_data
+    fly = ROOT / "tasks" / "fly-choice.toml"
+    x, r, rbar, w = (symbol(n) for n in ("x", "r", "rbar", "w"))
+    best = {}
+    for decay in (0.1, 0.0):
+        sets = ("network.eta=1", "protocol.readout=0.5", "protocol.trials_per_block=40", "protocol.animals=6",
+                f"search.decay_seed={decay}")
+        task = load_task(fly, sets, require_data=False, seed=1)
+        task = with_data(task, simulate_choices(task, task.parse("x*(r - rbar) - 0.1*w"), seed=1))
+        train, _ = task.split()
+        result = evolve(train, population=20, generations=0)
+        best[decay] = min(e.loss for e in result.front)
+        terms = [set(sympy.expand(e.rule.to_sympy()[0]).as_coefficients_dict()) for e in result.front]
+        if decay:
+            assert {x * r, x * rbar, w} in terms  # e.g. -0.1*w + x*(r - rbar)
+    assert best[0.1] < best[0.0] - 0.05
+    g = load_task(fly, require_data=False).space.grammar(0)
+    exprs = small_exprs(g)
+    decayed = with_decay(exprs, g, 0.1)
+    assert len(decayed) == len(exprs) - 1 and decayed[0][-3:] == (("op", "mul"), ("const", 0.1), ("var", "w"))
+    assert with_decay(exprs, g, 0.0) == [] and len(small_exprs(g)) == len(exprs)  # the enumeration is not mutated
