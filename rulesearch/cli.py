@@ -44,9 +44,11 @@ def cmd_evolve(args) -> int:
     print(f"selected: {sel.expression}   (loss {sel.loss:.4g}, complexity {sel.complexity})")
     if result.selection and result.selection.get("method") in ("noise", "heldout"):
         _explain_selection(front_rows(result), result.selection)
-    heldout = read_json(out / RUN_FILE).get("heldout")
-    if heldout:
-        _print_heldout(heldout)
+    info = read_json(out / RUN_FILE)
+    _print_fit_check(info.get("fit_seed"))
+    _print_indistinguishable(info.get("indistinguishable"))
+    if info.get("heldout"):
+        _print_heldout(info["heldout"])
     print(f"written: {out}")
     if result.stopped == "interrupted":
         print(f"interrupted: the checkpoint is saved; continue with --resume {out}")
@@ -469,6 +471,8 @@ def cmd_show(args) -> int:
             print(f"{key:16s} {info[key]}")
     if rows is not None:
         _explain_selection(rows, info.get("selection"))
+        _print_fit_check(info.get("fit_seed"))
+        _print_indistinguishable(info.get("indistinguishable"))
     if fit and info.get("optimizer") == "lm" and info.get("family", {}).get("family") == "taylor":
         _print_lm_fit(run, info)
     if fit or info.get("heldout"):
@@ -477,6 +481,50 @@ def cmd_show(args) -> int:
         print(f"{'versions':16s} " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()
                                                if k != "platform"))
     return 0
+
+
+def _print_fit_check(record: dict | None) -> None:
+    """The Taylor fit that seeded the search, and whether it overruled the selection (run.json fit_seed)."""
+    if not record:
+        return
+    if not record.get("used"):
+        print(f"{'Taylor seed':16s} {record['rule']} not used: {record.get('reason', '')}")
+        return
+    print(f"{'Taylor seed':16s} {record['rule']} (fit of the fitted trials, {record['seconds']:.1f} s; seeded the search)")
+    if "reselected" in record:
+        r = record["reselected"]
+        print(f"{'fit check':16s} the Taylor fit's rule beats {r['previous']} ({record['test']}): selected "
+              f"{r['selected']}, the simplest front rule it does not beat")
+    elif record.get("beats_selected"):
+        print(f"{'fit check':16s} the Taylor fit's rule beats every front rule: the search lost it")
+
+
+LOW_POWER_UNITS = 5  # fewer held-out units than this: the paired test can tell little apart (t > 2.7)
+
+
+def _print_indistinguishable(report: dict | None) -> None:
+    """The front rules the held-out data cannot tell apart from the selected one (run.json
+    ``indistinguishable``), and any the held-out data prefer."""
+    if not report:
+        return
+    n, units = report["n_units"], report["units"]
+    if report.get("critical_t") is None:
+        print(f"indistinguishable: unknown ({n} held-out {units} give no estimate of the sampling noise)")
+        return
+    test = (f"|held-out loss difference| <= {report['critical_t']:.3g} x its standard error, paired over {n} "
+            f"held-out {units} (two-sided {100 * report['level']:g} %)")
+    if n < LOW_POWER_UNITS:
+        test += f"; {n} held-out {units} give the test little power: hold out more to tell more apart"
+    rows = [(i, v) for i, v in enumerate(report["verdict"]) if v in ("indistinguishable", "better")]
+    if not rows:
+        print(f"indistinguishable: none; every other front rule is worse on the held-out data ({test})")
+        return
+    names = report["expressions"]
+    print(f"indistinguishable: front rules the held-out data cannot tell apart from the selected one ({test}); "
+          "held-out loss minus the selected rule's:")
+    for i, v in rows:
+        flag = "" if v == "indistinguishable" else "   <- better on the held-out data"
+        print(f"  {names[i]}: {report['difference'][i]:+.4g} +- {report['se'][i]:.3g}{flag}")
 
 
 def _explain_selection(rows, selection: dict | None) -> None:

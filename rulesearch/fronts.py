@@ -100,6 +100,56 @@ def select_within_noise(front: Sequence[FrontEntry], units: np.ndarray, se_multi
     return int(index), info
 
 
+INDISTINGUISHABLE_LEVEL = 0.05  # two-sided: a front rule is "distinguishable" at the 5 % level
+
+
+def indistinguishable(units: np.ndarray, selected: int, expressions: Sequence[str] = (),
+                      unit_name: str = "units", level: float = INDISTINGUISHABLE_LEVEL) -> dict:
+    """Which front rules the held-out data cannot tell apart from the selected one.
+
+    ``units`` (n_rules, n): each front rule's held-out loss split into n independent units (animals,
+    recorded trials) that sum to it; ``selected``: the selected rule's row. Rule i's held-out
+    difference ``D_i = sum_u (L_iu - L_su)`` has the paired standard error
+    ``SE_i = sqrt(n) * std_u(L_iu - L_su)`` (ddof 1). Verdicts: "indistinguishable" when
+    ``|D_i| <= t * SE_i`` with t the two-sided Student quantile at ``level`` on n - 1 degrees of
+    freedom (2.11 for 18 animals, 12.7 for 2 trials: few units can tell little apart), else
+    "worse" or "better"; "blown" for a rule with a non-finite unit loss; "selected" for the row
+    itself. With one unit there is no noise estimate: every other verdict is "unknown".
+    Returns a JSON-able dict (per-rule lists in front order).
+    """
+    from scipy.stats import t as student_t  # scipy.stats costs 0.3 s to import: only when reporting
+
+    units = np.asarray(units, float)
+    if units.ndim != 2 or not 0 <= selected < units.shape[0]:
+        raise ValueError(f"units must be (n_rules, n_units) with row {selected}; got {units.shape}")
+    n = units.shape[1]
+    finite = np.all(np.isfinite(units), axis=1)
+    crit = float(student_t.ppf(1 - level / 2, n - 1)) if n > 1 else float("inf")
+    verdicts, diffs, ses, losses = [], [], [], []
+    for i in range(units.shape[0]):
+        losses.append(float(units[i].sum()) if finite[i] else None)
+        if i == selected or not finite[i] or not finite[selected]:
+            verdicts.append("selected" if i == selected else "blown" if not finite[i] else "unknown")
+            diffs.append(0.0 if i == selected else None)
+            ses.append(0.0 if i == selected else None)
+            continue
+        d = units[i] - units[selected]
+        big_d, se = float(d.sum()), float(np.sqrt(n) * d.std(ddof=1)) if n > 1 else float("nan")
+        diffs.append(big_d)
+        ses.append(se if n > 1 else None)
+        if n < 2:
+            verdicts.append("unknown")
+        elif abs(big_d) <= crit * se:
+            verdicts.append("indistinguishable")
+        else:
+            verdicts.append("worse" if big_d > 0 else "better")
+    names = list(expressions) or [str(i) for i in range(units.shape[0])]
+    return {"method": "paired held-out loss differences against the selected rule", "units": unit_name,
+            "n_units": n, "level": level, "critical_t": crit if np.isfinite(crit) else None,
+            "selected": names[selected], "expressions": names, "heldout_loss": losses, "difference": diffs, "se": ses,
+            "verdict": verdicts, "rules": [e for e, v in zip(names, verdicts) if v == "indistinguishable"]}
+
+
 # ---------------------------------------------------------------- the search
 
 class GracefulInterrupt:

@@ -17,6 +17,7 @@ from .evaluators import make_evaluator
 from .families import family_from_spec
 from .fit import FamilyFit, FitResult, heldout_scores, make_family, split_trials
 from .fit import state_from_json as fit_state_from_json
+from .fronts import indistinguishable
 from .gp import EvolveResult, Search
 from .gradfit import gradient_fitter, lm_state_from_json
 from .grammar import load_grammar
@@ -176,10 +177,11 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     train, test = split_trials(task, task.fit.holdout) if task.data_source else (task, None)
     test = test if test is not None else task.sim.heldout(task)
     split = task.sim.split_info(train, test) if task.data_source else {}
+    seeds, seeded = fit_seeds(train) if task.data_source else ([], None)
     evaluator = make_evaluator(train, spec.evaluator, spec.workers, spec.scheduler, on_chunk)
     try:
         search = Search(train, evaluator, task.seed, spec.population, spec.generations,
-                        test if task.data_source else None, checkpoint_seconds=CHECKPOINT_SECONDS)
+                        test if task.data_source else None, seeds, checkpoint_seconds=CHECKPOINT_SECONDS)
         # everything a resume reads is validated before anything is written
         state = _checkpoint(out, search.state_from_json) if resume else None
         info = _run_info(spec, task, "evolve", started, argv, population=search.mu,
@@ -188,7 +190,14 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     finally:
         evaluator.close()
     _warn_if_blown(result, task)
+    fit_check = check_fit_seed(seeded, seeds, result, train) if seeded is not None else None
     rows = front_rows(result)
+    report = heldout_indistinguishable(result, test) if task.data_source else None
+    if report is not None:  # pareto.csv gets the held-out comparison with the selected rule
+        for row, loss, diff, se, verdict in zip(rows, report["heldout_loss"], report["difference"], report["se"],
+                                                report["verdict"]):
+            row.update(heldout_loss="" if loss is None else loss, heldout_difference="" if diff is None else diff,
+                       heldout_se="" if se is None else se, heldout_verdict=verdict)
     columns = front_columns(rows)
     write_csv(out / PARETO_FILE, columns, [[r[c] for c in columns] for r in rows])
     plot_front(out / FRONT_PLOT, rows, result.history, f"{task.name} (seed {task.seed})")
@@ -199,8 +208,93 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
                                                "abs_tol": task.search.selection_abs_tol},
                 selected=result.selected.expression,
                 selected_loss=result.selected.loss, heldout=heldout)
+    if report is not None:
+        info["indistinguishable"] = report
+    if fit_check is not None:
+        info["fit_seed"] = fit_check
     write_json(out / RUN_FILE, info)
     return result, out
+
+
+def fit_seeds(train) -> tuple[list, dict | None]:
+    """Rules to start ``evolve`` with: the terms an exact Taylor fit of the fitting trials selects
+    (``fit --family taylor`` with Levenberg-Marquardt, the selected terms refitted), as a rule of the
+    task's grammar, so that a search cannot miss a rule the fit finds. None where the task has no
+    gradient Taylor fit (the fit would be a CMA-ES run as long as the search) or the rule is beyond
+    the grammar. Returns (rules, a record for run.json or None)."""
+    from .errors import GrammarError
+    if not train.search.seed_with_fit or train.fit.family != "taylor":
+        return [], None
+    try:
+        family = make_family(train)
+        fitter = gradient_fitter(train, family)
+    except TaskError:
+        return [], None
+    if fitter is None:
+        return [], None
+    started = time.time()
+    fitted = fitter.run()
+    text = family.text(fitted.params, 0.0)
+    record = {"rule": text, "fit_loss": float(fitted.loss), "seconds": round(time.time() - started, 3)}
+    try:
+        rule = train.parse(text, limits=True)
+    except (GrammarError, ValueError) as exc:
+        return [], {**record, "used": False, "reason": str(exc)}
+    return [rule], {**record, "used": True}
+
+
+def check_fit_seed(seeded: dict, seeds: list, result, train) -> dict:
+    """After the search: does the fit's rule beat the selected one? It beats a front rule when that
+    rule's fitted-trial loss exceeds the fit rule's by more than ``search.selection_se`` standard
+    errors, paired over the objective's units (animals, recorded trials), as noise-aware selection
+    judges. A fixed tolerance can be looser than the data's noise (``selection_abs_tol`` 1e-6 let
+    ``0.64*x`` stand for Oja's rule on activity of variance 5e-4, weight R^2 -1346): then the selected
+    rule is replaced, in ``result``, by the simplest front rule the fit's rule does not beat (the seeded
+    rule, or its polished form, is on the front unless a simpler rule is as good). Returns the record
+    for run.json."""
+    if not seeds:
+        return seeded
+    front = result.front
+    units = train.unit_losses([seeds[0]] + [e.rule for e in front])
+    n, fit_units = units.shape[1], units[0]
+    se_multiple = train.search.selection_se
+
+    def beaten(i: int) -> bool:
+        u = units[i + 1]
+        if not np.all(np.isfinite(u)):
+            return True
+        d = u - fit_units
+        margin = max(1e-6 * abs(float(u.sum())), train.search.target_loss, 1e-15)  # rounding is no improvement
+        se = np.sqrt(n) * d.std(ddof=1) if n > 1 else 0.0
+        return bool(float(d.sum()) > max(se_multiple * se, margin))
+
+    old = next(i for i, e in enumerate(front) if e.selected)
+    record = {**seeded, "loss": float(fit_units.sum()) if np.all(np.isfinite(fit_units)) else None,
+              "complexity": seeds[0].complexity, "beats_selected": beaten(old),
+              "test": f"fitted-trial loss lower by more than {se_multiple:g} SE, paired over {n} "
+                      f"{train.sim.objectives[train.objective].unit_name or 'units'}"}
+    if record["beats_selected"]:
+        keep = [i for i in range(len(front)) if not beaten(i)]
+        if keep:
+            new = min(keep, key=lambda i: (front[i].complexity, front[i].loss))
+            result.front = [replace(e, selected=i == new) for i, e in enumerate(front)]
+            record["reselected"] = {"previous": front[old].expression, "selected": front[new].expression}
+            log.warning("the Taylor fit's rule %s beats the selected rule %s beyond the noise; selected instead: %s",
+                        seeded["rule"], front[old].expression, front[new].expression)
+        else:
+            log.warning("the Taylor fit's rule %s beats every rule on the front (its search lost it)", seeded["rule"])
+    return record
+
+
+def heldout_indistinguishable(result, test) -> dict | None:
+    """The held-out comparison of every front rule with the selected one (``fronts.indistinguishable``),
+    or None without a held-out view or per-unit losses (objectives without units)."""
+    if test is None or test.sim.objectives[test.objective].units is None:
+        return None
+    units = test.unit_losses([e.rule for e in result.front])
+    selected = next(i for i, e in enumerate(result.front) if e.selected)
+    return indistinguishable(units, selected, [e.expression for e in result.front],
+                             test.sim.objectives[test.objective].unit_name)
 
 
 BLOWN_WARNING = 0.9  # a search in which more of the evaluations than this blew up is reported

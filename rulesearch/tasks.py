@@ -43,6 +43,10 @@ class SearchSettings:
     selection_se: float = 1.0
     snap_tol: float = 0.01
     restart_every: int = 0  # generations between fresh populations (0: never)
+    # on recorded activity: start the search with the terms an exact Taylor fit selects (runs.fit_seeds)
+    seed_with_fit: bool = True
+    # > 0: the start also evaluates every enumerated small rule minus decay_seed * w (gp.with_decay)
+    decay_seed: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -302,7 +306,9 @@ def load_task(path: str | Path, overrides: Sequence[str] = (), data=None,
         selection=sf.get("selection", str, defaults.selection, choices=SELECTION_METHODS),
         selection_se=sf.get("selection_se", float, defaults.selection_se, low=0.0),
         snap_tol=sf.get("snap_tol", float, defaults.snap_tol, low=0.0),
-        restart_every=sf.get("restart_every", int, defaults.restart_every, low=0))
+        restart_every=sf.get("restart_every", int, defaults.restart_every, low=0),
+        seed_with_fit=sf.get("seed_with_fit", bool, defaults.seed_with_fit),
+        decay_seed=sf.get("decay_seed", float, defaults.decay_seed, low=0.0))
     task_seed = sf.get("seed", int, 0)
     sf.finish()
     if search.selection != "tolerance" and sim.objectives[objective].units is None:

@@ -110,3 +110,80 @@ def test_semantic_keys_cover_every_pathway():
     a, b, c = (task.parse(t) for t in ("ff: x*y; lat: -x*y", "ff: x*y; lat: x*y", "ff: y*x; lat: -(y*x)"))
     ka, kb, kc = semantic_keys([a, b, c])
     assert ka != kb and ka == kc
+
+
+def test_evolve_on_activity_starts_from_the_taylor_fit(tmp_path):
+    """A three-term rule a tiny search does not reach is found because the exact Taylor fit seeds it;
+    run.json records the seed and that it does not beat the selected rule."""
+    import numpy as np
+    from rulesearch.runs import RunSpec, evolve_run
+    fit = ROOT / "tasks" / "fit-activity.toml"
+    sets = ("inputs.steps=100", "inputs.trials=4")
+    task = load_task(fit, sets, require_data=False, seed=3)
+    truth = task.parse("x*y - 0.5*y**2*w - 0.2*w")
+    task.sim.synthesize(task, truth, tmp_path / "d.npz", 0.0, 1.0, None)
+    runs = {}
+    for seeded in (True, False):
+        runs[seeded], out = evolve_run(RunSpec(str(fit), sets + (f"search.seed_with_fit={str(seeded).lower()}",),
+                                               str(tmp_path / "d.npz"), 3, population=20, generations=1),
+                                       tmp_path / f"run-{seeded}")
+        info = json.loads((out / "run.json").read_text())
+        assert ("fit_seed" in info) is seeded
+    info = json.loads((tmp_path / "run-True" / "run.json").read_text())
+    assert info["fit_seed"]["used"] and info["fit_seed"]["beats_selected"] is False
+    expand = lambda r: sympy.expand(r.to_sympy()[0])  # noqa: E731
+    assert sympy.simplify(expand(runs[True].selected.rule) - expand(truth)) == 0
+    assert runs[True].selected.loss < 1e-20 < runs[False].selected.loss
+    assert np.isfinite(info["fit_seed"]["loss"]) and info["fit_seed"]["loss"] < 1e-20
+
+
+def test_the_taylor_fit_overrules_a_tolerance_looser_than_the_noise(tmp_path):
+    """Oja's rule, tanh outputs, eta 0.1, inputs in [0, 1] (benchmarks/activity_cases.py's independent
+    generator): activity of variance 5e-4, so the task's absolute tolerance of 1e-6 lets 0.64*x stand
+    for the rule (0.64*x at the default population, y*(-w + x) at 50). The fit's exact rule beats it beyond the noise (paired over fitted trials), so the
+    simplest front rule the fit does not beat is selected instead, and run.json says so."""
+    import sys
+    import numpy as np
+    from rulesearch.runs import RunSpec, evolve_run
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from activity_cases import generate_rule
+    np.savez(tmp_path / "d.npz", **generate_rule("x*y - y**2*w", lambda x, y, w: x * y - y * y * w, "tanh", 0.1))
+    sets = ("network.activation=tanh", "network.eta=0.1", "network.n_in=20", "network.n_out=5")
+    result, out = evolve_run(RunSpec(str(ROOT / "tasks" / "fit-activity.toml"), sets, str(tmp_path / "d.npz"), 0,
+                                     population=50, generations=0), tmp_path / "run")
+    info = json.loads((out / "run.json").read_text())
+    check = info["fit_seed"]
+    x, y, w = (symbol(n) for n in "xyw")
+    previous = parse_rule(check["reselected"]["previous"], result.selected.rule.space)
+    assert check["beats_selected"] and sympy.expand(previous.to_sympy()[0] - (x * y - y**2 * w)) != 0
+    assert sympy.expand(result.selected.rule.to_sympy()[0] - (x * y - y**2 * w)) == 0
+    assert info["selected"] == check["reselected"]["selected"] == result.selected.expression
+    assert info["heldout"]["weight_r2"] > 0.9999
+
+
+def test_decay_seed_reaches_a_rule_whose_weights_run_away_alone():
+    """Flies from x*(r - rbar) - 0.1*w at eta 1: x*(r - rbar) alone runs away (worse than no
+    plasticity), so no front rule leads to it; search.decay_seed puts -0.1*w on every enumerated rule."""
+    from rulesearch.gp import small_exprs, with_decay
+    from rulesearch.sims.choice import simulate_choices
+    from rulesearch.tasks import with_data
+    fly = ROOT / "tasks" / "fly-choice.toml"
+    x, r, rbar, w = (symbol(n) for n in ("x", "r", "rbar", "w"))
+    best = {}
+    for decay in (0.1, 0.0):
+        sets = ("network.eta=1", "protocol.readout=0.5", "protocol.trials_per_block=40", "protocol.animals=6",
+                f"search.decay_seed={decay}")
+        task = load_task(fly, sets, require_data=False, seed=1)
+        task = with_data(task, simulate_choices(task, task.parse("x*(r - rbar) - 0.1*w"), seed=1))
+        train, _ = task.split()
+        result = evolve(train, population=20, generations=0)
+        best[decay] = min(e.loss for e in result.front)
+        terms = [set(sympy.expand(e.rule.to_sympy()[0]).as_coefficients_dict()) for e in result.front]
+        if decay:
+            assert {x * r, x * rbar, w} in terms  # e.g. -0.1*w + x*(r - rbar)
+    assert best[0.1] < best[0.0] - 0.05
+    g = load_task(fly, require_data=False).space.grammar(0)
+    exprs = small_exprs(g)
+    decayed = with_decay(exprs, g, 0.1)
+    assert len(decayed) == len(exprs) - 1 and decayed[0][-3:] == (("op", "mul"), ("const", 0.1), ("var", "w"))
+    assert with_decay(exprs, g, 0.0) == [] and len(small_exprs(g)) == len(exprs)  # the enumeration is not mutated

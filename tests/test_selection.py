@@ -54,3 +54,68 @@ def test_unit_losses_sum_to_the_loss_and_noise_selection_needs_them():
         load_task(ROOT / "tasks" / "oja.toml", ("search.selection=\"noise\"",))
     with pytest.raises(TaskError, match="search.selection"):
         load_task(FLY, ("search.selection=\"best\"",), require_data=False)
+
+
+def test_indistinguishable_on_constructed_units():
+    """Paired held-out differences against the selected rule, judged by Student's t on n - 1 dof."""
+    from scipy.stats import t as student_t
+    from rulesearch.fronts import indistinguishable
+    rng = np.random.default_rng(3)
+    n = 8
+    base = rng.uniform(40, 50, n)  # the selected rule's held-out loss per animal
+    noise = np.array([1.0, -1.2, 0.8, -0.6, 1.1, -0.9, 0.4, -0.7])
+    units = np.stack([base + 5 + 0.3 * noise,  # clearly worse: D = 40, SE ~ 2.4
+                      base + 0.2 + noise,  # D = 1.5, SE ~ 8: within the noise
+                      base,  # the selected rule
+                      base - 3 + 0.2 * noise,  # clearly better on held-out data
+                      np.where(np.arange(n) == 2, np.inf, base)])  # blew up on one animal
+    names = ["a", "b", "sel", "c", "d"]
+    r = indistinguishable(units, 2, names, "animals")
+    assert r["verdict"] == ["worse", "indistinguishable", "selected", "better", "blown"]
+    assert r["rules"] == ["b"] and r["selected"] == "sel" and r["expressions"] == names
+    assert r["critical_t"] == pytest.approx(student_t.ppf(0.975, n - 1))
+    d = units[1] - units[2]
+    assert r["difference"][1] == pytest.approx(d.sum()) and r["se"][1] == pytest.approx(np.sqrt(n) * d.std(ddof=1))
+    assert r["heldout_loss"][4] is None and r["difference"][2] == 0.0
+    # the same difference with a quarter of the noise is resolved: the verdict follows the paired SE
+    units[1] = base + 0.2 + 0.05 * noise
+    assert indistinguishable(units, 2, names)["verdict"][1] == "worse"
+    # one held-out unit: no estimate of the sampling noise, so no verdict
+    one = indistinguishable(units[:, :1], 2, names)
+    assert one["verdict"] == ["unknown", "unknown", "selected", "unknown", "unknown"] and one["critical_t"] is None
+    with pytest.raises(ValueError, match="row 7"):
+        indistinguishable(units, 7)
+
+
+def test_evolve_reports_front_rules_indistinguishable_on_heldout_data(tmp_path, capsys):
+    import csv
+    import json
+    from rulesearch.cli import main
+    flies, sets = tmp_path / "flies", ["--set", "protocol.trials_per_block=40"]
+    assert main(["simulate", FLY, "--rule", "x*(r - rbar)", "--animals", "6", "--out", str(flies), "--seed", "2"]
+                + sets) == 0
+    out = tmp_path / "run"
+    assert main(["evolve", FLY, "--data", str(flies), "--out", str(out), "--population", "30", "--generations", "1",
+                 "--seed", "2"] + sets) == 0
+    printed = capsys.readouterr().out
+    info = json.loads((out / "run.json").read_text())
+    rows = list(csv.DictReader((out / "pareto.csv").open()))
+    report = info["indistinguishable"]
+    assert report["n_units"] == 6 and report["units"] == "animals" and len(rows) > 1
+    # recomputed independently from the held-out view's per-animal losses
+    _, test = load_task(FLY, ("protocol.trials_per_block=40",), data=flies, seed=2).split()
+    units = test.unit_losses([test.parse(r["expression"]) for r in rows])
+    k = next(i for i, r in enumerate(rows) if r["selected"] == "1")
+    d = units - units[k]
+    se = np.sqrt(6) * d.std(axis=1, ddof=1)
+    expected = ["selected" if i == k else "indistinguishable" if abs(d[i].sum()) <= report["critical_t"] * se[i]
+                else "worse" if d[i].sum() > 0 else "better" for i in range(len(rows))]
+    assert [r["heldout_verdict"] for r in rows] == report["verdict"] == expected
+    np.testing.assert_allclose([float(r["heldout_difference"]) for r in rows], d.sum(axis=1), rtol=1e-9, atol=1e-9)
+    assert report["rules"] == [r["expression"] for r, v in zip(rows, expected) if v == "indistinguishable"]
+    assert "indistinguishable" in printed and "paired over 6 held-out animals" in printed
+    assert main(["show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "paired over 6 held-out animals" in shown
+    for name in report["rules"]:
+        assert name in shown
