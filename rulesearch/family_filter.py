@@ -57,6 +57,7 @@ from .vm import PackedPrograms, interleave
 
 SIMULATIONS_FILE, ROUNDS_FILE, FAMILY_FILE, PROPOSALS_FILE = "simulations.csv", "rounds.csv", "family.csv", \
     "proposals.npz"
+CONFIRMATIONS_FILE = "confirmations.csv"
 DEFENSIVE = 0.1  # fraction of each later round's proposal drawn from the prior (before the classifier)
 ELITE_FRACTION, ELITE_MIN = 0.03, 10  # a proposal is modelled on at least this many candidates
 VIOLATION_CAP = 10.0  # a constraint's largest contribution to a candidate's violation
@@ -229,13 +230,30 @@ def violation(rows: Sequence[dict], constraints, checked: Sequence[str]) -> np.n
     return total
 
 
-def elite(rows: Sequence[dict], constraints, checked: Sequence[str], fraction: float = ELITE_FRACTION,
-          minimum: int = ELITE_MIN) -> np.ndarray:
-    """Bool (n,): the candidates a proposal is modelled on: those passing every ``checked``
-    constraint, topped up to ``fraction`` of ``rows`` (at least ``minimum``) with the least
-    violating ones (an adaptive tolerance, as in ABC-SMC), so that a round whose constraints nothing
-    has passed yet still moves towards them rather than falling back to the prior."""
+def worst_violation(rows: Sequence[dict], constraints, checked: Sequence[str],
+                    confirmations: Sequence[dict] = ()) -> np.ndarray:
+    """(n,) ``violation`` of each candidate, the largest over its own simulation and its
+    confirmation simulations (rows of confirmations.csv, matched by round and index): a candidate
+    that passed once and failed its confirmation does not count as passing."""
     d = violation(rows, constraints, checked)
+    if len(confirmations):
+        at = {(r["round"], r["index"]): i for i, r in enumerate(rows)}
+        dc = violation(confirmations, constraints, checked)
+        for row, v in zip(confirmations, dc):
+            i = at.get((row["round"], row["index"]))
+            if i is not None:
+                d[i] = max(d[i], v)
+    return d
+
+
+def elite(rows: Sequence[dict], constraints, checked: Sequence[str], fraction: float = ELITE_FRACTION,
+          minimum: int = ELITE_MIN, confirmations: Sequence[dict] = ()) -> np.ndarray:
+    """Bool (n,): the candidates a proposal is modelled on: those passing every ``checked``
+    constraint (in their own simulation and every confirmation of it), topped up to ``fraction`` of
+    ``rows`` (at least ``minimum``) with the least violating ones (an adaptive tolerance, as in
+    ABC-SMC), so that a round whose constraints nothing has passed yet still moves towards them
+    rather than falling back to the prior."""
+    d = worst_violation(rows, constraints, checked, confirmations)
     want = min(len(rows), max(minimum, int(np.ceil(fraction * len(rows)))))
     if (d == 0).sum() >= want:
         return d == 0
@@ -245,15 +263,15 @@ def elite(rows: Sequence[dict], constraints, checked: Sequence[str], fraction: f
 
 
 def propose(space: Space, rows: list[dict], constraints, checked: Sequence[str], n: int,
-            rng: np.random.Generator) -> np.ndarray:
+            rng: np.random.Generator, confirmations: Sequence[dict] = ()) -> np.ndarray:
     """n candidates in the unit box: the prior when there is nothing to learn from yet, else the
     restricted proposal of the module docstring, modelled on ``elite(rows, constraints, checked)``.
     ``rows``: every simulation so far (dicts of simulations.csv); ``checked``: the metrics whose
-    constraints the proposed round checks."""
+    constraints the proposed round checks; ``confirmations``: their confirmation simulations."""
     if not rows:
         return rng.random((n, space.dim))
     x = space.to_unit(np.array([[float(r[k]) for k in space.names] for r in rows]))
-    y = elite(rows, constraints, checked)
+    y = elite(rows, constraints, checked, confirmations=confirmations)
     if y.sum() < 2 or y.all():
         return rng.random((n, space.dim))
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -291,7 +309,45 @@ def propose(space: Space, rows: list[dict], constraints, checked: Sequence[str],
 def _columns(space: Space, task: Task) -> list[str]:
     metrics = [k.metric for k in task.sim.constraints(task.config)]
     return (["round", "index", "seed"] + space.names + metrics + ["exploded", "stopped_s"]
-            + [f"pass_{m}" for m in metrics] + ["pass", "pass_round"])
+            + [f"pass_{m}" for m in metrics] + ["pass", "pass_round", "member"])
+
+
+def _confirm_columns(task: Task) -> list[str]:
+    metrics = [k.metric for k in task.sim.constraints(task.config)]
+    return ["round", "index", "repeat", "seed"] + metrics + ["exploded", "pass"]
+
+
+def confirmation_seed(seed: int, round_: int, index: int, repeat: int) -> int:
+    """The input seed of a candidate's ``repeat``-th confirmation simulation (repeat >= 1): drawn
+    from the run's seed and the candidate, independent of every other simulation's seed."""
+    return int(np.random.default_rng([seed, 11, round_, index, repeat]).integers(0, 2 ** 31 - 1))
+
+
+def _confirm(space: Space, task: Task, evaluator, new: list[dict]) -> list[dict]:
+    """Confirmation simulations of the candidates of ``new`` (rows of one batch) that pass every
+    constraint: up to ``families.confirm`` each, with new input seeds and the candidate's own drive,
+    stopping at the first that fails. Sets each row's ``member`` (passes every constraint in its
+    own simulation and every confirmation); returns the confirmations' rows."""
+    constraints = task.sim.constraints(task.config)
+    alive = [row for row in new if row["pass"] == "1"]
+    out = []
+    for k in range(1, task.families.confirm + 1):
+        if not alive:
+            break
+        values = np.array([[float(row[n]) for n in space.names] for row in alive])
+        seeds = np.array([confirmation_seed(task.seed, int(row["round"]), int(row["index"]), k) for row in alive])
+        m = evaluator.metrics(space.pack(values, seeds))
+        ok = np.all([c.holds(m[c.metric]) for c in constraints], axis=0)
+        for i, row in enumerate(alive):
+            line = {"round": row["round"], "index": row["index"], "repeat": str(k), "seed": str(int(seeds[i]))}
+            line.update({c.metric: repr(float(m[c.metric][i])) for c in constraints})
+            line.update(exploded=str(int(m["exploded"][i])), **{"pass": str(int(ok[i]))})
+            out.append(line)
+        alive = [row for i, row in enumerate(alive) if ok[i]]
+    members = {id(row) for row in alive}
+    for row in new:
+        row["member"] = str(int(id(row) in members))
+    return out
 
 
 def _rows(space, task, round_: int, start: int, values, seeds, metrics, stage) -> list[dict]:
@@ -359,10 +415,15 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
         out = default_out(f"{task.name}-families")
     out = Path(out)
     rows = read_csv(out / SIMULATIONS_FILE) if resume and (out / SIMULATIONS_FILE).is_file() else []
+    confirms = read_csv(out / CONFIRMATIONS_FILE) if resume and (out / CONFIRMATIONS_FILE).is_file() else []
+    # confirmations are written before their batch's rows: drop those of a batch that was not saved
+    saved = {(row["round"], row["index"]) for row in rows}
+    confirms = [c for c in confirms if (c["round"], c["index"]) in saved]
     before = float(read_json(out / CHECKPOINT_FILE).get("elapsed", 0.0)) if resume else 0.0
     info = {"kind": "families", "command": list(argv) if argv is not None else [], "task": spec.task,
             "task_name": task.name, "overrides": list(spec.overrides), "seed": task.seed, "rounds": rounds,
             "simulations": n_sim, "backend": task.families.backend, "staged": task.families.staged,
+            "confirm": task.families.confirm,
             "prior": {"tau_range_ms": list(task.families.tau_range_ms),
                       "coefficient_range": list(task.families.coefficient_range),
                       **{k: list(v) for k, v in space.nuisance.items()}},
@@ -374,7 +435,7 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
     info.update(evaluator.describe())
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / RUN_FILE, info)
-    columns = _columns(space, task)
+    columns, confirm_columns = _columns(space, task), _confirm_columns(task)
     t0 = time.time()
     try:
         constraints = task.sim.constraints(task.config)
@@ -396,22 +457,27 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
                     known = [row for row in rows if int(row["round"]) < r
                              or (int(row["round"]) == r and int(row["index"]) < start)]
                     # modelled on the candidates nearest to passing the constraints this round checks
-                    unit = propose(space, known, constraints, _checked(task, r, rounds), size, rng)
+                    keys = {(row["round"], row["index"]) for row in known}
+                    unit = propose(space, known, constraints, _checked(task, r, rounds), size, rng,
+                                   [c for c in confirms if (c["round"], c["index"]) in keys])
                     seeds = rng.integers(0, 2 ** 31 - 1, size)
                     savez_atomic(proposals, round=np.array(r), start=np.array(start), unit=unit, seeds=seeds)
                 values = space.to_values(unit)
                 for a in range(done - start, size, task.families.batch):
                     b = min(a + task.families.batch, size)
                     metrics = evaluator.metrics(space.pack(values[a:b], seeds[a:b]))
-                    rows += _rows(space, task, r, start + a, values[a:b], seeds[a:b], metrics,
-                                  _stage(task, r, rounds))
+                    new = _rows(space, task, r, start + a, values[a:b], seeds[a:b], metrics, _stage(task, r, rounds))
+                    confirms += _confirm(space, task, evaluator, new)
+                    rows += new
+                    write_csv(out / CONFIRMATIONS_FILE, confirm_columns,
+                              [[c[k] for k in confirm_columns] for c in confirms])
                     write_csv(out / SIMULATIONS_FILE, columns, [[row[c] for c in columns] for row in rows])
                     write_json(out / CHECKPOINT_FILE, {"round": r, "done": start + b,
                                                        "elapsed": before + time.time() - t0})
                     if progress is not None:
                         this = [row for row in rows if int(row["round"]) == r]
                         progress(r, rounds, start + b, n_sim, np.mean([row["pass_round"] == "1" for row in this]))
-        summary = _finish(space, task, out, rows, rounds, evaluator)
+        summary = _finish(space, task, out, rows, rounds, evaluator, len(confirms))
     except KeyboardInterrupt:
         info.update(status="interrupted", elapsed_seconds=round(before + time.time() - t0, 3))
         write_json(out / RUN_FILE, info)
@@ -420,12 +486,14 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
         evaluator.close()
     rechecked = summary.pop("rechecked")
     info.update(status="done", elapsed_seconds=round(before + time.time() - t0, 3),
-                wall_seconds=round(time.time() - started, 3), evaluations=len(rows) + rechecked, **summary)
+                wall_seconds=round(time.time() - started, 3), evaluations=len(rows) + len(confirms) + rechecked,
+                **summary)
     write_json(out / RUN_FILE, info)
     return info, out
 
 
-def _finish(space: Space, task: Task, out: Path, rows: list[dict], rounds: int, evaluator) -> dict:
+def _finish(space: Space, task: Task, out: Path, rows: list[dict], rounds: int, evaluator,
+            confirmations: int = 0) -> dict:
     """rounds.csv, family.csv (with a re-simulation under new seeds), the figures; facts for run.json."""
     from .family_plots import plot_families
     table = []
@@ -434,11 +502,12 @@ def _finish(space: Space, task: Task, out: Path, rows: list[dict], rounds: int, 
         table.append({"round": r, "simulations": len(this),
                       "passed_round": sum(row["pass_round"] == "1" for row in this),
                       "passed_all": sum(row["pass"] == "1" for row in this),
+                      "members": sum(row["member"] == "1" for row in this),
                       "pass_fraction": np.mean([row["pass_round"] == "1" for row in this]) if this else 0.0,
                       "pass_fraction_all": np.mean([row["pass"] == "1" for row in this]) if this else 0.0,
                       "exploded_fraction": np.mean([row["exploded"] == "1" for row in this]) if this else 0.0})
     write_csv(out / ROUNDS_FILE, list(table[0]), [[t[c] for c in t] for t in table])
-    family = [row for row in rows if row["pass"] == "1"]
+    family = [row for row in rows if row["member"] == "1"]
     recheck = None
     if task.families.recheck and family:
         values = np.array([[float(row[n]) for n in space.names] for row in family])
@@ -464,7 +533,8 @@ def _finish(space: Space, task: Task, out: Path, rows: list[dict], rounds: int, 
         plot_families(out, space, task, rows, table)
     return {"rounds_table": [{k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in t.items()}
                              for t in table],
-            "family_size": len(family), "rechecked": 0 if recheck is None else len(family),
+            "family_size": len(family), "confirmations": confirmations,
+            "rechecked": 0 if recheck is None else len(family),
             "recheck_pass_fraction": None if recheck is None else round(float(np.mean(recheck)), 4)}
 
 
