@@ -171,3 +171,22 @@ def test_worst_violation_counts_failed_confirmations():
     np.testing.assert_allclose(worst_violation(rows, cons, ["w_creep"]), [0, 0, 0])
     assert elite(rows, cons, ["w_creep"], fraction=0.1, minimum=2, confirmations=confirms).tolist() == \
         [True, True, False]
+
+
+def test_seed_noise_and_aimed_constraints_by_hand():
+    """The seed noise is the 90 % quantile of |own - first confirmation| / sqrt(2); the aimed
+    ranges are narrowed by it on finite sides other than a lower bound of 0."""
+    import numpy as np
+    from rulesearch.family_filter import aimed, seed_noise
+    from rulesearch.sims.lif_network.metrics import Constraint
+    rows = [{"round": "0", "index": str(k), "w_creep": "0.01", "rate_e": "10"} for k in range(11)]
+    confirms = [{"round": "0", "index": str(k), "repeat": "1", "w_creep": repr(0.01 + 0.001 * k),
+                 "rate_e": "10"} for k in range(11)]
+    confirms.append({"round": "0", "index": "0", "repeat": "2", "w_creep": "5", "rate_e": "10"})  # not a pair
+    noise = seed_noise(rows, confirms, ["w_creep", "rate_e"])
+    np.testing.assert_allclose(noise["w_creep"], np.quantile(0.001 * np.arange(11), 0.9) / np.sqrt(2))
+    assert noise["rate_e"] == 0.0
+    assert seed_noise(rows, confirms[:9], ["w_creep"]) == {"w_creep": 0.0}  # too few pairs
+    cons = [Constraint("w_creep", 0.0, 0.05, 1), Constraint("rate_e", 1.0, 50.0, 0), Constraint("fano", 0.5, 0.6, 2)]
+    a = aimed(cons, {"w_creep": 0.01, "rate_e": 2.0, "fano": 0.2}, 1.5)
+    assert [(k.low, k.high) for k in a] == [(0.0, 0.035), (4.0, 47.0), (0.55, 0.55)]
