@@ -34,6 +34,19 @@ Within a later round the proposal is refitted after every batch (``families.refi
 sequential scheme rather than one: with three rounds, one-shot proposals moved too little towards
 the weight constraints (README). Round 0 is always one draw from the prior.
 
+Confirmation (``families.confirm``, default 0; the ei-network task: 1). A candidate passing every
+constraint joins the family only if it passes every constraint again in ``confirm`` more
+simulations with new input seeds (its own drive: the drive is a coordinate of the candidate, and
+the family records it), run in the same batch and stored in confirmations.csv; a failed
+confirmation makes the candidate count as failing, in the family and in the proposal's elite
+set. The metrics of this small network carry seed noise that is heavy-tailed (w_creep's relative
+drift of a mean weight near 0.05: README), so one passing simulation is weak evidence.
+
+Aim (``families.aim``). Proposals are modelled on the constraints narrowed, on each finite side,
+by ``aim`` x the seed noise the confirmations have measured so far (``seed_noise``), so that they
+move towards rules that another input seed does not carry across a bound. The family's
+membership is still decided by the task's constraints; only the proposal aims inside them.
+
 Resumable: each block of candidates is drawn once and saved (proposals.npz); simulations are run
 in batches, and simulations.csv and checkpoint.json are written after each, so an interrupted
 run continues where it stopped and ends exactly as an uninterrupted one.
