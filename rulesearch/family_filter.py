@@ -567,15 +567,19 @@ def _finish(space: Space, task: Task, out: Path, rows: list[dict], rounds: int, 
             for k, v in part.items():
                 m.setdefault(k, []).append(v)
         m = {k: np.concatenate(v) for k, v in m.items()}
-        recheck = np.all([k.holds(m[k.metric]) for k in task.sim.constraints(task.config)], axis=0)
-    cols = ["round", "index", "seed"] + list(space.all_pathways) + space.names + (["recheck_pass"] if recheck is not None
-                                                                               else [])
+        held = {k.metric: k.holds(m[k.metric]) for k in task.sim.constraints(task.config)}
+        recheck = np.all(list(held.values()), axis=0)
+        failed = [" ".join(k for k, v in held.items() if not v[i]) for i in range(len(family))]
+        failures = {k: int((~v).sum()) for k, v in held.items() if (~v).any()}
+    cols = ["round", "index", "seed"] + list(space.all_pathways) + space.names + (
+        ["recheck_pass", "recheck_failed"] if recheck is not None else [])
     family_rows = []
     for i, row in enumerate(family):
         line = {"round": row["round"], "index": row["index"], "seed": row["seed"],
                 **{p: space.describe(row, p) for p in space.all_pathways}, **{n: row[n] for n in space.names}}
         if recheck is not None:
             line["recheck_pass"] = str(int(recheck[i]))
+            line["recheck_failed"] = failed[i]  # the constraints the re-simulation violates
         family_rows.append([line[c] for c in cols])
     write_csv(out / FAMILY_FILE, cols, family_rows)
     if task.families.figures:
@@ -586,7 +590,8 @@ def _finish(space: Space, task: Task, out: Path, rows: list[dict], rounds: int, 
             "seed_noise": {k: round(v, 6) for k, v in seed_noise(
                 rows, confirms, [c.metric for c in task.sim.constraints(task.config)]).items()},
             "rechecked": 0 if recheck is None else len(family),
-            "recheck_pass_fraction": None if recheck is None else round(float(np.mean(recheck)), 4)}
+            "recheck_pass_fraction": None if recheck is None else round(float(np.mean(recheck)), 4),
+            "recheck_failures": None if recheck is None else failures}
 
 
 # ---------------------------------------------------------------- show

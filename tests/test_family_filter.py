@@ -54,6 +54,8 @@ def test_two_rounds_then_show(tmp_path, capsys):
     family = read_csv(out / FAMILY_FILE)
     assert len(family) == len(members) == info["family_size"]
     assert [(r["round"], r["index"]) for r in family] == [(r["round"], r["index"]) for r in members]
+    assert all((r["recheck_failed"] == "") == (r["recheck_pass"] == "1") for r in family)
+    assert sum(info["recheck_failures"].values()) >= sum(r["recheck_pass"] == "0" for r in family)
     assert family[0]["ee"].startswith("pre: ") and "tau_pre" in family[0]["ee"]
     for row in members:  # every plausible row passes every constraint
         assert all(row[k] == "1" for k in row if k.startswith("pass_"))
