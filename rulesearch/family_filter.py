@@ -470,7 +470,7 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
     info = {"kind": "families", "command": list(argv) if argv is not None else [], "task": spec.task,
             "task_name": task.name, "overrides": list(spec.overrides), "seed": task.seed, "rounds": rounds,
             "simulations": n_sim, "backend": task.families.backend, "staged": task.families.staged,
-            "confirm": task.families.confirm,
+            "confirm": task.families.confirm, "budget": task.families.budget,
             "prior": {"tau_range_ms": list(task.families.tau_range_ms),
                       "coefficient_range": list(task.families.coefficient_range),
                       **{k: list(v) for k, v in space.nuisance.items()}},
@@ -486,12 +486,27 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
     t0 = time.time()
     try:
         constraints = task.sim.constraints(task.config)
+        fam = task.families
+
+        def over_budget(n: int) -> bool:
+            """Whether n more candidates could take the run past ``families.budget`` simulations:
+            each costs at most itself, its confirmations and its re-check; the family found so far
+            will be re-checked."""
+            if not fam.budget:
+                return False
+            used = len(rows) + len(confirms) + (sum(row["member"] == "1" for row in rows) if fam.recheck else 0)
+            return used + n * (1 + fam.confirm + int(fam.recheck)) > fam.budget
+
+        stopped = False
         for r in range(rounds):
             # round 0 samples the prior at once; a later round refits its proposal after every batch
             step = n_sim if r == 0 or not task.families.refit else min(task.families.batch, n_sim)
-            while True:
+            while not stopped:
                 done = sum(int(row["round"]) == r for row in rows)
                 if done >= n_sim:
+                    break
+                if over_budget(min(fam.batch, n_sim - done)):
+                    stopped = True
                     break
                 start = done // step * step
                 size = min(step, n_sim - start)
@@ -514,6 +529,9 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
                 values = space.to_values(unit)
                 for a in range(done - start, size, task.families.batch):
                     b = min(a + task.families.batch, size)
+                    if over_budget(b - a):  # the budget ends the run here; a resumed run stops here too
+                        stopped = True
+                        break
                     metrics = evaluator.metrics(space.pack(values[a:b], seeds[a:b]))
                     new = _rows(space, task, r, start + a, values[a:b], seeds[a:b], metrics, _stage(task, r, rounds))
                     confirms += _confirm(space, task, evaluator, new)
@@ -527,6 +545,7 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
                         this = [row for row in rows if int(row["round"]) == r]
                         progress(r, rounds, start + b, n_sim, np.mean([row["pass_round"] == "1" for row in this]))
         summary = _finish(space, task, out, rows, rounds, evaluator, confirms)
+        summary["stopped_by_budget"] = stopped
     except KeyboardInterrupt:
         info.update(status="interrupted", elapsed_seconds=round(before + time.time() - t0, 3))
         write_json(out / RUN_FILE, info)

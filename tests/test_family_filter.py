@@ -192,3 +192,15 @@ def test_seed_noise_and_aimed_constraints_by_hand():
     cons = [Constraint("w_creep", 0.0, 0.05, 1), Constraint("rate_e", 1.0, 50.0, 0), Constraint("fano", 0.5, 0.6, 2)]
     a = aimed(cons, {"w_creep": 0.01, "rate_e": 2.0, "fano": 0.2}, 1.5)
     assert [(k.low, k.high) for k in a] == [(0.0, 0.035), (4.0, 47.0), (0.55, 0.55)]
+
+
+def test_budget_bounds_every_simulation(tmp_path):
+    """families.budget bounds the simulations of the rounds, the confirmations and the re-check
+    together: the run stops before a batch that could pass it."""
+    info, out = families_run(replace(SPEC, overrides=MINI + ("families.budget=70", "families.figures=false")),
+                             tmp_path / "b")
+    sims, confirms = read_csv(out / SIMULATIONS_FILE), read_csv(out / CONFIRMATIONS_FILE)
+    assert info["stopped_by_budget"] and info["budget"] == 70
+    assert info["evaluations"] == len(sims) + len(confirms) + info["family_size"] <= 70
+    assert len(sims) < 48 and len(sims) % 8 == 0  # whole batches (families.batch = 8)
+    assert [int(r["simulations"]) for r in read_csv(out / ROUNDS_FILE)] == [24, len(sims) - 24] and len(sims) > 24
