@@ -194,11 +194,16 @@ def test_seed_noise_and_aimed_constraints_by_hand():
     assert [(k.low, k.high) for k in a] == [(0.0, 0.035), (4.0, 47.0), (0.55, 0.55)]
 
 
-def test_budget_bounds_every_simulation(tmp_path):
+def test_budget_bounds_every_simulation(tmp_path, capsys):
     """families.budget bounds the simulations of the rounds, the confirmations and the re-check
-    together: the run stops before a batch that could pass it."""
-    info, out = families_run(replace(SPEC, overrides=MINI + ("families.budget=70", "families.figures=false")),
-                             tmp_path / "b")
+    together: the run stops before a batch that could pass it, and says so."""
+    out = tmp_path / "b"
+    sets = [x for o in MINI + ("families.budget=70", "families.figures=false") for x in ("--set", o)]
+    assert main(["families", SPEC.task, "--seed", "3", "--workers", "1", "--out", str(out)] + sets) == 0
+    shown = capsys.readouterr().out
+    info = read_json(out / "run.json")
+    assert "stopped by families.budget (70 simulations in all)" in shown
+    assert f"(each passed 2 confirmation simulations); " in shown and f"({info['evaluations']} simulations" in shown
     sims, confirms = read_csv(out / SIMULATIONS_FILE), read_csv(out / CONFIRMATIONS_FILE)
     assert info["stopped_by_budget"] and info["budget"] == 70
     assert info["evaluations"] == len(sims) + len(confirms) + info["family_size"] <= 70
