@@ -47,6 +47,11 @@ by ``aim`` x the seed noise the confirmations have measured so far (``seed_noise
 move towards rules that another input seed does not carry across a bound. The family's
 membership is still decided by the task's constraints; only the proposal aims inside them.
 
+Budget (``families.budget``, 0: none). Every simulation counts: the rounds', the confirmations'
+and the final re-check of the family. A batch that could take the run past the budget (each of
+its candidates counted with ``confirm`` confirmations and a re-check) is not started: the run ends
+there, in whatever round, and run.json says ``stopped_by_budget``.
+
 Resumable: each block of candidates is drawn once and saved (proposals.npz); simulations are run
 in batches, and simulations.csv and checkpoint.json are written after each, so an interrupted
 run continues where it stopped and ends exactly as an uninterrupted one.
