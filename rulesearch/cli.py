@@ -417,9 +417,13 @@ def _print_family(info: dict, out) -> None:
                       f"{t['exploded_fraction']:.1%}")
     _console().print(table)
     line = f"family: {info['family_size']} plausible rule combinations"
+    if info.get("confirm"):
+        line += f" (each passed {info['confirm']} confirmation simulation{'s' if info['confirm'] > 1 else ''})"
     if info.get("recheck_pass_fraction") is not None:
         line += f"; {info['recheck_pass_fraction']:.1%} pass again with new input seeds"
-    print(line + f" ({info.get('elapsed_seconds', 0):.0f} s)")
+    print(line + f" ({info.get('evaluations', '?')} simulations, {info.get('elapsed_seconds', 0):.0f} s)")
+    if info.get("stopped_by_budget"):
+        print(f"stopped by families.budget ({info['budget']} simulations in all) before the last round was full")
     print(f"written: {out}")
 
 

@@ -34,6 +34,24 @@ Within a later round the proposal is refitted after every batch (``families.refi
 sequential scheme rather than one: with three rounds, one-shot proposals moved too little towards
 the weight constraints (README). Round 0 is always one draw from the prior.
 
+Confirmation (``families.confirm``, default 0; the ei-network task: 1). A candidate passing every
+constraint joins the family only if it passes every constraint again in ``confirm`` more
+simulations with new input seeds (its own drive: the drive is a coordinate of the candidate, and
+the family records it), run in the same batch and stored in confirmations.csv; a failed
+confirmation makes the candidate count as failing, in the family and in the proposal's elite
+set. The metrics of this small network carry seed noise that is heavy-tailed (w_creep's relative
+drift of a mean weight near 0.05: README), so one passing simulation is weak evidence.
+
+Aim (``families.aim``). Proposals are modelled on the constraints narrowed, on each finite side,
+by ``aim`` x the seed noise the confirmations have measured so far (``seed_noise``), so that they
+move towards rules that another input seed does not carry across a bound. The family's
+membership is still decided by the task's constraints; only the proposal aims inside them.
+
+Budget (``families.budget``, 0: none). Every simulation counts: the rounds', the confirmations'
+and the final re-check of the family. A batch that could take the run past the budget (each of
+its candidates counted with ``confirm`` confirmations and a re-check) is not started: the run ends
+there, in whatever round, and run.json says ``stopped_by_budget``.
+
 Resumable: each block of candidates is drawn once and saved (proposals.npz); simulations are run
 in batches, and simulations.csv and checkpoint.json are written after each, so an interrupted
 run continues where it stopped and ends exactly as an uninterrupted one.
@@ -57,12 +75,14 @@ from .vm import PackedPrograms, interleave
 
 SIMULATIONS_FILE, ROUNDS_FILE, FAMILY_FILE, PROPOSALS_FILE = "simulations.csv", "rounds.csv", "family.csv", \
     "proposals.npz"
+CONFIRMATIONS_FILE = "confirmations.csv"
 DEFENSIVE = 0.1  # fraction of each later round's proposal drawn from the prior (before the classifier)
 ELITE_FRACTION, ELITE_MIN = 0.03, 10  # a proposal is modelled on at least this many candidates
 VIOLATION_CAP = 10.0  # a constraint's largest contribution to a candidate's violation
 WIDEN = 1.2  # proposal covariance = WIDEN^2 x the mixture's (ABC-SMC kernels: about 1.4)
 MAX_COMPONENTS = 5  # Gaussian mixture components (at most one per 10 passing candidates)
 PER_PATHWAY = ("tau_pre_ms", "tau_post_ms", "alpha", "beta", "gamma", "kappa")
+NOISE_QUANTILE, NOISE_MIN_PAIRS = 0.9, 10  # the seed noise a proposal aims clear of (see ``aimed``)
 
 
 @dataclass(frozen=True)
@@ -229,13 +249,63 @@ def violation(rows: Sequence[dict], constraints, checked: Sequence[str]) -> np.n
     return total
 
 
-def elite(rows: Sequence[dict], constraints, checked: Sequence[str], fraction: float = ELITE_FRACTION,
-          minimum: int = ELITE_MIN) -> np.ndarray:
-    """Bool (n,): the candidates a proposal is modelled on: those passing every ``checked``
-    constraint, topped up to ``fraction`` of ``rows`` (at least ``minimum``) with the least
-    violating ones (an adaptive tolerance, as in ABC-SMC), so that a round whose constraints nothing
-    has passed yet still moves towards them rather than falling back to the prior."""
+def worst_violation(rows: Sequence[dict], constraints, checked: Sequence[str],
+                    confirmations: Sequence[dict] = ()) -> np.ndarray:
+    """(n,) ``violation`` of each candidate, the largest over its own simulation and its
+    confirmation simulations (rows of confirmations.csv, matched by round and index): a candidate
+    that passed once and failed its confirmation does not count as passing."""
     d = violation(rows, constraints, checked)
+    if len(confirmations):
+        at = {(r["round"], r["index"]): i for i, r in enumerate(rows)}
+        dc = violation(confirmations, constraints, checked)
+        for row, v in zip(confirmations, dc):
+            i = at.get((row["round"], row["index"]))
+            if i is not None:
+                d[i] = max(d[i], v)
+    return d
+
+
+def seed_noise(rows: Sequence[dict], confirmations: Sequence[dict], metrics: Sequence[str]) -> dict[str, float]:
+    """Per metric, the seed noise measured by the confirmations: the ``NOISE_QUANTILE`` quantile,
+    over the candidates with a first confirmation, of |own - confirmation| / sqrt(2) (the spread
+    of one simulation, if the two are independent draws); 0 with fewer than ``NOISE_MIN_PAIRS``.
+    A quantile, not a standard deviation: the noise is heavy-tailed (w_creep: median 0.0012,
+    90 % 0.017 over the family of the README's run)."""
+    at = {(r["round"], r["index"]): r for r in rows}
+    pairs = [(at[(c["round"], c["index"])], c) for c in confirmations
+             if c["repeat"] == "1" and (c["round"], c["index"]) in at]
+    out = {}
+    for m in metrics:
+        d = np.array([abs(float(a[m]) - float(b[m])) for a, b in pairs]) / np.sqrt(2)
+        d = d[np.isfinite(d)]
+        out[m] = float(np.quantile(d, NOISE_QUANTILE)) if len(d) >= NOISE_MIN_PAIRS else 0.0
+    return out
+
+
+def aimed(constraints, noise: dict[str, float], z: float) -> list:
+    """The constraints a proposal aims at: each range narrowed by z x the metric's seed noise on
+    its finite sides (a lower bound of 0 is no side: those metrics are >= 0), so that the proposal
+    favours candidates that another input seed does not carry across a bound. The family's
+    membership is still decided by the constraints themselves."""
+    out = []
+    for k in constraints:
+        e = z * noise.get(k.metric, 0.0)
+        low = k.low + e if np.isfinite(k.low) and k.low > 0 else k.low
+        high = k.high - e if np.isfinite(k.high) else k.high
+        if low > high:  # noise larger than the range: aim at its middle
+            low = high = 0.5 * (k.low + k.high)
+        out.append(replace(k, low=low, high=high))
+    return out
+
+
+def elite(rows: Sequence[dict], constraints, checked: Sequence[str], fraction: float = ELITE_FRACTION,
+          minimum: int = ELITE_MIN, confirmations: Sequence[dict] = ()) -> np.ndarray:
+    """Bool (n,): the candidates a proposal is modelled on: those passing every ``checked``
+    constraint (in their own simulation and every confirmation of it), topped up to ``fraction`` of
+    ``rows`` (at least ``minimum``) with the least violating ones (an adaptive tolerance, as in
+    ABC-SMC), so that a round whose constraints nothing has passed yet still moves towards them
+    rather than falling back to the prior."""
+    d = worst_violation(rows, constraints, checked, confirmations)
     want = min(len(rows), max(minimum, int(np.ceil(fraction * len(rows)))))
     if (d == 0).sum() >= want:
         return d == 0
@@ -245,15 +315,15 @@ def elite(rows: Sequence[dict], constraints, checked: Sequence[str], fraction: f
 
 
 def propose(space: Space, rows: list[dict], constraints, checked: Sequence[str], n: int,
-            rng: np.random.Generator) -> np.ndarray:
+            rng: np.random.Generator, confirmations: Sequence[dict] = ()) -> np.ndarray:
     """n candidates in the unit box: the prior when there is nothing to learn from yet, else the
     restricted proposal of the module docstring, modelled on ``elite(rows, constraints, checked)``.
     ``rows``: every simulation so far (dicts of simulations.csv); ``checked``: the metrics whose
-    constraints the proposed round checks."""
+    constraints the proposed round checks; ``confirmations``: their confirmation simulations."""
     if not rows:
         return rng.random((n, space.dim))
     x = space.to_unit(np.array([[float(r[k]) for k in space.names] for r in rows]))
-    y = elite(rows, constraints, checked)
+    y = elite(rows, constraints, checked, confirmations=confirmations)
     if y.sum() < 2 or y.all():
         return rng.random((n, space.dim))
     from sklearn.ensemble import HistGradientBoostingClassifier
@@ -291,7 +361,45 @@ def propose(space: Space, rows: list[dict], constraints, checked: Sequence[str],
 def _columns(space: Space, task: Task) -> list[str]:
     metrics = [k.metric for k in task.sim.constraints(task.config)]
     return (["round", "index", "seed"] + space.names + metrics + ["exploded", "stopped_s"]
-            + [f"pass_{m}" for m in metrics] + ["pass", "pass_round"])
+            + [f"pass_{m}" for m in metrics] + ["pass", "pass_round", "member"])
+
+
+def _confirm_columns(task: Task) -> list[str]:
+    metrics = [k.metric for k in task.sim.constraints(task.config)]
+    return ["round", "index", "repeat", "seed"] + metrics + ["exploded", "pass"]
+
+
+def confirmation_seed(seed: int, round_: int, index: int, repeat: int) -> int:
+    """The input seed of a candidate's ``repeat``-th confirmation simulation (repeat >= 1): drawn
+    from the run's seed and the candidate, independent of every other simulation's seed."""
+    return int(np.random.default_rng([seed, 11, round_, index, repeat]).integers(0, 2 ** 31 - 1))
+
+
+def _confirm(space: Space, task: Task, evaluator, new: list[dict]) -> list[dict]:
+    """Confirmation simulations of the candidates of ``new`` (rows of one batch) that pass every
+    constraint: up to ``families.confirm`` each, with new input seeds and the candidate's own drive,
+    stopping at the first that fails. Sets each row's ``member`` (passes every constraint in its
+    own simulation and every confirmation); returns the confirmations' rows."""
+    constraints = task.sim.constraints(task.config)
+    alive = [row for row in new if row["pass"] == "1"]
+    out = []
+    for k in range(1, task.families.confirm + 1):
+        if not alive:
+            break
+        values = np.array([[float(row[n]) for n in space.names] for row in alive])
+        seeds = np.array([confirmation_seed(task.seed, int(row["round"]), int(row["index"]), k) for row in alive])
+        m = evaluator.metrics(space.pack(values, seeds))
+        ok = np.all([c.holds(m[c.metric]) for c in constraints], axis=0)
+        for i, row in enumerate(alive):
+            line = {"round": row["round"], "index": row["index"], "repeat": str(k), "seed": str(int(seeds[i]))}
+            line.update({c.metric: repr(float(m[c.metric][i])) for c in constraints})
+            line.update(exploded=str(int(m["exploded"][i])), **{"pass": str(int(ok[i]))})
+            out.append(line)
+        alive = [row for i, row in enumerate(alive) if ok[i]]
+    members = {id(row) for row in alive}
+    for row in new:
+        row["member"] = str(int(id(row) in members))
+    return out
 
 
 def _rows(space, task, round_: int, start: int, values, seeds, metrics, stage) -> list[dict]:
@@ -359,10 +467,15 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
         out = default_out(f"{task.name}-families")
     out = Path(out)
     rows = read_csv(out / SIMULATIONS_FILE) if resume and (out / SIMULATIONS_FILE).is_file() else []
+    confirms = read_csv(out / CONFIRMATIONS_FILE) if resume and (out / CONFIRMATIONS_FILE).is_file() else []
+    # confirmations are written before their batch's rows: drop those of a batch that was not saved
+    saved = {(row["round"], row["index"]) for row in rows}
+    confirms = [c for c in confirms if (c["round"], c["index"]) in saved]
     before = float(read_json(out / CHECKPOINT_FILE).get("elapsed", 0.0)) if resume else 0.0
     info = {"kind": "families", "command": list(argv) if argv is not None else [], "task": spec.task,
             "task_name": task.name, "overrides": list(spec.overrides), "seed": task.seed, "rounds": rounds,
             "simulations": n_sim, "backend": task.families.backend, "staged": task.families.staged,
+            "confirm": task.families.confirm, "budget": task.families.budget,
             "prior": {"tau_range_ms": list(task.families.tau_range_ms),
                       "coefficient_range": list(task.families.coefficient_range),
                       **{k: list(v) for k, v in space.nuisance.items()}},
@@ -374,16 +487,31 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
     info.update(evaluator.describe())
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / RUN_FILE, info)
-    columns = _columns(space, task)
+    columns, confirm_columns = _columns(space, task), _confirm_columns(task)
     t0 = time.time()
     try:
         constraints = task.sim.constraints(task.config)
+        fam = task.families
+
+        def over_budget(n: int) -> bool:
+            """Whether n more candidates could take the run past ``families.budget`` simulations:
+            each costs at most itself, its confirmations and its re-check; the family found so far
+            will be re-checked."""
+            if not fam.budget:
+                return False
+            used = len(rows) + len(confirms) + (sum(row["member"] == "1" for row in rows) if fam.recheck else 0)
+            return used + n * (1 + fam.confirm + int(fam.recheck)) > fam.budget
+
+        stopped = False
         for r in range(rounds):
             # round 0 samples the prior at once; a later round refits its proposal after every batch
             step = n_sim if r == 0 or not task.families.refit else min(task.families.batch, n_sim)
-            while True:
+            while not stopped:
                 done = sum(int(row["round"]) == r for row in rows)
                 if done >= n_sim:
+                    break
+                if over_budget(min(fam.batch, n_sim - done)):
+                    stopped = True
                     break
                 start = done // step * step
                 size = min(step, n_sim - start)
@@ -396,22 +524,33 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
                     known = [row for row in rows if int(row["round"]) < r
                              or (int(row["round"]) == r and int(row["index"]) < start)]
                     # modelled on the candidates nearest to passing the constraints this round checks
-                    unit = propose(space, known, constraints, _checked(task, r, rounds), size, rng)
+                    keys = {(row["round"], row["index"]) for row in known}
+                    seen = [c for c in confirms if (c["round"], c["index"]) in keys]
+                    aim = aimed(constraints, seed_noise(known, seen, [k.metric for k in constraints]),
+                                task.families.aim)
+                    unit = propose(space, known, aim, _checked(task, r, rounds), size, rng, seen)
                     seeds = rng.integers(0, 2 ** 31 - 1, size)
                     savez_atomic(proposals, round=np.array(r), start=np.array(start), unit=unit, seeds=seeds)
                 values = space.to_values(unit)
                 for a in range(done - start, size, task.families.batch):
                     b = min(a + task.families.batch, size)
+                    if over_budget(b - a):  # the budget ends the run here; a resumed run stops here too
+                        stopped = True
+                        break
                     metrics = evaluator.metrics(space.pack(values[a:b], seeds[a:b]))
-                    rows += _rows(space, task, r, start + a, values[a:b], seeds[a:b], metrics,
-                                  _stage(task, r, rounds))
+                    new = _rows(space, task, r, start + a, values[a:b], seeds[a:b], metrics, _stage(task, r, rounds))
+                    confirms += _confirm(space, task, evaluator, new)
+                    rows += new
+                    write_csv(out / CONFIRMATIONS_FILE, confirm_columns,
+                              [[c[k] for k in confirm_columns] for c in confirms])
                     write_csv(out / SIMULATIONS_FILE, columns, [[row[c] for c in columns] for row in rows])
                     write_json(out / CHECKPOINT_FILE, {"round": r, "done": start + b,
                                                        "elapsed": before + time.time() - t0})
                     if progress is not None:
                         this = [row for row in rows if int(row["round"]) == r]
                         progress(r, rounds, start + b, n_sim, np.mean([row["pass_round"] == "1" for row in this]))
-        summary = _finish(space, task, out, rows, rounds, evaluator)
+        summary = _finish(space, task, out, rows, rounds, evaluator, confirms)
+        summary["stopped_by_budget"] = stopped
     except KeyboardInterrupt:
         info.update(status="interrupted", elapsed_seconds=round(before + time.time() - t0, 3))
         write_json(out / RUN_FILE, info)
@@ -420,12 +559,14 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
         evaluator.close()
     rechecked = summary.pop("rechecked")
     info.update(status="done", elapsed_seconds=round(before + time.time() - t0, 3),
-                wall_seconds=round(time.time() - started, 3), evaluations=len(rows) + rechecked, **summary)
+                wall_seconds=round(time.time() - started, 3), evaluations=len(rows) + len(confirms) + rechecked,
+                **summary)
     write_json(out / RUN_FILE, info)
     return info, out
 
 
-def _finish(space: Space, task: Task, out: Path, rows: list[dict], rounds: int, evaluator) -> dict:
+def _finish(space: Space, task: Task, out: Path, rows: list[dict], rounds: int, evaluator,
+            confirms: Sequence[dict] = ()) -> dict:
     """rounds.csv, family.csv (with a re-simulation under new seeds), the figures; facts for run.json."""
     from .family_plots import plot_families
     table = []
@@ -434,11 +575,12 @@ def _finish(space: Space, task: Task, out: Path, rows: list[dict], rounds: int, 
         table.append({"round": r, "simulations": len(this),
                       "passed_round": sum(row["pass_round"] == "1" for row in this),
                       "passed_all": sum(row["pass"] == "1" for row in this),
+                      "members": sum(row["member"] == "1" for row in this),
                       "pass_fraction": np.mean([row["pass_round"] == "1" for row in this]) if this else 0.0,
                       "pass_fraction_all": np.mean([row["pass"] == "1" for row in this]) if this else 0.0,
                       "exploded_fraction": np.mean([row["exploded"] == "1" for row in this]) if this else 0.0})
     write_csv(out / ROUNDS_FILE, list(table[0]), [[t[c] for c in t] for t in table])
-    family = [row for row in rows if row["pass"] == "1"]
+    family = [row for row in rows if row["member"] == "1"]
     recheck = None
     if task.families.recheck and family:
         values = np.array([[float(row[n]) for n in space.names] for row in family])
@@ -449,23 +591,31 @@ def _finish(space: Space, task: Task, out: Path, rows: list[dict], rounds: int, 
             for k, v in part.items():
                 m.setdefault(k, []).append(v)
         m = {k: np.concatenate(v) for k, v in m.items()}
-        recheck = np.all([k.holds(m[k.metric]) for k in task.sim.constraints(task.config)], axis=0)
-    cols = ["round", "index", "seed"] + list(space.all_pathways) + space.names + (["recheck_pass"] if recheck is not None
-                                                                               else [])
+        held = {k.metric: k.holds(m[k.metric]) for k in task.sim.constraints(task.config)}
+        recheck = np.all(list(held.values()), axis=0)
+        failed = [" ".join(k for k, v in held.items() if not v[i]) for i in range(len(family))]
+        failures = {k: int((~v).sum()) for k, v in held.items() if (~v).any()}
+    cols = ["round", "index", "seed"] + list(space.all_pathways) + space.names + (
+        ["recheck_pass", "recheck_failed"] if recheck is not None else [])
     family_rows = []
     for i, row in enumerate(family):
         line = {"round": row["round"], "index": row["index"], "seed": row["seed"],
                 **{p: space.describe(row, p) for p in space.all_pathways}, **{n: row[n] for n in space.names}}
         if recheck is not None:
             line["recheck_pass"] = str(int(recheck[i]))
+            line["recheck_failed"] = failed[i]  # the constraints the re-simulation violates
         family_rows.append([line[c] for c in cols])
     write_csv(out / FAMILY_FILE, cols, family_rows)
     if task.families.figures:
         plot_families(out, space, task, rows, table)
     return {"rounds_table": [{k: (round(float(v), 4) if isinstance(v, float) else v) for k, v in t.items()}
                              for t in table],
-            "family_size": len(family), "rechecked": 0 if recheck is None else len(family),
-            "recheck_pass_fraction": None if recheck is None else round(float(np.mean(recheck)), 4)}
+            "family_size": len(family), "confirmations": len(confirms),
+            "seed_noise": {k: round(v, 6) for k, v in seed_noise(
+                rows, confirms, [c.metric for c in task.sim.constraints(task.config)]).items()},
+            "rechecked": 0 if recheck is None else len(family),
+            "recheck_pass_fraction": None if recheck is None else round(float(np.mean(recheck)), 4),
+            "recheck_failures": None if recheck is None else failures}
 
 
 # ---------------------------------------------------------------- show

@@ -49,7 +49,7 @@ def plot_families(out: Path, space, task, rows: list[dict], table: list[dict]) -
 
     # pair plots: taus on log10 axes drawn linearly, ticks on the outer panels only (constrained
     # layout and log axes on 36 panels take seconds per figure)
-    family = np.array([[float(row[n]) for n in space.names] for row in rows if row["pass"] == "1"])
+    family = np.array([[float(row[n]) for n in space.names] for row in rows if row.get("member", row["pass"]) == "1"])
     prior = np.array([[float(row[n]) for n in space.names] for row in rows if row["round"] == "0"])
     family, prior = (np.where(space.log, np.log10(np.maximum(a, 1e-300)), a) if len(a) else a for a in (family, prior))
     low = np.where(space.log, space.low / np.log(10), space.low)

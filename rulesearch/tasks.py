@@ -86,6 +86,9 @@ class FamilySettings:
     coefficient_range: tuple[float, float] = (-2.0, 2.0)  # alpha, beta, gamma, kappa: uniform prior
     batch: int = 100  # simulations per evaluator call (a checkpoint after each; with refit, a proposal step)
     recheck: bool = True  # re-simulate the family with new input seeds at the end
+    confirm: int = 0  # confirmation simulations (new input seeds) a candidate must also pass to join the family
+    aim: float = 0.0  # proposals aim inside each range by aim x the seed noise the confirmations measure
+    budget: int = 0  # at most this many simulations in all (rounds, confirmations, re-check); 0: no limit
     figures: bool = True  # pass_fraction.png, metrics.png, pairs_<pathway>.png
     pinned: str = ""  # a fixed rule for some pathways ("ii.pre: ...; ii.post: ..."): not sampled
     refit: bool = True  # rounds after the first refit their proposal after every batch
@@ -409,6 +412,8 @@ def _load_families(ff: Fields) -> FamilySettings:
                          tau_range_ms=interval("tau_range_ms", d.tau_range_ms, low=1e-3),
                          coefficient_range=interval("coefficient_range", d.coefficient_range),
                          batch=ff.get("batch", int, d.batch, low=1), recheck=ff.get("recheck", bool, d.recheck),
+                         confirm=ff.get("confirm", int, d.confirm, low=0), aim=ff.get("aim", float, d.aim, low=0.0),
+                         budget=ff.get("budget", int, d.budget, low=0),
                          figures=ff.get("figures", bool, d.figures), pinned=ff.get("pinned", str, d.pinned),
                          refit=ff.get("refit", bool, d.refit))
     ff.finish()
