@@ -43,3 +43,20 @@ def test_too_few_measured_simulations_fall_back_to_the_prior():
     metrics = np.full((50, 2), np.nan)
     out = propose_sbi(theta, metrics, LOW, HIGH, 40, np.random.default_rng(3))
     assert np.array_equal(out, np.random.default_rng(3).random((40, 3)))
+
+
+def test_a_two_round_families_run_with_the_sbi_backend(tmp_path):
+    """The backend end to end on the miniature network of test_family_filter: round 1 comes from the
+    trained posterior, more of it passes the rates than round 0's prior draws."""
+    from conftest import ROOT
+    from rulesearch.family_filter import ROUNDS_FILE, SIMULATIONS_FILE, FamilySpec, families_run
+    from rulesearch.results import read_csv
+    from test_family_filter import MINI
+    spec = FamilySpec(str(ROOT / "tasks" / "ei-network.toml"),
+                      MINI + ("families.backend='sbi'", "families.simulations=40"), seed=5, workers=1)
+    info, out = families_run(spec, tmp_path / "run")
+    assert info["backend"] == "sbi"
+    rounds = read_csv(out / ROUNDS_FILE)
+    assert [int(r["simulations"]) for r in rounds] == [40, 40]
+    sims = read_csv(out / SIMULATIONS_FILE)
+    assert len({(r["round"], r["index"]) for r in sims}) == 80
