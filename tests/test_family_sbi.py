@@ -46,8 +46,8 @@ def test_too_few_measured_simulations_fall_back_to_the_prior():
 
 
 def test_a_two_round_families_run_with_the_sbi_backend(tmp_path):
-    """The backend end to end on the miniature network of test_family_filter: round 1 comes from the
-    trained posterior, more of it passes the rates than round 0's prior draws."""
+    """The backend end to end on the miniature network of test_family_filter: round 1 is proposed by
+    the trained posterior and simulated like any round (about 3 minutes with a cold Numba cache)."""
     from conftest import ROOT
     from rulesearch.family_filter import ROUNDS_FILE, SIMULATIONS_FILE, FamilySpec, families_run
     from rulesearch.results import read_csv
