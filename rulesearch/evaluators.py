@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from concurrent.futures import CancelledError
 from pathlib import Path
 from typing import Callable
 
@@ -210,7 +211,11 @@ class DaskEvaluator:
                                  "--evaluator local or another --scheduler)")
         time.sleep(min(2.0 ** attempt, 10.0))
         try:
-            if not self.client.who_has(self._task).get(self._task.key, ()):
+            try:
+                held = self.client.who_has(self._task).get(self._task.key, ())
+            except CancelledError:  # the scattered task went with the workers that held it
+                held = ()
+            if not held:
                 self._task = self.client.scatter(self.task, broadcast=True)
         except Exception as exc:  # noqa: BLE001 - the scheduler does not answer
             raise EvaluatorError(f"lost the Dask scheduler ({self.scheduler or 'the local cluster'}) during an "
