@@ -190,7 +190,7 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     finally:
         evaluator.close()
     _warn_if_blown(result, task)
-    fit_check = check_fit_seed(seeded, seeds, result, train) if seeded is not None else None
+    fit_check = check_fit_seed(seeded, seeds, result, train, test) if seeded is not None else None
     rows = front_rows(result)
     report = heldout_indistinguishable(result, test) if task.data_source else None
     if report is not None:  # pareto.csv gets the held-out comparison with the selected rule
@@ -243,11 +243,13 @@ def fit_seeds(train) -> tuple[list, dict | None]:
     return [rule], {**record, "used": True}
 
 
-def check_fit_seed(seeded: dict, seeds: list, result, train) -> dict:
+def check_fit_seed(seeded: dict, seeds: list, result, train, test=None) -> dict:
     """After the search: does the fit's rule beat the selected one? It beats a front rule when that
-    rule's fitted-trial loss exceeds the fit rule's by more than ``search.selection_se`` standard
-    errors, paired over the objective's units (animals, recorded trials), as noise-aware selection
-    judges. A fixed tolerance can be looser than the data's noise (``selection_abs_tol`` 1e-6 let
+    rule's loss exceeds the fit rule's by more than ``search.selection_se`` standard errors, paired
+    over the objective's units (animals, recorded trials), as noise-aware selection judges; on the
+    held-out trials when there are any (``test``), since on the fitted trials the fit's coefficients,
+    tuned to their noise, beat the true rule itself (fit_activity_sweep: noise 0.3 and 1.0 of the
+    activity's std overruled the exact `x*y - 0.5*w*y**2`). A fixed tolerance can be looser than the data's noise (``selection_abs_tol`` 1e-6 let
     ``0.64*x`` stand for Oja's rule on activity of variance 5e-4, weight R^2 -1346): then the selected
     rule is replaced, in ``result``, by the simplest front rule the fit's rule does not beat (the seeded
     rule, or its polished form, is on the front unless a simpler rule is as good). Returns the record
@@ -255,7 +257,8 @@ def check_fit_seed(seeded: dict, seeds: list, result, train) -> dict:
     if not seeds:
         return seeded
     front = result.front
-    units = train.unit_losses([seeds[0]] + [e.rule for e in front])
+    judge = test if test is not None else train
+    units = judge.unit_losses([seeds[0]] + [e.rule for e in front])
     n, fit_units = units.shape[1], units[0]
     se_multiple = train.search.selection_se
 
@@ -271,8 +274,8 @@ def check_fit_seed(seeded: dict, seeds: list, result, train) -> dict:
     old = next(i for i, e in enumerate(front) if e.selected)
     record = {**seeded, "loss": float(fit_units.sum()) if np.all(np.isfinite(fit_units)) else None,
               "complexity": seeds[0].complexity, "beats_selected": beaten(old),
-              "test": f"fitted-trial loss lower by more than {se_multiple:g} SE, paired over {n} "
-                      f"{train.sim.objectives[train.objective].unit_name or 'units'}"}
+              "test": f"{'held-out' if test is not None else 'fitted'}-trial loss lower by more than "
+                      f"{se_multiple:g} SE, paired over {n} {train.sim.objectives[train.objective].unit_name or 'units'}"}
     if record["beats_selected"]:
         keep = [i for i in range(len(front)) if not beaten(i)]
         if keep:

@@ -140,7 +140,7 @@ def test_evolve_on_activity_starts_from_the_taylor_fit(tmp_path):
 def test_the_taylor_fit_overrules_a_tolerance_looser_than_the_noise(tmp_path):
     """Oja's rule, tanh outputs, eta 0.1, inputs in [0, 1] (benchmarks/activity_cases.py's independent
     generator): activity of variance 5e-4, so the task's absolute tolerance of 1e-6 lets 0.64*x stand
-    for the rule (0.64*x at the default population, y*(-w + x) at 50). The fit's exact rule beats it beyond the noise (paired over fitted trials), so the
+    for the rule (0.64*x at the default population, y*(-w + x) at 50). The fit's exact rule beats it beyond the noise (paired over held-out trials), so the
     simplest front rule the fit does not beat is selected instead, and run.json says so."""
     import sys
     import numpy as np
