@@ -20,14 +20,15 @@ from numba.extending import intrinsic
 
 
 @intrinsic
-def _pointer_like(typingctx, address, array):
-    """The integer ``address`` as a pointer to ``array``'s element type."""
-    pointer = types.CPointer(array.dtype)
+def _pointer_like(typingctx, address, like):
+    """The integer ``address`` as a pointer to the element type of ``like``: an array, or a Numba
+    number type given as a value (``numba.float64``)."""
+    pointer = types.CPointer(like.dtype)
 
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], context.get_value_type(pointer))
 
-    return pointer(address, array), codegen
+    return pointer(address, like), codegen
 
 
 @njit(inline="always")
@@ -37,45 +38,33 @@ def borrowed(array):
 
 
 @njit(inline="always")
-def segment(array, row, offset, n):
-    """A borrowed 1-D view of ``array[row, offset:offset + n]`` (array 2-D, C-contiguous).
-
-    Loops over such a view index from 0: Numba's wraparound of negative indices then folds away,
-    whereas ``array[row, offset + j]`` with a run-time offset keeps LLVM from vectorising."""
-    address = array.ctypes.data + (row * array.shape[1] + offset) * array.itemsize
-    return numba.carray(_pointer_like(address, array), n)
-
-
-@intrinsic
-def _pointer_to(typingctx, address, dtype):
-    """The integer ``address`` as a pointer to ``dtype`` (a Numba type given as a value)."""
-    pointer = types.CPointer(dtype.dtype)
-
-    def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], context.get_value_type(pointer))
-
-    return pointer(address, dtype), codegen
-
-
-@njit(inline="always")
 def address(array, row, offset):
     """The address of ``array[row, offset]`` (array 2-D, C-contiguous) as an integer."""
     return array.ctypes.data + (row * array.shape[1] + offset) * array.itemsize
 
 
 @njit(inline="always")
+def segment(array, row, offset, n):
+    """A borrowed 1-D view of ``array[row, offset:offset + n]`` (array 2-D, C-contiguous).
+
+    Loops over such a view index from 0: Numba's wraparound of negative indices then folds away,
+    whereas ``array[row, offset + j]`` with a run-time offset keeps LLVM from vectorising."""
+    return numba.carray(_pointer_like(address(array, row, offset), array), n)
+
+
+@njit(inline="always")
 def floats(at, n):
     """A 1-D float64 view of n elements at address ``at`` (not reference counted)."""
-    return numba.carray(_pointer_to(at, numba.float64), n)
+    return numba.carray(_pointer_like(at, numba.float64), n)
 
 
 @njit(inline="always")
 def ints(at, n):
     """A 1-D int64 view of n elements at address ``at``."""
-    return numba.carray(_pointer_to(at, numba.int64), n)
+    return numba.carray(_pointer_like(at, numba.int64), n)
 
 
 @njit(inline="always")
 def floats2d(at, rows, cols):
     """A 2-D C-contiguous float64 view (rows, cols) at address ``at``."""
-    return numba.carray(_pointer_to(at, numba.float64), (rows, cols))
+    return numba.carray(_pointer_like(at, numba.float64), (rows, cols))
