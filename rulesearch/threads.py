@@ -32,7 +32,7 @@ def run_strided(kernel: Callable, n_items: int, *args) -> None:
     """Call ``kernel(first, step, *args)`` once per thread, ``first`` = 0..T-1 and ``step`` = T, so
     that the threads share items 0..n_items-1; T = min(numba.get_num_threads(), n_items). The
     kernel writes its results into arrays among ``args`` (disjoint items per thread)."""
-    threads = max(1, min(numba.get_num_threads(), n_items))
+    threads = 1 if n_items <= 1 else min(numba.get_num_threads(), n_items)  # (asking costs a microsecond)
     if threads == 1:
         kernel(0, 1, *args)
         return

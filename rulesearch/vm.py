@@ -159,10 +159,14 @@ def interleave(packs: Sequence[PackedPrograms]) -> PackedPrograms:
                           max(pk.depth for pk in packs), len(packs))
 
 
-# The row VM (``run_rows``): every value, the simulator's variables and the stack alike, is a row of
-# one 2-D array ``mem``, addressed by its row index. Slicing a row view per instruction, or passing
-# arrays to a helper, costs reference counting that at a hundred synapses outweighs the arithmetic:
-# the helpers that are not inlined take addresses and lengths (``_borrow``), never arrays.
+# The row VM (``run_rows``, ``compile_plan`` + ``run_plan``): every value, the simulator's variables and
+# the stack alike, is a row of one 2-D array ``mem``, addressed by its row index. A program is first
+# translated into a plan (once per simulation): loads and constants become references to rows and
+# immediate values rather than copies, each operation writes one stack row from its operands' rows,
+# every value's class is resolved, and a simulator's weight update is fused into the last operation
+# (w += eta * op(p * a, b)). Each step then runs the plan's few entries with no decoding left. Helpers
+# that are not inlined take addresses and lengths (``_borrow``), never arrays: an array argument costs
+# reference counting calls that at a hundred synapses outweigh the arithmetic.
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _f(op, c, x, y):
     """op(x, y), x the first operand; OP_AXPB: c + x * y; OP_DIV protected."""
@@ -177,26 +181,9 @@ def _f(op, c, x, y):
     return x / y if abs(y) > DIV_EPS else 0.0
 
 
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
-def _run_run(op, c, a_at, b_at, n):
-    """b[:n] = op(a[:n], b[:n]) for the n floats at addresses a_at and b_at (not overlapping)."""
-    _vv(op, c, floats(a_at, n), floats(b_at, n), n)
-
-
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
-def _scalar_run(op, c, s, b_at, n):
-    """b[:n] = op(s, b[:n]) for the n floats at address b_at."""
-    _sv(op, c, s, floats(b_at, n), n)
-
-
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
-def _run_scalar(op, c, a_at, s, d_at, n):
-    """d[:n] = op(a[:n], s) for the n floats at addresses a_at and d_at (not overlapping)."""
-    _vs(op, c, floats(a_at, n), s, floats(d_at, n), n)
-
-
-# The loops themselves, the operator chosen outside them so that they vectorise; inlined into the
-# helpers above (one call per row) and into _run_blocks (one call for many short blocks).
+# The loops themselves, the operator chosen outside them so that they vectorise. In place (b = op(a, b),
+# b = op(s, b)) and out of place (d = ...) are separate loops: with d possibly equal to b, LLVM's
+# run-time overlap check would send every in-place call down the scalar loop.
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _vv(op, c, a, b, n):
     """b[:n] = op(a[:n], b[:n]) (views that do not overlap)."""
@@ -216,6 +203,27 @@ def _vv(op, c, a, b, n):
         for j in range(n):
             q = b[j]
             b[j] = a[j] / q if abs(q) > DIV_EPS else 0.0
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _vvd(op, c, a, b, d, n):
+    """d[:n] = op(a[:n], b[:n]) (d overlapping neither)."""
+    if op == OP_MUL:
+        for j in range(n):
+            d[j] = a[j] * b[j]
+    elif op == OP_ADD:
+        for j in range(n):
+            d[j] = a[j] + b[j]
+    elif op == OP_SUB:
+        for j in range(n):
+            d[j] = a[j] - b[j]
+    elif op == OP_AXPB:
+        for j in range(n):
+            d[j] = c + a[j] * b[j]
+    else:
+        for j in range(n):
+            q = b[j]
+            d[j] = a[j] / q if abs(q) > DIV_EPS else 0.0
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
@@ -240,8 +248,29 @@ def _sv(op, c, s, b, n):
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _svd(op, c, s, b, d, n):
+    """d[:n] = op(s, b[:n]) (d not overlapping b)."""
+    if op == OP_MUL:
+        for j in range(n):
+            d[j] = s * b[j]
+    elif op == OP_ADD:
+        for j in range(n):
+            d[j] = s + b[j]
+    elif op == OP_SUB:
+        for j in range(n):
+            d[j] = s - b[j]
+    elif op == OP_AXPB:
+        for j in range(n):
+            d[j] = c + s * b[j]
+    else:
+        for j in range(n):
+            q = b[j]
+            d[j] = s / q if abs(q) > DIV_EPS else 0.0
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _vs(op, c, a, s, d, n):
-    """d[:n] = op(a[:n], s) (views that do not overlap)."""
+    """d[:n] = op(a[:n], s) (d equal to a or not overlapping it)."""
     if op == OP_MUL:
         for j in range(n):
             d[j] = a[j] * s
@@ -258,73 +287,6 @@ def _vs(op, c, a, s, d, n):
         ok = abs(s) > DIV_EPS
         for j in range(n):
             d[j] = a[j] / s if ok else 0.0
-
-
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _rows_binary(op, c, mem, ar, ca, br, cb, n_batch, n_out, n_in):
-    """mem[br] = op(mem[ar], mem[br]) for compact values of classes ca and cb (ar != br); returns the
-    result's class. Output blocks are written last to first: a block never overwrites compact input
-    of b not yet read (a lower class's element e sits at or before block e)."""
-    cls = ca | cb
-    if cls == CLS_SYN:
-        n_blocks, size = n_batch * n_out, n_in
-    elif cls == CLS_PRE:
-        n_blocks, size = n_batch, n_in
-    elif cls == CLS_POST:
-        n_blocks, size = n_batch, n_out
-    else:
-        n_blocks, size = 1, n_batch
-    if ca == cls and cb == cls:  # the common case: one pass over the whole row
-        n = n_blocks * size
-        _run_run(op, c, address(mem, ar, 0), address(mem, br, 0), n)
-        return cls
-    if n_blocks > 1:  # one call for all blocks: a call per block costs more than a block of a few synapses
-        _run_blocks(op, c, mem.ctypes.data, mem.shape[0], mem.shape[1], ar, ca, br, cb, cls, n_blocks, size, n_out,
-                    n_in)
-        return cls
-    for e in range(n_blocks - 1, -1, -1):
-        batch = e // n_out if cls == CLS_SYN else e
-        base = e * size
-        a_run = ca == cls or ca == CLS_PRE  # else one value repeated over the block
-        ao = base if ca == cls else batch * n_in
-        if cb == cls:
-            if a_run:
-                _run_run(op, c, address(mem, ar, ao), address(mem, br, base), size)
-            else:
-                _scalar_run(op, c, mem[ar, e] if ca == CLS_POST else mem[ar, batch], address(mem, br, base), size)
-        elif cb != CLS_PRE:  # b is one value over the block: read it, then overwrite
-            sb = mem[br, e] if cb == CLS_POST else mem[br, batch]
-            _run_scalar(op, c, address(mem, ar, ao), sb, address(mem, br, base), size)
-        else:  # b a run of presynaptic values at another offset of its own row (n_out > 1: rare)
-            bo = batch * n_in
-            sa = 0.0 if a_run else (mem[ar, e] if ca == CLS_POST else mem[ar, batch])
-            for j in range(size):
-                mem[br, base + j] = _f(op, c, mem[ar, ao + j] if a_run else sa, mem[br, bo + j])
-    return cls
-
-
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
-def _run_blocks(op, c, mem_at, n_rows, n_cols, ar, ca, br, cb, cls, n_blocks, size, n_out, n_in):
-    """``_rows_binary`` over several blocks, one operand repeated over them (memory by address)."""
-    mem = floats(mem_at, (n_rows, n_cols))
-    for e in range(n_blocks - 1, -1, -1):
-        batch = e // n_out if cls == CLS_SYN else e
-        base = e * size
-        a_run = ca == cls or ca == CLS_PRE
-        ao = base if ca == cls else batch * n_in
-        if cb == cls:
-            if a_run:
-                _vv(op, c, segment(mem, ar, ao, size), segment(mem, br, base, size), size)
-            else:
-                _sv(op, c, mem[ar, e] if ca == CLS_POST else mem[ar, batch], segment(mem, br, base, size), size)
-        elif cb != CLS_PRE:
-            sb = mem[br, e] if cb == CLS_POST else mem[br, batch]
-            _vs(op, c, segment(mem, ar, ao, size), sb, segment(mem, br, base, size), size)
-        else:
-            bo = batch * n_in
-            sa = 0.0 if a_run else (mem[ar, e] if ca == CLS_POST else mem[ar, batch])
-            for j in range(size):
-                mem[br, base + j] = _f(op, c, mem[ar, ao + j] if a_run else sa, mem[br, bo + j])
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
@@ -367,74 +329,366 @@ def _class_size(cls, n_batch, n_out, n_in):
     return n_batch
 
 
+# Plans: one row of int64 columns and one of float64 columns per entry.
+P_KIND, P_OP, P_DST, P_CLS, P_A, P_A_CLS, P_B, P_B_CLS, P_P, P_P_CLS = range(10)  # int columns; rows < 0: immediates
+F_A, F_B, F_P, F_C = range(4)  # float columns: the immediates of a, b, p, and OP_AXPB's constant
+K_UNARY, K_BINARY, K_UPDATE = 0, 1, 2
+OP_COPY = -1  # plan only: dst = a
+
+
+@njit(cache=True, nogil=True)
+def compile_plan(code, arg, consts, rows, w_row):
+    """Translate one postfix program (already sliced) into a plan for ``run_plan``: (plan int64 (n, 10),
+    imm float64 (n, 4), the result's class). rows: as for ``run_rows``. w_row >= 0: the plan ends by
+    adding eta times the result to ``mem[w_row]`` (every synapse), fused with the last operation (and a
+    multiplication by a variable just before it); w_row < 0: the result is left in ``mem[rows[4]]``.
+
+    Loads and constants emit nothing: the compile-time stack holds references (a row and its class, or
+    an immediate value), and an operation writes its stack position's row from its operands' rows."""
+    n_code = code.shape[0]
+    stack_row = rows[4]
+    plan = np.zeros((n_code + 2, 10), np.int64)
+    imm = np.zeros((n_code + 2, 4))
+    s_row = np.zeros(MAX_STACK + 1, np.int64)
+    s_cls = np.zeros(MAX_STACK + 1, np.int64)
+    s_imm = np.zeros(MAX_STACK + 1)
+    tail = n_code  # the instruction that becomes the fused update
+    if w_row >= 0 and n_code >= 2:
+        last = code[n_code - 1]
+        if last == OP_ADD or last == OP_SUB or last == OP_MUL:
+            tail = n_code - 2 if code[n_code - 2] == OP_MUL_VAR else n_code - 1
+        elif last == OP_MUL_VAR or last == OP_AXPB:
+            tail = n_code - 1
+    sp = 0
+    k = 0
+    for pc in range(n_code):
+        op = code[pc]
+        a = arg[pc]
+        if pc == tail:  # w += eta * op(p * a, b): the operands as they stand
+            e = plan[k]
+            e[P_KIND], e[P_DST], e[P_CLS] = K_UPDATE, w_row, CLS_SYN
+            e[P_A], e[P_A_CLS], imm[k, F_A] = s_row[sp - 1], s_cls[sp - 1], s_imm[sp - 1]
+            e[P_OP], e[P_P], e[P_P_CLS], imm[k, F_P] = OP_ADD, -1, CLS_BATCH, 1.0
+            e[P_B], e[P_B_CLS], imm[k, F_B] = -1, CLS_BATCH, 0.0
+            if op == OP_MUL_VAR or op == OP_AXPB:
+                kind = (a >> 4) & 3
+                e[P_P], e[P_P_CLS] = rows[kind] + (a & 15), (kind + 1) & 3
+                if pc == n_code - 2:
+                    e[P_OP] = code[pc + 1]
+                    e[P_B], e[P_B_CLS], imm[k, F_B] = s_row[sp - 2], s_cls[sp - 2], s_imm[sp - 2]
+                elif op == OP_AXPB:
+                    imm[k, F_B] = consts[a >> 6]
+            else:
+                e[P_OP] = op
+                e[P_B], e[P_B_CLS], imm[k, F_B] = s_row[sp - 2], s_cls[sp - 2], s_imm[sp - 2]
+            return plan[:k + 1], imm[:k + 1], CLS_SYN
+        if op == OP_CONST:
+            s_row[sp], s_cls[sp], s_imm[sp] = -1, CLS_BATCH, consts[a]
+            sp += 1
+            continue
+        if op <= OP_LOAD_TRIAL:
+            kind = op - OP_LOAD_PRE
+            s_row[sp], s_cls[sp], s_imm[sp] = rows[kind] + a, (kind + 1) & 3, 0.0
+            sp += 1
+            continue
+        e = plan[k]
+        if op < 20 or op >= OP_MUL_VAR:  # binary: dst (the second operand's position) = op(a, b)
+            if op < 20:
+                sp -= 1
+                ar, ca, ai = s_row[sp], s_cls[sp], s_imm[sp]
+                bop = op
+            elif op == OP_MUL_CONST:
+                ar, ca, ai = -1, CLS_BATCH, consts[a]
+                bop = OP_MUL
+            else:
+                kind = (a >> 4) & 3
+                ar, ca, ai = rows[kind] + (a & 15), (kind + 1) & 3, 0.0
+                bop = OP_MUL if op == OP_MUL_VAR else OP_AXPB
+                if op == OP_AXPB:
+                    imm[k, F_C] = consts[a >> 6]
+            top = sp - 1
+            e[P_KIND], e[P_OP], e[P_DST], e[P_CLS] = K_BINARY, bop, stack_row + top, ca | s_cls[top]
+            e[P_A], e[P_A_CLS], imm[k, F_A] = ar, ca, ai
+            e[P_B], e[P_B_CLS], imm[k, F_B] = s_row[top], s_cls[top], s_imm[top]
+        else:  # unary, dst = op(a)
+            top = sp - 1
+            e[P_KIND], e[P_OP], e[P_DST], e[P_CLS] = K_UNARY, op, stack_row + top, s_cls[top]
+            e[P_A], e[P_A_CLS], imm[k, F_A] = s_row[top], s_cls[top], s_imm[top]
+        s_row[top], s_cls[top], s_imm[top] = e[P_DST], e[P_CLS], 0.0
+        k += 1
+    cls = s_cls[0]
+    if w_row >= 0 or s_row[0] != stack_row:  # the update of a result no operation fuses with, or the result
+        e = plan[k]                           # still a reference: copied to the stack's first row
+        e[P_A], e[P_A_CLS], imm[k, F_A] = s_row[0], cls, s_imm[0]
+        if w_row >= 0:
+            e[P_KIND], e[P_OP], e[P_DST], e[P_CLS] = K_UPDATE, OP_ADD, w_row, CLS_SYN
+            e[P_P], e[P_P_CLS], imm[k, F_P] = -1, CLS_BATCH, 1.0
+            e[P_B], e[P_B_CLS], imm[k, F_B] = -1, CLS_BATCH, 0.0
+        else:
+            e[P_KIND], e[P_OP], e[P_DST], e[P_CLS] = K_UNARY, OP_COPY, stack_row, cls
+        k += 1
+    return plan[:k], imm[:k], cls
+
+
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _operand(mem, row, ocls, value, cls, e, batch, n_in, size):
+    """Operand ``row`` (class ocls) over block e of a value of class cls (blocks of ``size``; block e
+    belongs to network ``batch``): a run (True, its offset in the row, 0.0) or one value (False, 0, the
+    value); row < 0: ``value``."""
+    if row < 0:
+        return False, 0, value
+    if ocls == cls:
+        return True, e * size, 0.0
+    if ocls == CLS_PRE:  # within a synapse value: the network's inputs
+        return True, batch * n_in, 0.0
+    return False, 0, mem[row, e if ocls == CLS_POST else batch]  # within a synapse value: neuron e
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _binary(op, c, mem_at, n_rows, n_cols, dr, cls, ar, ca, ai, br, cb, bi, n_batch, n_out, n_in):
+    """mem[dr] = op(a, b), a value of class cls from operands of classes ca and cb (rows ar and br, or
+    immediates ai and bi); dr may be br. Blocks are written last to first: a block never overwrites
+    compact input of b not yet read (a lower class's element e sits at or before block e)."""
+    mem = floats2d(mem_at, n_rows, n_cols)
+    if cls == CLS_SYN:
+        n_blocks, size = n_batch * n_out, n_in
+    elif cls == CLS_PRE:
+        n_blocks, size = n_batch, n_in
+    elif cls == CLS_POST:
+        n_blocks, size = n_batch, n_out
+    else:
+        n_blocks, size = 1, n_batch
+    if ca == cls and cb == cls and ar >= 0 and br >= 0:  # one pass over the whole row
+        n_blocks, size = 1, n_blocks * size
+    for e in range(n_blocks - 1, -1, -1):
+        batch = e // n_out if cls == CLS_SYN else e
+        a_run, ao, sa = _operand(mem, ar, ca, ai, cls, e, batch, n_in, size)
+        b_run, bo, sb = _operand(mem, br, cb, bi, cls, e, batch, n_in, size)
+        d = segment(mem, dr, e * size, size)
+        if b_run:
+            b = segment(mem, br, bo, size)
+            if a_run:
+                if dr == br and bo == e * size:
+                    _vv(op, c, segment(mem, ar, ao, size), d, size)
+                else:
+                    _vvd(op, c, segment(mem, ar, ao, size), b, d, size)
+            elif dr == br and bo == e * size:
+                _sv(op, c, sa, d, size)
+            else:
+                _svd(op, c, sa, b, d, size)
+        elif a_run:
+            _vs(op, c, segment(mem, ar, ao, size), sb, d, size)
+        else:
+            v = _f(op, c, sa, sb)
+            for j in range(size):
+                d[j] = v
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _unary_at(op, mem_at, n_rows, n_cols, dr, ar, ai, m):
+    """mem[dr, :m] = op(a) for a row ar (may be dr) or an immediate ai (ar < 0); OP_COPY: a itself."""
+    mem = floats2d(mem_at, n_rows, n_cols)
+    d = segment(mem, dr, 0, m)
+    if ar < 0:
+        for j in range(m):
+            d[j] = ai
+    elif ar != dr:
+        src = segment(mem, ar, 0, m)
+        for j in range(m):
+            d[j] = src[j]
+    if op != OP_COPY:
+        _unary(op, d, m)
+
+
+# The fused update's loops: w[j] += eta * op(f, b) for a product f of a run and a value (fs), of two runs
+# (ff) or a value alone (s), and b a run or a value (``_b``); op chosen outside the loops so that they
+# vectorise. Each returns the sum of the new weights' squares, the blow-up check's cheap half (it
+# rides along with the update, where a count of weights over a bound would double the pass's time).
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _update_fs(op, eta, w, f, s, b, n):
+    squares = 0.0
+    if op == OP_ADD:
+        for j in range(n):
+            v = w[j] + eta * (f[j] * s + b[j])
+            w[j] = v
+            squares += v * v
+    elif op == OP_SUB:
+        for j in range(n):
+            v = w[j] + eta * (f[j] * s - b[j])
+            w[j] = v
+            squares += v * v
+    else:
+        for j in range(n):
+            v = w[j] + eta * (f[j] * s * b[j])
+            w[j] = v
+            squares += v * v
+    return squares
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _update_ff(op, eta, w, f, g, b, n):
+    squares = 0.0
+    if op == OP_ADD:
+        for j in range(n):
+            v = w[j] + eta * (f[j] * g[j] + b[j])
+            w[j] = v
+            squares += v * v
+    elif op == OP_SUB:
+        for j in range(n):
+            v = w[j] + eta * (f[j] * g[j] - b[j])
+            w[j] = v
+            squares += v * v
+    else:
+        for j in range(n):
+            v = w[j] + eta * (f[j] * g[j] * b[j])
+            w[j] = v
+            squares += v * v
+    return squares
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _update_s(op, eta, w, s, b, n):
+    squares = 0.0
+    if op == OP_ADD:
+        for j in range(n):
+            v = w[j] + eta * (s + b[j])
+            w[j] = v
+            squares += v * v
+    elif op == OP_SUB:
+        for j in range(n):
+            v = w[j] + eta * (s - b[j])
+            w[j] = v
+            squares += v * v
+    else:
+        for j in range(n):
+            v = w[j] + eta * (s * b[j])
+            w[j] = v
+            squares += v * v
+    return squares
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _update_fs_b(op, eta, w, f, s, b, n):
+    squares = 0.0
+    if op == OP_ADD:
+        for j in range(n):
+            v = w[j] + eta * (f[j] * s + b)
+            w[j] = v
+            squares += v * v
+    elif op == OP_SUB:
+        for j in range(n):
+            v = w[j] + eta * (f[j] * s - b)
+            w[j] = v
+            squares += v * v
+    else:
+        for j in range(n):
+            v = w[j] + eta * (f[j] * s * b)
+            w[j] = v
+            squares += v * v
+    return squares
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _update_ff_b(op, eta, w, f, g, b, n):
+    squares = 0.0
+    if op == OP_ADD:
+        for j in range(n):
+            v = w[j] + eta * (f[j] * g[j] + b)
+            w[j] = v
+            squares += v * v
+    elif op == OP_SUB:
+        for j in range(n):
+            v = w[j] + eta * (f[j] * g[j] - b)
+            w[j] = v
+            squares += v * v
+    else:
+        for j in range(n):
+            v = w[j] + eta * (f[j] * g[j] * b)
+            w[j] = v
+            squares += v * v
+    return squares
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _update(op, eta, mem_at, n_rows, n_cols, w_row, p_row, p_cls, pi, a_row, a_cls, ai, b_row, b_cls, bi,
+            n_batch, n_out, n_in):
+    """mem[w_row] += eta * op(p * a, b) over the synapses of n_batch networks (op ADD, SUB or MUL; rows < 0:
+    the immediates pi, ai, bi). p may be the weights' own row (``w*...``): each weight reads only its own
+    old value, so updating in place is exact. Returns the sum of the new weights' squares."""
+    mem = floats2d(mem_at, n_rows, n_cols)
+    squares = 0.0
+    batch, i = 0, 0  # block e's network and neuron (no division per block)
+    for e in range(n_batch * n_out):
+        w = segment(mem, w_row, e * n_in, n_in)
+        p_run, po, ps = _operand(mem, p_row, p_cls, pi, CLS_SYN, e, batch, n_in, n_in)
+        a_run, ao, a_s = _operand(mem, a_row, a_cls, ai, CLS_SYN, e, batch, n_in, n_in)
+        b_run, bo, bs = _operand(mem, b_row, b_cls, bi, CLS_SYN, e, batch, n_in, n_in)
+        if p_run and a_run:
+            f, g = segment(mem, p_row, po, n_in), segment(mem, a_row, ao, n_in)
+            if b_run:
+                squares += _update_ff(op, eta, w, f, g, segment(mem, b_row, bo, n_in), n_in)
+            else:
+                squares += _update_ff_b(op, eta, w, f, g, bs, n_in)
+        elif p_run or a_run:
+            f = segment(mem, p_row, po, n_in) if p_run else segment(mem, a_row, ao, n_in)
+            s = a_s if p_run else ps
+            if b_run:
+                squares += _update_fs(op, eta, w, f, s, segment(mem, b_row, bo, n_in), n_in)
+            else:
+                squares += _update_fs_b(op, eta, w, f, s, bs, n_in)
+        elif b_run:  # the block's synapses differ through b alone
+            squares += _update_s(op, eta, w, ps * a_s, segment(mem, b_row, bo, n_in), n_in)
+        else:  # one value for the whole block
+            d = eta * _f(op, 0.0, ps * a_s, bs)
+            for j in range(n_in):
+                v = w[j] + d
+                w[j] = v
+                squares += v * v
+        i += 1
+        if i == n_out:
+            batch, i = batch + 1, 0
+    return squares
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
+def run_plan(plan_at, imm_at, n_plan, mem_at, n_rows, n_cols, n_batch, n_out, n_in, eta):
+    """Run a plan (``compile_plan``; arrays by address, ``_borrow``) on the memory at mem_at (n_rows,
+    n_cols) for B = n_batch networks; eta: the fused update's learning rate. Returns the sum of the
+    updated weights' squares (NaN or inf when one is not finite; 0 for a plan without update)."""
+    plan, imm = ints(plan_at, n_plan * 10), floats(imm_at, n_plan * 4)
+    squares = 0.0
+    for k in range(n_plan):
+        e, f = k * 10, k * 4
+        kind, op, dr, cls = plan[e + P_KIND], plan[e + P_OP], plan[e + P_DST], plan[e + P_CLS]
+        if kind == K_BINARY:
+            _binary(op, imm[f + F_C], mem_at, n_rows, n_cols, dr, cls, plan[e + P_A], plan[e + P_A_CLS], imm[f + F_A],
+                    plan[e + P_B], plan[e + P_B_CLS], imm[f + F_B], n_batch, n_out, n_in)
+        elif kind == K_UNARY:
+            _unary_at(op, mem_at, n_rows, n_cols, dr, plan[e + P_A], imm[f + F_A], _class_size(cls, n_batch, n_out, n_in))
+        else:
+            squares = _update(op, eta, mem_at, n_rows, n_cols, dr, plan[e + P_P], plan[e + P_P_CLS], imm[f + F_P], plan[e + P_A],
+                              plan[e + P_A_CLS], imm[f + F_A], plan[e + P_B], plan[e + P_B_CLS], imm[f + F_B], n_batch,
+                              n_out, n_in)
+    return squares
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
 def run_rows(code, arg, consts, mem, rows, n_batch, n_out, n_in):
     """Evaluate one postfix program (already sliced) for every synapse of B networks, leaving the
-    result in ``mem[stack_row]`` in the compact layout of the class it returns (CLS_*).
+    result in ``mem[rows[4]]`` in the compact layout of the class it returns (CLS_*).
 
     mem: float64 (rows, >= B*n_out*n_in) holding the variables and the stack: variable (kind, slot)
     in row ``rows[kind] + slot`` (kinds PRE, POST, SYN, TRIAL; compact layouts (B, n_in), (B, n_out),
     (B, n_out, n_in), (B,)), the stack in rows ``rows[4]`` onwards (program depth rows). rows: int64
-    (5,), an array rather than constants so that one compiled version serves every simulator. All
-    arrays C-contiguous. Binary operators take their first operand from the top of the stack
+    (5,). All arrays C-contiguous. Binary operators take their first operand from the top of the stack
     (``rules.compile_expr`` emits reversed prefix order). Each instruction runs over a whole class
-    before the next starts, so interpretation costs per instruction, not per synapse.
+    before the next starts, so interpretation costs per instruction, not per synapse. A simulator that
+    runs the same program at every step compiles its plan once (``compile_plan``, ``run_plan``).
     """
-    return _run_rows(code.ctypes.data, arg.ctypes.data, code.shape[0], consts.ctypes.data, consts.shape[0],
-                     mem.ctypes.data, mem.shape[0], mem.shape[1], rows.ctypes.data, n_batch, n_out, n_in)
-
-
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
-def _run_rows(code_at, arg_at, n_code, consts_at, n_consts, mem_at, n_rows, n_cols, rows_at, n_batch, n_out, n_in):
-    """run_rows on arrays given by address (``_borrow``: no reference counting at the call)."""
-    code, arg, consts = ints(code_at, n_code), ints(arg_at, n_code), floats(consts_at, n_consts)
-    mem, rows = floats2d(mem_at, n_rows, n_cols), ints(rows_at, 5)
-    stack_row = rows[4]
-    classes = 0  # 2 bits per stack entry
-    sp = 0
-    for pc in range(code.shape[0]):
-        op = code[pc]
-        a = arg[pc]
-        if op <= OP_CONST:
-            r = stack_row + sp
-            if op == OP_CONST:
-                cls = CLS_BATCH
-                v = consts[a]
-                for k in range(n_batch):
-                    mem[r, k] = v
-            else:
-                kind = op - OP_LOAD_PRE
-                cls = (kind + 1) & 3  # PRE, POST, SYN, TRIAL -> CLS_PRE, CLS_POST, CLS_SYN, CLS_BATCH
-                m = _class_size(cls, n_batch, n_out, n_in)
-                dst, src = segment(mem, r, 0, m), segment(mem, rows[kind] + a, 0, m)
-                for k in range(m):
-                    dst[k] = src[k]
-            classes = (classes & ~(3 << (2 * sp))) | (cls << (2 * sp))
-            sp += 1
-        elif op == OP_MUL_CONST:  # top = const * top
-            m = _class_size((classes >> (2 * (sp - 1))) & 3, n_batch, n_out, n_in)
-            top = segment(mem, stack_row + sp - 1, 0, m)
-            v = consts[a]
-            for k in range(m):
-                top[k] *= v
-        elif op < 20 or op >= OP_MUL_VAR:
-            if op < 20:  # binary: first operand on top
-                sp -= 1
-                ar, ca = stack_row + sp, (classes >> (2 * sp)) & 3
-                bop, c = op, 0.0
-            else:  # top = v * top, c + v * top for a variable v
-                kind = (a >> 4) & 3
-                ar, ca = rows[kind] + (a & 15), (kind + 1) & 3
-                bop = OP_MUL if op == OP_MUL_VAR else OP_AXPB
-                c = consts[a >> 6] if op == OP_AXPB else 0.0
-            top = sp - 1
-            cb = (classes >> (2 * top)) & 3
-            cls = _rows_binary(bop, c, mem, ar, ca, stack_row + top, cb, n_batch, n_out, n_in)
-            classes = (classes & ~(3 << (2 * top))) | (cls << (2 * top))
-        else:
-            m = _class_size((classes >> (2 * (sp - 1))) & 3, n_batch, n_out, n_in)
-            _unary(op, segment(mem, stack_row + sp - 1, 0, m), m)
-    return classes & 3
+    plan, imm, cls = compile_plan(code, arg, consts, rows, -1)
+    run_plan(plan.ctypes.data, imm.ctypes.data, plan.shape[0], mem.ctypes.data, mem.shape[0], mem.shape[1], n_batch,
+             n_out, n_in, 0.0)
+    return cls
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)

@@ -20,16 +20,16 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
-from ..._borrow import address, borrowed, floats, floats2d, segment
+from ..._borrow import address, borrowed, floats, floats2d, ints, segment
 from ...threads import run_strided
-from ...vm import CLS_BATCH, CLS_POST, CLS_PRE, CLS_SYN, FASTMATH, PackedPrograms, run_rows
+from ...vm import CLS_BATCH, CLS_POST, CLS_PRE, CLS_SYN, FASTMATH, PackedPrograms, compile_plan, run_plan
 
 ACTIVATIONS = {"linear": 0, "sigmoid": 1, "tanh": 2}
 LATERAL = {"none": 0, "symmetric": 1, "hierarchical": 2}
 SINGULAR = 1e-12  # |pivot| of (I - M) below this: the lateral network has no steady state (blown)
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: a frozen dataclass's __init__ costs a microsecond, felt by one-rule calls
 class RateResult:
     """Outputs per individual and trial; trajectories only when recorded."""
 
@@ -170,14 +170,63 @@ def _feed_forward(mem_at, n_rows, n_cols, x_at, n_trials, n_out, n_in, act):
     for b in range(n_trials):
         x_b = segment(mem, X, b * n_in, n_in)
         x_src = x_now[b * n_in:(b + 1) * n_in]
-        for j in range(n_in):
-            x_b[j] = x_src[j]
         for i in range(n_out):
             w_bi = segment(mem, W, b * m + i * n_in, n_in)
             s = 0.0
-            for j in range(n_in):
-                s += w_bi[j] * x_b[j]
+            if i == 0:  # the first output's pass also copies the inputs
+                for j in range(n_in):
+                    v = x_src[j]
+                    x_b[j] = v
+                    s += w_bi[j] * v
+            else:
+                for j in range(n_in):
+                    s += w_bi[j] * x_b[j]
             mem[Y, b * n_out + i] = s if act == 0 else _activate(s, act)
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _sound(squares, w, bound):
+    """Whether every weight is finite and within [-bound, bound], given the sum of their squares
+    (``vm.run_plan``): weights one by one only when that sum exceeds bound^2 or is not finite."""
+    if squares <= bound * bound and squares < np.inf:  # false for NaN (and when bound * bound overflows)
+        return True
+    over = 0
+    poison = 0.0
+    for k in range(w.shape[0]):
+        over += abs(w[k]) > bound
+        poison += w[k] * 0.0
+    return over == 0 and poison == 0.0
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _feed_forward_steps(plan_at, imm_at, n_plan, mem_at, n_rows, n_cols, xt_at, n_steps, n_trials, n_out, n_in, act,
+                        eta, bound, target_at, has_target, sse_at, count_at, average_from, w_sum_at):
+    """The time loop of a network without lateral weights, not recorded (``_run_rule``'s common case, in a
+    function of its own so that few values stay live across its calls; arrays by address, ``_borrow``);
+    the rule's plan ends with the weight update (``vm.compile_plan``). Returns whether the weights blew up."""
+    mem = floats2d(mem_at, n_rows, n_cols)
+    n = n_trials * n_out * n_in
+    target = floats(target_at, n_trials * n_steps * n_out if has_target else 0)
+    sse, count, w_sum = floats(sse_at, n_trials), ints(count_at, n_trials), floats(w_sum_at, n)
+    step_bytes = n_trials * n_in * 8
+    for t in range(n_steps):
+        _feed_forward(mem_at, n_rows, n_cols, xt_at + t * step_bytes, n_trials, n_out, n_in, act)
+        if has_target:
+            for b in range(n_trials):
+                for i in range(n_out):
+                    v = target[(b * n_steps + t) * n_out + i]
+                    if v == v:  # NaN marks an unrecorded neuron
+                        d = mem[Y, b * n_out + i] - v
+                        sse[b] += d * d
+                        count[b] += 1
+        squares = run_plan(plan_at, imm_at, n_plan, mem_at, n_rows, n_cols, n_trials, n_out, n_in, eta)
+        if not _sound(squares, segment(mem, W, 0, n), bound):
+            return True
+        if t >= average_from:
+            w = segment(mem, W, 0, n)
+            for k in range(n):
+                w_sum[k] += w[k]
+    return False
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
@@ -220,6 +269,17 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
     blown = False
     no_mask_ = np.zeros(0)
     no_mask = borrowed(no_mask_)
+    # the plans (vm.compile_plan); without lateral weights the rule's plan updates the weights itself
+    plan_, imm_, cls = compile_plan(code, arg, consts, ff_rows, -1 if lateral else W)
+    lplan_, limm_, lcls = compile_plan(lcode, larg, lconsts, lateral_rows, -1)
+    plan, imm, lplan, limm = borrowed(plan_), borrowed(imm_), borrowed(lplan_), borrowed(limm_)
+    n_plan, n_lplan = plan.shape[0], lplan.shape[0] if lateral else 0
+    if not lateral and not record:
+        blown = _feed_forward_steps(plan.ctypes.data, imm.ctypes.data, n_plan, mem.ctypes.data, mem.shape[0],
+                                    mem.shape[1], xt.ctypes.data, n_steps, n_trials, n_out, n_in, act, eta, bound,
+                                    target.ctypes.data, has_target, sse.ctypes.data, count.ctypes.data,
+                                    average_from, w_sum.ctypes.data)
+        n_steps = 0  # done
     for t in range(n_steps):
         if not lateral:
             _feed_forward(mem.ctypes.data, mem.shape[0], mem.shape[1], address(xt, t, 0), n_trials, n_out, n_in, act)
@@ -256,21 +316,26 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
                     m_rec[b, t, k] = lmem[W, b * mm + k]
         if blown:
             break
-        cls = run_rows(code, arg, consts, mem, ff_rows, n_trials, n_out, n_in)
-        if lateral:
-            lcls = run_rows(lcode, larg, lconsts, lmem, lateral_rows, n_trials, n_out, n_out)
-        ok = _apply_update(cls, mem, STACK, eta, no_mask, W, bound, n_trials, n_out, n_in)
-        if lateral:
-            ok = _apply_update(lcls, lmem, STACK, eta_lat, mask, W, bound, n_trials, n_out, n_out) and ok
-        if not ok:
+        squares = run_plan(plan.ctypes.data, imm.ctypes.data, n_plan, mem.ctypes.data, mem.shape[0], mem.shape[1],
+                           n_trials, n_out, n_in, eta)
+        if not lateral and not _sound(squares, mem[W, :n], bound):
             blown = True
             break
+        if lateral:
+            run_plan(lplan.ctypes.data, limm.ctypes.data, n_lplan, lmem.ctypes.data, lmem.shape[0], lmem.shape[1],
+                     n_trials, n_out, n_out, 0.0)
+            ok = _apply_update(cls, mem, STACK, eta, no_mask, W, bound, n_trials, n_out, n_in)
+            ok = _apply_update(lcls, lmem, STACK, eta_lat, mask, W, bound, n_trials, n_out, n_out) and ok
+            if not ok:
+                blown = True
+                break
         if t >= average_from:
             for k in range(n):
                 w_sum[k] += mem[W, k]
             for k in range(nl):
                 m_sum[k] += lmem[W, k]
-    ff_rows_[0] += lateral_rows_[0] * 0 + mask_.size * 0 + no_mask_.size * 0  # the views' owners live to here
+    ff_rows_[0] += (lateral_rows_[0] * 0 + mask_.size * 0 + no_mask_.size * 0  # the views' owners live to here
+                    + plan_.size * 0 + imm_.size * 0 + lplan_.size * 0 + limm_.size * 0)
     for k in range(n):
         w_final[k] = mem_[W, k]
     for k in range(nl):
@@ -360,7 +425,8 @@ def simulate(packed: PackedPrograms, x: np.ndarray, w0: np.ndarray, eta: float,
     nl = trials * n_out * n_out if parts == 2 else 0
     w_final, w_mean = np.empty((n_ind, n)), np.zeros((n_ind, n))
     m_final, m_mean = np.empty((n_ind, nl)), np.zeros((n_ind, nl))
-    sse, count, blown = np.zeros((n_ind, trials)), np.zeros((n_ind, trials), np.int64), np.zeros(n_ind, np.bool_)
+    # (the kernel writes every entry of these)
+    sse, count, blown = np.empty((n_ind, trials)), np.empty((n_ind, trials), np.int64), np.empty(n_ind, np.bool_)
     # the VM reads a step's inputs of all trials as one contiguous row
     xt = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(steps, trials * n_in)
     run_strided(_simulate_individuals, n_ind, packed.code, packed.arg, packed.consts, packed.code_start,
