@@ -11,7 +11,8 @@ of B independent networks (the trials of one evaluation) at once::
 Each instruction runs over every synapse before the next one starts, so the
 cost of interpretation is paid per instruction, not per synapse. Entry points:
 ``run_rows`` (values kept compact per trial, input, output or synapse, in rows of
-one array; the rate simulator and ``evaluate``), ``run_program`` (every value laid
+one array; ``evaluate``), ``compile_plan`` + ``run_plan`` (the same, translated once
+per simulation, with the weight update fused in; the rate simulator), ``run_program`` (every value laid
 out per synapse; the choice and spiking simulators, to be ported), ``run_program_at``
 (one synapse) and ``run_program_tangents`` (forward-mode derivatives in x, y, w).
 All give the same values (tested against each other and against sympy).
@@ -24,7 +25,7 @@ from typing import Sequence
 import numpy as np
 from numba import njit
 
-from ._borrow import address, borrowed, floats, floats2d, ints, segment
+from ._borrow import borrowed, floats, floats2d, ints, segment
 from .threads import run_strided
 from .primitives import (
     DIV_EPS,
@@ -319,6 +320,24 @@ def _unary(op, v, n):
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _unary1(op, q):
+    """op(q) for one value, as ``_unary`` computes it."""
+    if op == OP_NEG:
+        return -q
+    if op == OP_SQUARE:
+        return q * q
+    if op == OP_CUBE:
+        return q * q * q
+    if op == OP_TANH:
+        return np.tanh(q)
+    if op == OP_EXP:
+        return np.exp(min(q, EXP_MAX))
+    if op == OP_ABS:
+        return abs(q)
+    return 1.0 if q > 0 else (-1.0 if q < 0 else 0.0)  # OP_SIGN
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _class_size(cls, n_batch, n_out, n_in):
     if cls == CLS_SYN:
         return n_batch * n_out * n_in
@@ -330,25 +349,85 @@ def _class_size(cls, n_batch, n_out, n_in):
 
 
 # Plans: one row of int64 columns and one of float64 columns per entry.
-P_KIND, P_OP, P_DST, P_CLS, P_A, P_A_CLS, P_B, P_B_CLS, P_P, P_P_CLS = range(10)  # int columns; rows < 0: immediates
-F_A, F_B, F_P, F_C = range(4)  # float columns: the immediates of a, b, p, and OP_AXPB's constant
+# An update entry writes the weights of row P_U plus eta * op(p * a, b * q) into row P_DST; q_cls < 0: no q.
+P_KIND, P_OP, P_DST, P_CLS, P_A, P_A_CLS, P_B, P_B_CLS, P_P, P_P_CLS, P_Q, P_Q_CLS, P_U = range(13)  # rows < 0: immediates
+F_A, F_B, F_P, F_C, F_Q = range(5)  # float columns: the immediates of a, b, p, OP_AXPB's constant, q
+N_INT, N_FLOAT = 13, 5
 K_UNARY, K_BINARY, K_UPDATE = 0, 1, 2
 OP_COPY = -1  # plan only: dst = a
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _is_run(row, cls):
+    """Whether an operand varies within a block of synapses (a run) rather than being one value there."""
+    return row >= 0 and (cls == CLS_SYN or cls == CLS_PRE)
+
+
 @njit(cache=True, nogil=True)
-def compile_plan(code, arg, consts, rows, w_row):
-    """Translate one postfix program (already sliced) into a plan for ``run_plan``: (plan int64 (n, 10),
-    imm float64 (n, 4), the result's class). rows: as for ``run_rows``. w_row >= 0: the plan ends by
-    adding eta times the result to ``mem[w_row]`` (every synapse), fused with the last operation (and a
-    multiplication by a variable just before it); w_row < 0: the result is left in ``mem[rows[4]]``.
+def _producer(plan, k, row, stack_row):
+    """The entry before k that last wrote ``row`` when it is a multiplication whose operands no later entry
+    (before k) overwrites, so that the update at k can multiply them itself; else -1."""
+    if row < stack_row:  # a variable or an immediate: nobody's product
+        return -1
+    j = k - 1
+    while j >= 0 and plan[j, P_DST] != row:
+        j -= 1
+    if j < 0 or plan[j, P_KIND] != K_BINARY or plan[j, P_OP] != OP_MUL:
+        return -1
+    for i in range(j + 1, k):
+        if plan[i, P_DST] == plan[j, P_A] or plan[i, P_DST] == plan[j, P_B]:
+            return -1
+    return j
+
+
+@njit(cache=True, nogil=True)
+def _drop(plan, imm, j, k):
+    """Remove entry j (< k) from the plan's first k + 1 entries; returns the new index of entry k."""
+    for i in range(j, k):
+        plan[i] = plan[i + 1]
+        imm[i] = imm[i + 1]
+    return k - 1
+
+
+@njit(cache=True, nogil=True)
+def _fuse_products(plan, imm, k, stack_row):
+    """Fold the multiplications that produce the update's (entry k's) operands into it: w += eta * op(p * a,
+    b * q) in one pass instead of a pass per product (Oja's rule: x*y - w*y**2, the hand-written loop).
+    The a side when p is 1 (any product); the b side when one factor is a run and the other one value
+    per block (the forms the update's loops take). Returns the update's new index."""
+    if plan[k, P_P] < 0 and imm[k, F_P] == 1.0:
+        j = _producer(plan, k, plan[k, P_A], stack_row)
+        if j >= 0:
+            pj, ij = plan[j].copy(), imm[j].copy()
+            k = _drop(plan, imm, j, k)
+            plan[k, P_P], plan[k, P_P_CLS], imm[k, F_P] = pj[P_A], pj[P_A_CLS], ij[F_A]
+            plan[k, P_A], plan[k, P_A_CLS], imm[k, F_A] = pj[P_B], pj[P_B_CLS], ij[F_B]
+    j = _producer(plan, k, plan[k, P_B], stack_row)
+    if j >= 0 and _is_run(plan[j, P_A], plan[j, P_A_CLS]) != _is_run(plan[j, P_B], plan[j, P_B_CLS]):
+        pj, ij = plan[j].copy(), imm[j].copy()
+        k = _drop(plan, imm, j, k)
+        run_first = _is_run(pj[P_A], pj[P_A_CLS])
+        r, v = (P_A, F_A) if run_first else (P_B, F_B)
+        o, u = (P_B, F_B) if run_first else (P_A, F_A)
+        plan[k, P_B], plan[k, P_B_CLS], imm[k, F_B] = pj[r], pj[r + 1], ij[v]
+        plan[k, P_Q], plan[k, P_Q_CLS], imm[k, F_Q] = pj[o], pj[o + 1], ij[u]
+    return k
+
+
+@njit(cache=True, nogil=True)
+def compile_plan(code, arg, consts, rows, w_row, u_row):
+    """Translate one postfix program (already sliced) into a plan for ``run_plan``: (plan int64 (n, N_INT),
+    imm float64 (n, N_FLOAT), the result's class). rows: as for ``run_rows``. w_row >= 0: the plan ends by
+    writing the weights of row u_row plus eta times the result into row w_row (every synapse; two rows,
+    see ``_update``), fused with the last operation and the multiplications that produce its operands;
+    w_row < 0: the result is left in ``mem[rows[4]]``.
 
     Loads and constants emit nothing: the compile-time stack holds references (a row and its class, or
     an immediate value), and an operation writes its stack position's row from its operands' rows."""
     n_code = code.shape[0]
     stack_row = rows[4]
-    plan = np.zeros((n_code + 2, 10), np.int64)
-    imm = np.zeros((n_code + 2, 4))
+    plan = np.zeros((n_code + 2, N_INT), np.int64)
+    imm = np.zeros((n_code + 2, N_FLOAT))
     s_row = np.zeros(MAX_STACK + 1, np.int64)
     s_cls = np.zeros(MAX_STACK + 1, np.int64)
     s_imm = np.zeros(MAX_STACK + 1)
@@ -366,7 +445,7 @@ def compile_plan(code, arg, consts, rows, w_row):
         a = arg[pc]
         if pc == tail:  # w += eta * op(p * a, b): the operands as they stand
             e = plan[k]
-            e[P_KIND], e[P_DST], e[P_CLS] = K_UPDATE, w_row, CLS_SYN
+            e[P_KIND], e[P_DST], e[P_CLS], e[P_Q], e[P_Q_CLS], e[P_U] = K_UPDATE, w_row, CLS_SYN, -1, -1, u_row
             e[P_A], e[P_A_CLS], imm[k, F_A] = s_row[sp - 1], s_cls[sp - 1], s_imm[sp - 1]
             e[P_OP], e[P_P], e[P_P_CLS], imm[k, F_P] = OP_ADD, -1, CLS_BATCH, 1.0
             e[P_B], e[P_B_CLS], imm[k, F_B] = -1, CLS_BATCH, 0.0
@@ -381,6 +460,7 @@ def compile_plan(code, arg, consts, rows, w_row):
             else:
                 e[P_OP] = op
                 e[P_B], e[P_B_CLS], imm[k, F_B] = s_row[sp - 2], s_cls[sp - 2], s_imm[sp - 2]
+            k = _fuse_products(plan, imm, k, stack_row)
             return plan[:k + 1], imm[:k + 1], CLS_SYN
         if op == OP_CONST:
             s_row[sp], s_cls[sp], s_imm[sp] = -1, CLS_BATCH, consts[a]
@@ -421,7 +501,8 @@ def compile_plan(code, arg, consts, rows, w_row):
         e = plan[k]                           # still a reference: copied to the stack's first row
         e[P_A], e[P_A_CLS], imm[k, F_A] = s_row[0], cls, s_imm[0]
         if w_row >= 0:
-            e[P_KIND], e[P_OP], e[P_DST], e[P_CLS] = K_UPDATE, OP_ADD, w_row, CLS_SYN
+            e[P_KIND], e[P_OP], e[P_DST], e[P_CLS], e[P_Q], e[P_Q_CLS] = K_UPDATE, OP_ADD, w_row, CLS_SYN, -1, -1
+            e[P_U] = u_row
             e[P_P], e[P_P_CLS], imm[k, F_P] = -1, CLS_BATCH, 1.0
             e[P_B], e[P_B_CLS], imm[k, F_B] = -1, CLS_BATCH, 0.0
         else:
@@ -488,6 +569,10 @@ def _binary(op, c, mem_at, n_rows, n_cols, dr, cls, ar, ca, ai, br, cb, bi, n_ba
 def _unary_at(op, mem_at, n_rows, n_cols, dr, ar, ai, m):
     """mem[dr, :m] = op(a) for a row ar (may be dr) or an immediate ai (ar < 0); OP_COPY: a itself."""
     mem = floats2d(mem_at, n_rows, n_cols)
+    if m == 1:  # one network's output (y*y): no loops to set up
+        q = ai if ar < 0 else mem[ar, 0]
+        mem[dr, 0] = q if op == OP_COPY else _unary1(op, q)
+        return
     d = segment(mem, dr, 0, m)
     if ar < 0:
         for j in range(m):
@@ -500,165 +585,170 @@ def _unary_at(op, mem_at, n_rows, n_cols, dr, ar, ai, m):
         _unary(op, d, m)
 
 
-# The fused update's loops: w[j] += eta * op(f, b) for a product f of a run and a value (fs), of two runs
-# (ff) or a value alone (s), and b a run or a value (``_b``); op chosen outside the loops so that they
-# vectorise. Each returns the sum of the new weights' squares, the blow-up check's cheap half (it
-# rides along with the update, where a count of weights over a bound would double the pass's time).
+# The fused update's loops: w[j] = u[j] + eta * op(f, b), u the weights before the step and w after (two
+# rows, so that an operand that is the weights themselves, as in x*y - w*y**2, does not alias the
+# loop's output: LLVM's run-time overlap check would then send the loop down its scalar version), for
+# a product f of a run and a value (fs), of two runs (ff) or a value alone (s), and b a run or a value
+# (``_b``) or a run times a value (``_gt``); op chosen outside the loops so that they vectorise.
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update_fs(op, eta, w, f, s, b, n):
-    squares = 0.0
+def _update_fs(op, eta, u, w, f, s, b, n):
     if op == OP_ADD:
         for j in range(n):
-            v = w[j] + eta * (f[j] * s + b[j])
-            w[j] = v
-            squares += v * v
+            w[j] = u[j] + eta * (f[j] * s + b[j])
     elif op == OP_SUB:
         for j in range(n):
-            v = w[j] + eta * (f[j] * s - b[j])
-            w[j] = v
-            squares += v * v
+            w[j] = u[j] + eta * (f[j] * s - b[j])
     else:
         for j in range(n):
-            v = w[j] + eta * (f[j] * s * b[j])
-            w[j] = v
-            squares += v * v
-    return squares
+            w[j] = u[j] + eta * (f[j] * s * b[j])
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update_ff(op, eta, w, f, g, b, n):
-    squares = 0.0
+def _update_ff(op, eta, u, w, f, g, b, n):
     if op == OP_ADD:
         for j in range(n):
-            v = w[j] + eta * (f[j] * g[j] + b[j])
-            w[j] = v
-            squares += v * v
+            w[j] = u[j] + eta * (f[j] * g[j] + b[j])
     elif op == OP_SUB:
         for j in range(n):
-            v = w[j] + eta * (f[j] * g[j] - b[j])
-            w[j] = v
-            squares += v * v
+            w[j] = u[j] + eta * (f[j] * g[j] - b[j])
     else:
         for j in range(n):
-            v = w[j] + eta * (f[j] * g[j] * b[j])
-            w[j] = v
-            squares += v * v
-    return squares
+            w[j] = u[j] + eta * (f[j] * g[j] * b[j])
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update_s(op, eta, w, s, b, n):
-    squares = 0.0
+def _update_s(op, eta, u, w, s, b, n):
     if op == OP_ADD:
         for j in range(n):
-            v = w[j] + eta * (s + b[j])
-            w[j] = v
-            squares += v * v
+            w[j] = u[j] + eta * (s + b[j])
     elif op == OP_SUB:
         for j in range(n):
-            v = w[j] + eta * (s - b[j])
-            w[j] = v
-            squares += v * v
+            w[j] = u[j] + eta * (s - b[j])
     else:
         for j in range(n):
-            v = w[j] + eta * (s * b[j])
-            w[j] = v
-            squares += v * v
-    return squares
+            w[j] = u[j] + eta * (s * b[j])
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update_fs_b(op, eta, w, f, s, b, n):
-    squares = 0.0
+def _update_fs_b(op, eta, u, w, f, s, b, n):
     if op == OP_ADD:
         for j in range(n):
-            v = w[j] + eta * (f[j] * s + b)
-            w[j] = v
-            squares += v * v
+            w[j] = u[j] + eta * (f[j] * s + b)
     elif op == OP_SUB:
         for j in range(n):
-            v = w[j] + eta * (f[j] * s - b)
-            w[j] = v
-            squares += v * v
+            w[j] = u[j] + eta * (f[j] * s - b)
     else:
         for j in range(n):
-            v = w[j] + eta * (f[j] * s * b)
-            w[j] = v
-            squares += v * v
-    return squares
+            w[j] = u[j] + eta * (f[j] * s * b)
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update_ff_b(op, eta, w, f, g, b, n):
-    squares = 0.0
+def _update_ff_b(op, eta, u, w, f, g, b, n):
     if op == OP_ADD:
         for j in range(n):
-            v = w[j] + eta * (f[j] * g[j] + b)
-            w[j] = v
-            squares += v * v
+            w[j] = u[j] + eta * (f[j] * g[j] + b)
     elif op == OP_SUB:
         for j in range(n):
-            v = w[j] + eta * (f[j] * g[j] - b)
-            w[j] = v
-            squares += v * v
+            w[j] = u[j] + eta * (f[j] * g[j] - b)
     else:
         for j in range(n):
-            v = w[j] + eta * (f[j] * g[j] * b)
-            w[j] = v
-            squares += v * v
-    return squares
+            w[j] = u[j] + eta * (f[j] * g[j] * b)
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update(op, eta, mem_at, n_rows, n_cols, w_row, p_row, p_cls, pi, a_row, a_cls, ai, b_row, b_cls, bi,
-            n_batch, n_out, n_in):
-    """mem[w_row] += eta * op(p * a, b) over the synapses of n_batch networks (op ADD, SUB or MUL; rows < 0:
-    the immediates pi, ai, bi). p may be the weights' own row (``w*...``): each weight reads only its own
-    old value, so updating in place is exact. Returns the sum of the new weights' squares."""
+def _update_fs_gt(op, eta, u, w, f, s, g, t, n):
+    if op == OP_ADD:
+        for j in range(n):
+            w[j] = u[j] + eta * (f[j] * s + g[j] * t)
+    elif op == OP_SUB:
+        for j in range(n):
+            w[j] = u[j] + eta * (f[j] * s - g[j] * t)
+    else:
+        for j in range(n):
+            w[j] = u[j] + eta * (f[j] * s * (g[j] * t))
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _update_ff_gt(op, eta, u, w, f, h, g, t, n):
+    if op == OP_ADD:
+        for j in range(n):
+            w[j] = u[j] + eta * (f[j] * h[j] + g[j] * t)
+    elif op == OP_SUB:
+        for j in range(n):
+            w[j] = u[j] + eta * (f[j] * h[j] - g[j] * t)
+    else:
+        for j in range(n):
+            w[j] = u[j] + eta * (f[j] * h[j] * (g[j] * t))
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _update_s_gt(op, eta, u, w, s, g, t, n):
+    if op == OP_ADD:
+        for j in range(n):
+            w[j] = u[j] + eta * (s + g[j] * t)
+    elif op == OP_SUB:
+        for j in range(n):
+            w[j] = u[j] + eta * (s - g[j] * t)
+    else:
+        for j in range(n):
+            w[j] = u[j] + eta * (s * (g[j] * t))
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _update(op, eta, mem_at, n_rows, n_cols, w_row, u_row, p_row, p_cls, pi, a_row, a_cls, ai, b_row, b_cls, bi,
+            q_row, q_cls, qi, n_batch, n_out, n_in):
+    """mem[w_row] = mem[u_row] + eta * op(p * a, b * q) over the synapses of n_batch networks (op ADD, SUB or
+    MUL; rows < 0: the immediates pi, ai, bi, qi; q_cls < 0: no q; with q, b is a run and q one value per
+    block); u_row: the weights before the step (whose row operands may be), w_row another row."""
     mem = floats2d(mem_at, n_rows, n_cols)
-    squares = 0.0
     batch, i = 0, 0  # block e's network and neuron (no division per block)
     for e in range(n_batch * n_out):
-        w = segment(mem, w_row, e * n_in, n_in)
+        w, u = segment(mem, w_row, e * n_in, n_in), segment(mem, u_row, e * n_in, n_in)
         p_run, po, ps = _operand(mem, p_row, p_cls, pi, CLS_SYN, e, batch, n_in, n_in)
         a_run, ao, a_s = _operand(mem, a_row, a_cls, ai, CLS_SYN, e, batch, n_in, n_in)
         b_run, bo, bs = _operand(mem, b_row, b_cls, bi, CLS_SYN, e, batch, n_in, n_in)
-        if p_run and a_run:
+        if q_cls >= 0:  # b * q, b a run
+            qs = _operand(mem, q_row, q_cls, qi, CLS_SYN, e, batch, n_in, n_in)[2]
+            g = segment(mem, b_row, bo, n_in)
+            if p_run and a_run:
+                _update_ff_gt(op, eta, u, w, segment(mem, p_row, po, n_in), segment(mem, a_row, ao, n_in), g, qs,
+                                         n_in)
+            elif p_run or a_run:
+                f = segment(mem, p_row, po, n_in) if p_run else segment(mem, a_row, ao, n_in)
+                _update_fs_gt(op, eta, u, w, f, a_s if p_run else ps, g, qs, n_in)
+            else:
+                _update_s_gt(op, eta, u, w, ps * a_s, g, qs, n_in)
+        elif p_run and a_run:
             f, g = segment(mem, p_row, po, n_in), segment(mem, a_row, ao, n_in)
             if b_run:
-                squares += _update_ff(op, eta, w, f, g, segment(mem, b_row, bo, n_in), n_in)
+                _update_ff(op, eta, u, w, f, g, segment(mem, b_row, bo, n_in), n_in)
             else:
-                squares += _update_ff_b(op, eta, w, f, g, bs, n_in)
+                _update_ff_b(op, eta, u, w, f, g, bs, n_in)
         elif p_run or a_run:
             f = segment(mem, p_row, po, n_in) if p_run else segment(mem, a_row, ao, n_in)
             s = a_s if p_run else ps
             if b_run:
-                squares += _update_fs(op, eta, w, f, s, segment(mem, b_row, bo, n_in), n_in)
+                _update_fs(op, eta, u, w, f, s, segment(mem, b_row, bo, n_in), n_in)
             else:
-                squares += _update_fs_b(op, eta, w, f, s, bs, n_in)
+                _update_fs_b(op, eta, u, w, f, s, bs, n_in)
         elif b_run:  # the block's synapses differ through b alone
-            squares += _update_s(op, eta, w, ps * a_s, segment(mem, b_row, bo, n_in), n_in)
+            _update_s(op, eta, u, w, ps * a_s, segment(mem, b_row, bo, n_in), n_in)
         else:  # one value for the whole block
             d = eta * _f(op, 0.0, ps * a_s, bs)
             for j in range(n_in):
-                v = w[j] + d
-                w[j] = v
-                squares += v * v
+                w[j] = u[j] + d
         i += 1
         if i == n_out:
             batch, i = batch + 1, 0
-    return squares
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
 def run_plan(plan_at, imm_at, n_plan, mem_at, n_rows, n_cols, n_batch, n_out, n_in, eta):
     """Run a plan (``compile_plan``; arrays by address, ``_borrow``) on the memory at mem_at (n_rows,
-    n_cols) for B = n_batch networks; eta: the fused update's learning rate. Returns the sum of the
-    updated weights' squares (NaN or inf when one is not finite; 0 for a plan without update)."""
-    plan, imm = ints(plan_at, n_plan * 10), floats(imm_at, n_plan * 4)
-    squares = 0.0
+    n_cols) for B = n_batch networks; eta: the fused update's learning rate."""
+    plan, imm = ints(plan_at, n_plan * N_INT), floats(imm_at, n_plan * N_FLOAT)
     for k in range(n_plan):
-        e, f = k * 10, k * 4
+        e, f = k * N_INT, k * N_FLOAT
         kind, op, dr, cls = plan[e + P_KIND], plan[e + P_OP], plan[e + P_DST], plan[e + P_CLS]
         if kind == K_BINARY:
             _binary(op, imm[f + F_C], mem_at, n_rows, n_cols, dr, cls, plan[e + P_A], plan[e + P_A_CLS], imm[f + F_A],
@@ -666,10 +756,9 @@ def run_plan(plan_at, imm_at, n_plan, mem_at, n_rows, n_cols, n_batch, n_out, n_
         elif kind == K_UNARY:
             _unary_at(op, mem_at, n_rows, n_cols, dr, plan[e + P_A], imm[f + F_A], _class_size(cls, n_batch, n_out, n_in))
         else:
-            squares = _update(op, eta, mem_at, n_rows, n_cols, dr, plan[e + P_P], plan[e + P_P_CLS], imm[f + F_P], plan[e + P_A],
-                              plan[e + P_A_CLS], imm[f + F_A], plan[e + P_B], plan[e + P_B_CLS], imm[f + F_B], n_batch,
-                              n_out, n_in)
-    return squares
+            _update(op, eta, mem_at, n_rows, n_cols, dr, plan[e + P_U], plan[e + P_P], plan[e + P_P_CLS], imm[f + F_P], plan[e + P_A],
+                              plan[e + P_A_CLS], imm[f + F_A], plan[e + P_B], plan[e + P_B_CLS], imm[f + F_B],
+                              plan[e + P_Q], plan[e + P_Q_CLS], imm[f + F_Q], n_batch, n_out, n_in)
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
@@ -685,7 +774,7 @@ def run_rows(code, arg, consts, mem, rows, n_batch, n_out, n_in):
     before the next starts, so interpretation costs per instruction, not per synapse. A simulator that
     runs the same program at every step compiles its plan once (``compile_plan``, ``run_plan``).
     """
-    plan, imm, cls = compile_plan(code, arg, consts, rows, -1)
+    plan, imm, cls = compile_plan(code, arg, consts, rows, -1, -1)
     run_plan(plan.ctypes.data, imm.ctypes.data, plan.shape[0], mem.ctypes.data, mem.shape[0], mem.shape[1], n_batch,
              n_out, n_in, 0.0)
     return cls

@@ -203,3 +203,49 @@ def test_row_vm_matches_the_per_synapse_vm(tree, seed, shape):
     run_program(packed.code, packed.arg, packed.consts, pre, post, syn, trial,
                 np.empty((packed.depth, got.size)), want)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(reward_trees(), st.integers(0, 2**31), st.sampled_from([(1, 1, 7), (3, 2, 5), (2, 4, 1)]))
+def test_fused_update_plan_matches_the_per_synapse_vm(tree, seed, shape):
+    """A plan that ends with the weight update (vm.compile_plan with a target row: the last operator and
+    the multiplications that produce its operands fused into one pass) writes u + eta * rule, the rule's
+    values from run_program, into the other weight row, with the weights among the operands too."""
+    from conftest import ROOT
+    from rulesearch.grammar import load_grammar
+    from rulesearch.vm import compile_plan, run_plan, run_program
+    rule = Rule((tuple(tree),), _grammar(load_grammar(ROOT / "grammars" / "reward.toml")))
+    n_batch, n_out, n_in = shape
+    rng = np.random.default_rng(seed)
+    pre = rng.uniform(-2, 2, size=(1, n_batch, n_in))
+    post = rng.uniform(-2, 2, size=(1, n_batch, n_out))
+    syn = rng.uniform(-2, 2, size=(1, n_batch * n_out * n_in))
+    trial = rng.uniform(-2, 2, size=(2, n_batch))
+    packed = pack(rule.programs())
+    n = n_batch * n_out * n_in
+    want = np.empty(n)
+    run_program(packed.code, packed.arg, packed.consts, pre, post, syn, trial, np.empty((packed.depth, n)), want)
+    # rows: x, y, w, r, rbar, the stack, the new weights
+    rows = np.array([0, 1, 2, 3, 5])
+    mem = np.full((5 + packed.depth + 1, n), np.nan)  # NaN: a row read before it is written shows
+    mem[0, :n_batch * n_in] = pre[0].ravel()
+    mem[1, :n_batch * n_out] = post[0].ravel()
+    mem[2] = syn[0]
+    mem[3, :n_batch], mem[4, :n_batch] = trial[0], trial[1]
+    w_row = mem.shape[0] - 1
+    plan, imm, _ = compile_plan(packed.code, packed.arg, packed.consts, rows, w_row, 2)
+    eta = 0.125
+    run_plan(plan.ctypes.data, imm.ctypes.data, plan.shape[0], mem.ctypes.data, mem.shape[0], mem.shape[1],
+             n_batch, n_out, n_in, eta)
+    np.testing.assert_allclose(mem[w_row], syn[0] + eta * want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(mem[2], syn[0])  # the old weights untouched
+
+
+def test_plans_fold_the_products_into_the_update():
+    """Oja's rule becomes two plan entries: y*y, then w_new = w + eta * (x * y - w * (y*y)) in one pass."""
+    from rulesearch.grammar import find_grammar, load_grammar
+    from rulesearch.vm import K_UNARY, K_UPDATE, P_KIND, compile_plan
+    rule = parse_rule("x*y - square(y)*w", load_grammar(find_grammar("hebbian")))
+    packed = pack(rule.programs())
+    plan, _, _ = compile_plan(packed.code, packed.arg, packed.consts, np.array([0, 1, 2, -1, 3]), 5, 2)
+    assert list(plan[:, P_KIND]) == [K_UNARY, K_UPDATE]

@@ -22,7 +22,7 @@ from numba import njit
 
 from ..._borrow import address, borrowed, floats, floats2d, ints, segment
 from ...threads import run_strided
-from ...vm import CLS_BATCH, CLS_POST, CLS_PRE, CLS_SYN, FASTMATH, PackedPrograms, compile_plan, run_plan
+from ...vm import CLS_POST, CLS_PRE, CLS_SYN, FASTMATH, PackedPrograms, compile_plan, run_plan
 
 ACTIVATIONS = {"linear": 0, "sigmoid": 1, "tanh": 2}
 LATERAL = {"none": 0, "symmetric": 1, "hierarchical": 2}
@@ -162,34 +162,51 @@ LATERAL_ROWS = np.array([Y, Y, W, -1, STACK])
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _feed_forward(mem_at, n_rows, n_cols, x_at, n_trials, n_out, n_in, act):
+def _feed_forward(mem_at, n_rows, n_cols, x_at, n_trials, n_out, n_in, act, w_row):
     """One step's inputs (n_trials * n_in floats at x_at) into the X row and the outputs act(W x) into the
-    Y row of the memory at mem_at (addresses, not arrays: ``_borrow``)."""
+    Y row of the memory at mem_at (addresses, not arrays: ``_borrow``), W in row w_row.
+
+    Returns the sum of the weights' squares, for the blow-up check of the update that made them
+    (``_sound``): a second sum in the loop that reads every weight anyway costs next to nothing, where
+    in the update's loop (or a count of weights over the bound) it cost a fifth of a step."""
     mem, x_now = floats(mem_at, (n_rows, n_cols)), floats(x_at, n_trials * n_in)
     m = n_out * n_in
+    squares = 0.0
     for b in range(n_trials):
         x_b = segment(mem, X, b * n_in, n_in)
         x_src = x_now[b * n_in:(b + 1) * n_in]
         for i in range(n_out):
-            w_bi = segment(mem, W, b * m + i * n_in, n_in)
+            w_bi = segment(mem, w_row, b * m + i * n_in, n_in)
             s = 0.0
             if i == 0:  # the first output's pass also copies the inputs
                 for j in range(n_in):
                     v = x_src[j]
                     x_b[j] = v
-                    s += w_bi[j] * v
+                    u = w_bi[j]
+                    s += u * v
+                    squares += u * u
             else:
                 for j in range(n_in):
-                    s += w_bi[j] * x_b[j]
+                    u = w_bi[j]
+                    s += u * x_b[j]
+                    squares += u * u
             mem[Y, b * n_out + i] = s if act == 0 else _activate(s, act)
+    return squares
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
+def _sound(squares, w, bound):
+    """Whether every weight is finite and within [-bound, bound], given the sum of their squares (NaN or
+    inf when one is not finite): weights one by one only when that sum exceeds bound^2."""
+    if squares <= bound * bound and squares < np.inf:  # false for NaN (and when bound * bound overflows)
+        return True
+    return _within(w.ctypes.data, w.shape[0], bound)
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _sound(squares, w, bound):
-    """Whether every weight is finite and within [-bound, bound], given the sum of their squares
-    (``vm.run_plan``): weights one by one only when that sum exceeds bound^2 or is not finite."""
-    if squares <= bound * bound and squares < np.inf:  # false for NaN (and when bound * bound overflows)
-        return True
+def _within(w_at, n, bound):
+    """Whether the n weights at address w_at are finite and within [-bound, bound]."""
+    w = floats(w_at, n)
     over = 0
     poison = 0.0
     for k in range(w.shape[0]):
@@ -199,18 +216,28 @@ def _sound(squares, w, bound):
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
-def _feed_forward_steps(plan_at, imm_at, n_plan, mem_at, n_rows, n_cols, xt_at, n_steps, n_trials, n_out, n_in, act,
-                        eta, bound, target_at, has_target, sse_at, count_at, average_from, w_sum_at):
+def _feed_forward_steps(plans_at, imms_at, n_plans, mem_at, n_rows, n_cols, w_next, xt_at, n_steps, n_trials, n_out,
+                        n_in, act, eta, bound, target_at, has_target, sse_at, count_at, average_from, w_sum_at):
     """The time loop of a network without lateral weights, not recorded (``_run_rule``'s common case, in a
-    function of its own so that few values stay live across its calls; arrays by address, ``_borrow``);
-    the rule's plan ends with the weight update (``vm.compile_plan``). Returns whether the weights blew up."""
+    function of its own so that few values stay live across its calls; arrays by address, ``_borrow``).
+
+    The weights alternate between rows W and w_next, the rule's two plans (``vm.compile_plan``, at
+    plans_at[0] and [1], imms_at likewise, n_plans entries each) each ending with the update from one
+    into the other. An update's blow-up check is the next step's (``_feed_forward``), or the last
+    one's after the loop. Returns whether the weights blew up; the final weights are left in row W."""
     mem = floats2d(mem_at, n_rows, n_cols)
+    plans, imms, n_plan = ints(plans_at, 2), ints(imms_at, 2), ints(n_plans, 2)
     n = n_trials * n_out * n_in
     target = floats(target_at, n_trials * n_steps * n_out if has_target else 0)
     sse, count, w_sum = floats(sse_at, n_trials), ints(count_at, n_trials), floats(w_sum_at, n)
     step_bytes = n_trials * n_in * 8
+    now = W
+    blown = False
     for t in range(n_steps):
-        _feed_forward(mem_at, n_rows, n_cols, xt_at + t * step_bytes, n_trials, n_out, n_in, act)
+        squares = _feed_forward(mem_at, n_rows, n_cols, xt_at + t * step_bytes, n_trials, n_out, n_in, act, now)
+        if t > 0 and not _sound(squares, segment(mem, now, 0, n), bound):
+            blown = True  # by the previous step's update
+            break
         if has_target:
             for b in range(n_trials):
                 for i in range(n_out):
@@ -219,14 +246,21 @@ def _feed_forward_steps(plan_at, imm_at, n_plan, mem_at, n_rows, n_cols, xt_at, 
                         d = mem[Y, b * n_out + i] - v
                         sse[b] += d * d
                         count[b] += 1
-        squares = run_plan(plan_at, imm_at, n_plan, mem_at, n_rows, n_cols, n_trials, n_out, n_in, eta)
-        if not _sound(squares, segment(mem, W, 0, n), bound):
-            return True
+        odd = t & 1
+        run_plan(plans[odd], imms[odd], n_plan[odd], mem_at, n_rows, n_cols, n_trials, n_out, n_in, eta)
+        now = W if odd else w_next
         if t >= average_from:
-            w = segment(mem, W, 0, n)
+            w = segment(mem, now, 0, n)
             for k in range(n):
                 w_sum[k] += w[k]
-    return False
+    w = segment(mem, now, 0, n)
+    if not blown and n_steps and not _sound(np.nan, w, bound):  # the last update's check
+        blown = True
+    if now != W:
+        w_final = segment(mem, W, 0, n)
+        for k in range(n):
+            w_final[k] = w[k]
+    return blown
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
@@ -240,7 +274,8 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
     n_trials, n_out, n_in = w0.shape
     m = n_out * n_in
     n = n_trials * m
-    mem_ = np.zeros((STACK + depth, n))
+    mem_ = np.zeros((STACK + depth + 1, n))  # the last row: the weights after a step (``_feed_forward_steps``)
+    w_next = STACK + depth
     mm = n_out * n_out
     nl = n_trials * mm if lateral else 0
     lmem_ = np.zeros((STACK + depth, nl))
@@ -269,20 +304,32 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
     blown = False
     no_mask_ = np.zeros(0)
     no_mask = borrowed(no_mask_)
-    # the plans (vm.compile_plan); without lateral weights the rule's plan updates the weights itself
-    plan_, imm_, cls = compile_plan(code, arg, consts, ff_rows, -1 if lateral else W)
-    lplan_, limm_, lcls = compile_plan(lcode, larg, lconsts, lateral_rows, -1)
+    # the plans (vm.compile_plan); without lateral weights the rule's plan updates the weights itself, from
+    # row W into row w_next (and, for odd steps in _feed_forward_steps, back)
+    plan_, imm_, cls = compile_plan(code, arg, consts, ff_rows, -1 if lateral else w_next, -1 if lateral else W)
+    lplan_, limm_, lcls = compile_plan(lcode, larg, lconsts, lateral_rows, -1, -1) if lateral else (plan_, imm_, cls)
     plan, imm, lplan, limm = borrowed(plan_), borrowed(imm_), borrowed(lplan_), borrowed(limm_)
     n_plan, n_lplan = plan.shape[0], lplan.shape[0] if lateral else 0
     if not lateral and not record:
-        blown = _feed_forward_steps(plan.ctypes.data, imm.ctypes.data, n_plan, mem.ctypes.data, mem.shape[0],
-                                    mem.shape[1], xt.ctypes.data, n_steps, n_trials, n_out, n_in, act, eta, bound,
-                                    target.ctypes.data, has_target, sse.ctypes.data, count.ctypes.data,
-                                    average_from, w_sum.ctypes.data)
+        odd_rows = ff_rows_.copy()
+        odd_rows[2] = w_next  # the weights variable (kind SYN) read from w_next
+        plan_odd, imm_odd, _ = compile_plan(code, arg, consts, odd_rows, W, w_next)
+        plans = np.array([plan_.ctypes.data, plan_odd.ctypes.data])
+        imms = np.array([imm_.ctypes.data, imm_odd.ctypes.data])
+        n_plans = np.array([plan_.shape[0], plan_odd.shape[0]])
+        blown = _feed_forward_steps(plans.ctypes.data, imms.ctypes.data, n_plans.ctypes.data, mem.ctypes.data,
+                                    mem.shape[0], mem.shape[1], w_next, xt.ctypes.data, n_steps, n_trials, n_out, n_in,
+                                    act, eta, bound, target.ctypes.data, has_target, sse.ctypes.data,
+                                    count.ctypes.data, average_from, w_sum.ctypes.data)
+        plans[0] += plan_odd.size * 0 + imm_odd.size * 0 + n_plans[0] * 0 + imms[0] * 0  # alive to here
         n_steps = 0  # done
     for t in range(n_steps):
         if not lateral:
-            _feed_forward(mem.ctypes.data, mem.shape[0], mem.shape[1], address(xt, t, 0), n_trials, n_out, n_in, act)
+            squares = _feed_forward(mem.ctypes.data, mem.shape[0], mem.shape[1], address(xt, t, 0), n_trials, n_out,
+                                    n_in, act, W)
+            if t > 0 and not _sound(squares, mem[W, :n], bound):
+                blown = True  # by the previous step's update
+                break
         else:
             for b in range(n_trials):
                 x_b = segment(xt, t, b * n_in, n_in)
@@ -316,11 +363,11 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
                     m_rec[b, t, k] = lmem[W, b * mm + k]
         if blown:
             break
-        squares = run_plan(plan.ctypes.data, imm.ctypes.data, n_plan, mem.ctypes.data, mem.shape[0], mem.shape[1],
-                           n_trials, n_out, n_in, eta)
-        if not lateral and not _sound(squares, mem[W, :n], bound):
-            blown = True
-            break
+        run_plan(plan.ctypes.data, imm.ctypes.data, n_plan, mem.ctypes.data, mem.shape[0], mem.shape[1], n_trials,
+                 n_out, n_in, eta)
+        if not lateral:  # (recorded: the new weights back into row W)
+            for k in range(n):
+                mem[W, k] = mem[w_next, k]
         if lateral:
             run_plan(lplan.ctypes.data, limm.ctypes.data, n_lplan, lmem.ctypes.data, lmem.shape[0], lmem.shape[1],
                      n_trials, n_out, n_out, 0.0)
@@ -334,6 +381,8 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
                 w_sum[k] += mem[W, k]
             for k in range(nl):
                 m_sum[k] += lmem[W, k]
+    if not lateral and record and not blown and n_steps and not _sound(np.nan, mem[W, :n], bound):  # the last update
+        blown = True
     ff_rows_[0] += (lateral_rows_[0] * 0 + mask_.size * 0 + no_mask_.size * 0  # the views' owners live to here
                     + plan_.size * 0 + imm_.size * 0 + lplan_.size * 0 + limm_.size * 0)
     for k in range(n):
@@ -371,6 +420,13 @@ def _simulate_individuals(first, step, code, arg, consts, code_start, const_star
             m_mean[ind, k] /= max(n_steps - average_from, 1)
 
 
+# Arguments the kernel does not read in a call (no target, no lateral weights, not recorded): shared, as
+# allocating them cost a fair part of a one-rule call (never written: the kernel writes them only when
+# recording or lateral).
+_NOTHING3 = np.zeros((0, 0, 0))
+_NOT_RECORDED = np.zeros((1, 0, 0, 0))
+
+
 def simulate(packed: PackedPrograms, x: np.ndarray, w0: np.ndarray, eta: float,
              activation: str = "linear", weight_bound: float = 1e3,
              target: np.ndarray | None = None, record: bool = False,
@@ -406,20 +462,26 @@ def simulate(packed: PackedPrograms, x: np.ndarray, w0: np.ndarray, eta: float,
     n_ind = packed.n_individuals
     trials, steps, n_in = x.shape
     n_out = w0.shape[1]
-    m0 = np.zeros((trials, n_out, n_out)) if m0 is None else np.ascontiguousarray(m0, np.float64)
-    if m0.shape != (trials, n_out, n_out):
-        raise ValueError(f"m0 {m0.shape} must be (trials, n_out, n_out) = {(trials, n_out, n_out)}")
+    if m0 is None:
+        m0 = np.zeros((trials, n_out, n_out)) if parts == 2 else _NOTHING3
+    else:
+        m0 = np.ascontiguousarray(m0, np.float64)
+        if m0.shape != (trials, n_out, n_out):
+            raise ValueError(f"m0 {m0.shape} must be (trials, n_out, n_out) = {(trials, n_out, n_out)}")
     if target is None:
-        target = np.empty((0, steps, n_out))
+        target = _NOTHING3
     else:
         target = np.ascontiguousarray(target, np.float64)
         if target.shape != (trials, steps, n_out):
             raise ValueError(f"target {target.shape} must be (trials, steps, n_out) = "
                              f"{(trials, steps, n_out)}")
-    shape = (n_ind, trials, steps) if record else (1, 0, 0)
-    y_rec = np.zeros(shape + (n_out,))
-    w_rec = np.zeros(shape + (n_out * n_in,))
-    m_rec = np.zeros(shape + (n_out * n_out if parts == 2 else 0,))
+    if record:
+        shape = (n_ind, trials, steps)
+        y_rec = np.zeros(shape + (n_out,))
+        w_rec = np.zeros(shape + (n_out * n_in,))
+        m_rec = np.zeros(shape + (n_out * n_out if parts == 2 else 0,))
+    else:
+        y_rec = w_rec = m_rec = _NOT_RECORDED
     average_from = steps - 1 if average_from is None else int(np.clip(average_from, 0, steps - 1))
     n = trials * n_out * n_in
     nl = trials * n_out * n_out if parts == 2 else 0
