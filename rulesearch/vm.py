@@ -182,21 +182,20 @@ def _f(op, c, x, y):
     return x / y if abs(y) > DIV_EPS else 0.0
 
 
-# The loops themselves, the operator chosen outside them so that they vectorise. In place (b = op(a, b),
-# b = op(s, b)) and out of place (d = ...) are separate loops: with d possibly equal to b, LLVM's
-# run-time overlap check would send every in-place call down the scalar loop.
+# The loops themselves, the operator chosen outside them so that they vectorise; a subtraction is an
+# addition of -1 times the second operand (exactly the same number), one loop fewer to compile. They
+# work in place (b = op(a, b), b = op(s, b)): an output that may be the same memory as an input would
+# send every call down LLVM's scalar loop after its run-time overlap check.
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _vv(op, c, a, b, n):
     """b[:n] = op(a[:n], b[:n]) (views that do not overlap)."""
     if op == OP_MUL:
         for j in range(n):
             b[j] = a[j] * b[j]
-    elif op == OP_ADD:
+    elif op == OP_ADD or op == OP_SUB:
+        sg = 1.0 if op == OP_ADD else -1.0
         for j in range(n):
-            b[j] = a[j] + b[j]
-    elif op == OP_SUB:
-        for j in range(n):
-            b[j] = a[j] - b[j]
+            b[j] = a[j] + sg * b[j]
     elif op == OP_AXPB:
         for j in range(n):
             b[j] = c + a[j] * b[j]
@@ -207,38 +206,15 @@ def _vv(op, c, a, b, n):
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _vvd(op, c, a, b, d, n):
-    """d[:n] = op(a[:n], b[:n]) (d overlapping neither)."""
-    if op == OP_MUL:
-        for j in range(n):
-            d[j] = a[j] * b[j]
-    elif op == OP_ADD:
-        for j in range(n):
-            d[j] = a[j] + b[j]
-    elif op == OP_SUB:
-        for j in range(n):
-            d[j] = a[j] - b[j]
-    elif op == OP_AXPB:
-        for j in range(n):
-            d[j] = c + a[j] * b[j]
-    else:
-        for j in range(n):
-            q = b[j]
-            d[j] = a[j] / q if abs(q) > DIV_EPS else 0.0
-
-
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _sv(op, c, s, b, n):
     """b[:n] = op(s, b[:n])."""
     if op == OP_MUL:
         for j in range(n):
             b[j] = s * b[j]
-    elif op == OP_ADD:
+    elif op == OP_ADD or op == OP_SUB:
+        sg = 1.0 if op == OP_ADD else -1.0
         for j in range(n):
-            b[j] = s + b[j]
-    elif op == OP_SUB:
-        for j in range(n):
-            b[j] = s - b[j]
+            b[j] = s + sg * b[j]
     elif op == OP_AXPB:
         for j in range(n):
             b[j] = c + s * b[j]
@@ -249,38 +225,15 @@ def _sv(op, c, s, b, n):
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _svd(op, c, s, b, d, n):
-    """d[:n] = op(s, b[:n]) (d not overlapping b)."""
-    if op == OP_MUL:
-        for j in range(n):
-            d[j] = s * b[j]
-    elif op == OP_ADD:
-        for j in range(n):
-            d[j] = s + b[j]
-    elif op == OP_SUB:
-        for j in range(n):
-            d[j] = s - b[j]
-    elif op == OP_AXPB:
-        for j in range(n):
-            d[j] = c + s * b[j]
-    else:
-        for j in range(n):
-            q = b[j]
-            d[j] = s / q if abs(q) > DIV_EPS else 0.0
-
-
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _vs(op, c, a, s, d, n):
     """d[:n] = op(a[:n], s) (d equal to a or not overlapping it)."""
     if op == OP_MUL:
         for j in range(n):
             d[j] = a[j] * s
-    elif op == OP_ADD:
+    elif op == OP_ADD or op == OP_SUB:
+        t = s if op == OP_ADD else -s
         for j in range(n):
-            d[j] = a[j] + s
-    elif op == OP_SUB:
-        for j in range(n):
-            d[j] = a[j] - s
+            d[j] = a[j] + t
     elif op == OP_AXPB:
         for j in range(n):
             d[j] = c + a[j] * s
@@ -383,9 +336,11 @@ def _producer(plan, k, row, stack_row):
 @njit(cache=True, nogil=True)
 def _drop(plan, imm, j, k):
     """Remove entry j (< k) from the plan's first k + 1 entries; returns the new index of entry k."""
-    for i in range(j, k):
-        plan[i] = plan[i + 1]
-        imm[i] = imm[i + 1]
+    for i in range(j, k):  # element by element: a row assignment compiles a shape check and its message
+        for c in range(N_INT):
+            plan[i, c] = plan[i + 1, c]
+        for c in range(N_FLOAT):
+            imm[i, c] = imm[i + 1, c]
     return k - 1
 
 
@@ -398,19 +353,18 @@ def _fuse_products(plan, imm, k, stack_row):
     if plan[k, P_P] < 0 and imm[k, F_P] == 1.0:
         j = _producer(plan, k, plan[k, P_A], stack_row)
         if j >= 0:
-            pj, ij = plan[j].copy(), imm[j].copy()
+            ar, ac, ai, br, bc, bi = plan[j, P_A], plan[j, P_A_CLS], imm[j, F_A], plan[j, P_B], plan[j, P_B_CLS], imm[j, F_B]
             k = _drop(plan, imm, j, k)
-            plan[k, P_P], plan[k, P_P_CLS], imm[k, F_P] = pj[P_A], pj[P_A_CLS], ij[F_A]
-            plan[k, P_A], plan[k, P_A_CLS], imm[k, F_A] = pj[P_B], pj[P_B_CLS], ij[F_B]
+            plan[k, P_P], plan[k, P_P_CLS], imm[k, F_P] = ar, ac, ai
+            plan[k, P_A], plan[k, P_A_CLS], imm[k, F_A] = br, bc, bi
     j = _producer(plan, k, plan[k, P_B], stack_row)
     if j >= 0 and _is_run(plan[j, P_A], plan[j, P_A_CLS]) != _is_run(plan[j, P_B], plan[j, P_B_CLS]):
-        pj, ij = plan[j].copy(), imm[j].copy()
+        ar, ac, ai, br, bc, bi = plan[j, P_A], plan[j, P_A_CLS], imm[j, F_A], plan[j, P_B], plan[j, P_B_CLS], imm[j, F_B]
         k = _drop(plan, imm, j, k)
-        run_first = _is_run(pj[P_A], pj[P_A_CLS])
-        r, v = (P_A, F_A) if run_first else (P_B, F_B)
-        o, u = (P_B, F_B) if run_first else (P_A, F_A)
-        plan[k, P_B], plan[k, P_B_CLS], imm[k, F_B] = pj[r], pj[r + 1], ij[v]
-        plan[k, P_Q], plan[k, P_Q_CLS], imm[k, F_Q] = pj[o], pj[o + 1], ij[u]
+        if not _is_run(ar, ac):  # b the run, q the value
+            ar, ac, ai, br, bc, bi = br, bc, bi, ar, ac, ai
+        plan[k, P_B], plan[k, P_B_CLS], imm[k, F_B] = ar, ac, ai
+        plan[k, P_Q], plan[k, P_Q_CLS], imm[k, F_Q] = br, bc, bi
     return k
 
 
@@ -525,10 +479,10 @@ def _operand(mem, row, ocls, value, cls, e, batch, n_in, size):
     return False, 0, mem[row, e if ocls == CLS_POST else batch]  # within a synapse value: neuron e
 
 
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
 def _binary(op, c, mem_at, n_rows, n_cols, dr, cls, ar, ca, ai, br, cb, bi, n_batch, n_out, n_in):
     """mem[dr] = op(a, b), a value of class cls from operands of classes ca and cb (rows ar and br, or
-    immediates ai and bi); dr may be br. Blocks are written last to first: a block never overwrites
+    immediates ai and bi); dr may be br, never ar. Blocks are written last to first: a block never overwrites
     compact input of b not yet read (a lower class's element e sits at or before block e)."""
     mem = floats2d(mem_at, n_rows, n_cols)
     if cls == CLS_SYN:
@@ -547,16 +501,14 @@ def _binary(op, c, mem_at, n_rows, n_cols, dr, cls, ar, ca, ai, br, cb, bi, n_ba
         b_run, bo, sb = _operand(mem, br, cb, bi, cls, e, batch, n_in, size)
         d = segment(mem, dr, e * size, size)
         if b_run:
-            b = segment(mem, br, bo, size)
+            if dr != br or bo != e * size:  # b elsewhere (a variable, or compact in this row): into d first
+                b = segment(mem, br, bo, size)
+                for j in range(size):
+                    d[j] = b[j]
             if a_run:
-                if dr == br and bo == e * size:
-                    _vv(op, c, segment(mem, ar, ao, size), d, size)
-                else:
-                    _vvd(op, c, segment(mem, ar, ao, size), b, d, size)
-            elif dr == br and bo == e * size:
-                _sv(op, c, sa, d, size)
+                _vv(op, c, segment(mem, ar, ao, size), d, size)
             else:
-                _svd(op, c, sa, b, d, size)
+                _sv(op, c, sa, d, size)
         elif a_run:
             _vs(op, c, segment(mem, ar, ao, size), sb, d, size)
         else:
@@ -565,7 +517,7 @@ def _binary(op, c, mem_at, n_rows, n_cols, dr, cls, ar, ca, ai, br, cb, bi, n_ba
                 d[j] = v
 
 
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
 def _unary_at(op, mem_at, n_rows, n_cols, dr, ar, ai, m):
     """mem[dr, :m] = op(a) for a row ar (may be dr) or an immediate ai (ar < 0); OP_COPY: a itself."""
     mem = floats2d(mem_at, n_rows, n_cols)
@@ -589,112 +541,97 @@ def _unary_at(op, mem_at, n_rows, n_cols, dr, ar, ai, m):
 # rows, so that an operand that is the weights themselves, as in x*y - w*y**2, does not alias the
 # loop's output: LLVM's run-time overlap check would then send the loop down its scalar version), for
 # a product f of a run and a value (fs), of two runs (ff) or a value alone (s), and b a run or a value
-# (``_b``) or a run times a value (``_gt``); op chosen outside the loops so that they vectorise.
+# (``_b``) or a run times a value (``_gt``); op chosen outside the loops so that they vectorise, a
+# subtraction an addition of -1 times b.
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _update_fs(op, eta, u, w, f, s, b, n):
-    if op == OP_ADD:
-        for j in range(n):
-            w[j] = u[j] + eta * (f[j] * s + b[j])
-    elif op == OP_SUB:
-        for j in range(n):
-            w[j] = u[j] + eta * (f[j] * s - b[j])
-    else:
+    if op == OP_MUL:
         for j in range(n):
             w[j] = u[j] + eta * (f[j] * s * b[j])
+    else:
+        sg = 1.0 if op == OP_ADD else -1.0
+        for j in range(n):
+            w[j] = u[j] + eta * (f[j] * s + sg * b[j])
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _update_ff(op, eta, u, w, f, g, b, n):
-    if op == OP_ADD:
-        for j in range(n):
-            w[j] = u[j] + eta * (f[j] * g[j] + b[j])
-    elif op == OP_SUB:
-        for j in range(n):
-            w[j] = u[j] + eta * (f[j] * g[j] - b[j])
-    else:
+    if op == OP_MUL:
         for j in range(n):
             w[j] = u[j] + eta * (f[j] * g[j] * b[j])
+    else:
+        sg = 1.0 if op == OP_ADD else -1.0
+        for j in range(n):
+            w[j] = u[j] + eta * (f[j] * g[j] + sg * b[j])
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _update_s(op, eta, u, w, s, b, n):
-    if op == OP_ADD:
-        for j in range(n):
-            w[j] = u[j] + eta * (s + b[j])
-    elif op == OP_SUB:
-        for j in range(n):
-            w[j] = u[j] + eta * (s - b[j])
-    else:
+    if op == OP_MUL:
         for j in range(n):
             w[j] = u[j] + eta * (s * b[j])
+    else:
+        sg = 1.0 if op == OP_ADD else -1.0
+        for j in range(n):
+            w[j] = u[j] + eta * (s + sg * b[j])
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _update_fs_b(op, eta, u, w, f, s, b, n):
-    if op == OP_ADD:
-        for j in range(n):
-            w[j] = u[j] + eta * (f[j] * s + b)
-    elif op == OP_SUB:
-        for j in range(n):
-            w[j] = u[j] + eta * (f[j] * s - b)
-    else:
+    if op == OP_MUL:
         for j in range(n):
             w[j] = u[j] + eta * (f[j] * s * b)
+    else:
+        sg = 1.0 if op == OP_ADD else -1.0
+        for j in range(n):
+            w[j] = u[j] + eta * (f[j] * s + sg * b)
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _update_ff_b(op, eta, u, w, f, g, b, n):
-    if op == OP_ADD:
-        for j in range(n):
-            w[j] = u[j] + eta * (f[j] * g[j] + b)
-    elif op == OP_SUB:
-        for j in range(n):
-            w[j] = u[j] + eta * (f[j] * g[j] - b)
-    else:
+    if op == OP_MUL:
         for j in range(n):
             w[j] = u[j] + eta * (f[j] * g[j] * b)
+    else:
+        sg = 1.0 if op == OP_ADD else -1.0
+        for j in range(n):
+            w[j] = u[j] + eta * (f[j] * g[j] + sg * b)
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _update_fs_gt(op, eta, u, w, f, s, g, t, n):
-    if op == OP_ADD:
-        for j in range(n):
-            w[j] = u[j] + eta * (f[j] * s + g[j] * t)
-    elif op == OP_SUB:
-        for j in range(n):
-            w[j] = u[j] + eta * (f[j] * s - g[j] * t)
-    else:
+    if op == OP_MUL:
         for j in range(n):
             w[j] = u[j] + eta * (f[j] * s * (g[j] * t))
+    else:
+        sg = 1.0 if op == OP_ADD else -1.0
+        for j in range(n):
+            w[j] = u[j] + eta * (f[j] * s + sg * g[j] * t)
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _update_ff_gt(op, eta, u, w, f, h, g, t, n):
-    if op == OP_ADD:
-        for j in range(n):
-            w[j] = u[j] + eta * (f[j] * h[j] + g[j] * t)
-    elif op == OP_SUB:
-        for j in range(n):
-            w[j] = u[j] + eta * (f[j] * h[j] - g[j] * t)
-    else:
+    if op == OP_MUL:
         for j in range(n):
             w[j] = u[j] + eta * (f[j] * h[j] * (g[j] * t))
+    else:
+        sg = 1.0 if op == OP_ADD else -1.0
+        for j in range(n):
+            w[j] = u[j] + eta * (f[j] * h[j] + sg * g[j] * t)
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _update_s_gt(op, eta, u, w, s, g, t, n):
-    if op == OP_ADD:
-        for j in range(n):
-            w[j] = u[j] + eta * (s + g[j] * t)
-    elif op == OP_SUB:
-        for j in range(n):
-            w[j] = u[j] + eta * (s - g[j] * t)
-    else:
+    if op == OP_MUL:
         for j in range(n):
             w[j] = u[j] + eta * (s * (g[j] * t))
+    else:
+        sg = 1.0 if op == OP_ADD else -1.0
+        for j in range(n):
+            w[j] = u[j] + eta * (s + sg * g[j] * t)
 
 
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
 def _update(op, eta, mem_at, n_rows, n_cols, w_row, u_row, p_row, p_cls, pi, a_row, a_cls, ai, b_row, b_cls, bi,
             q_row, q_cls, qi, n_batch, n_out, n_in):
     """mem[w_row] = mem[u_row] + eta * op(p * a, b * q) over the synapses of n_batch networks (op ADD, SUB or

@@ -306,14 +306,17 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
     no_mask = borrowed(no_mask_)
     # the plans (vm.compile_plan); without lateral weights the rule's plan updates the weights itself, from
     # row W into row w_next (and, for odd steps in _feed_forward_steps, back)
-    plan_, imm_, cls = compile_plan(code, arg, consts, ff_rows, -1 if lateral else w_next, -1 if lateral else W)
-    lplan_, limm_, lcls = compile_plan(lcode, larg, lconsts, lateral_rows, -1, -1) if lateral else (plan_, imm_, cls)
+    # (rows as run-time int64 values, never literals: each literal argument would compile another version)
+    none, w_row = w_next - w_next - 1, w_next - w_next + W
+    plan_, imm_, cls = compile_plan(code, arg, consts, ff_rows, none if lateral else w_next, none if lateral else w_row)
+    lplan_, limm_, lcls = compile_plan(lcode, larg, lconsts, lateral_rows, none, none) if lateral else (plan_, imm_, cls)
     plan, imm, lplan, limm = borrowed(plan_), borrowed(imm_), borrowed(lplan_), borrowed(limm_)
     n_plan, n_lplan = plan.shape[0], lplan.shape[0] if lateral else 0
     if not lateral and not record:
-        odd_rows = ff_rows_.copy()
+        odd_rows_ = ff_rows_.copy()
+        odd_rows = borrowed(odd_rows_)
         odd_rows[2] = w_next  # the weights variable (kind SYN) read from w_next
-        plan_odd, imm_odd, _ = compile_plan(code, arg, consts, odd_rows, W, w_next)
+        plan_odd, imm_odd, _ = compile_plan(code, arg, consts, odd_rows, w_row, w_next)
         plans = np.array([plan_.ctypes.data, plan_odd.ctypes.data])
         imms = np.array([imm_.ctypes.data, imm_odd.ctypes.data])
         n_plans = np.array([plan_.shape[0], plan_odd.shape[0]])
@@ -321,7 +324,7 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
                                     mem.shape[0], mem.shape[1], w_next, xt.ctypes.data, n_steps, n_trials, n_out, n_in,
                                     act, eta, bound, target.ctypes.data, has_target, sse.ctypes.data,
                                     count.ctypes.data, average_from, w_sum.ctypes.data)
-        plans[0] += plan_odd.size * 0 + imm_odd.size * 0 + n_plans[0] * 0 + imms[0] * 0  # alive to here
+        plans[0] += plan_odd.size * 0 + imm_odd.size * 0 + n_plans[0] * 0 + imms[0] * 0 + odd_rows_[0] * 0  # alive
         n_steps = 0  # done
     for t in range(n_steps):
         if not lateral:
@@ -363,14 +366,15 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
                     m_rec[b, t, k] = lmem[W, b * mm + k]
         if blown:
             break
-        run_plan(plan.ctypes.data, imm.ctypes.data, n_plan, mem.ctypes.data, mem.shape[0], mem.shape[1], n_trials,
-                 n_out, n_in, eta)
+        # (plan addresses as int64, as in _feed_forward_steps: one compiled version of run_plan)
+        run_plan(np.int64(plan.ctypes.data), np.int64(imm.ctypes.data), n_plan, mem.ctypes.data, mem.shape[0],
+                 mem.shape[1], n_trials, n_out, n_in, eta)
         if not lateral:  # (recorded: the new weights back into row W)
             for k in range(n):
                 mem[W, k] = mem[w_next, k]
         if lateral:
-            run_plan(lplan.ctypes.data, limm.ctypes.data, n_lplan, lmem.ctypes.data, lmem.shape[0], lmem.shape[1],
-                     n_trials, n_out, n_out, 0.0)
+            run_plan(np.int64(lplan.ctypes.data), np.int64(limm.ctypes.data), n_lplan, lmem.ctypes.data, lmem.shape[0],
+                     lmem.shape[1], n_trials, n_out, n_out, 0.0)
             ok = _apply_update(cls, mem, STACK, eta, no_mask, W, bound, n_trials, n_out, n_in)
             ok = _apply_update(lcls, lmem, STACK, eta_lat, mask, W, bound, n_trials, n_out, n_out) and ok
             if not ok:
@@ -411,8 +415,9 @@ def _simulate_individuals(first, step, code, arg, consts, code_start, const_star
                             depth, xt, w0, m0, target, eta, eta_lat, act, lateral, bound, average_from,
                             w_final[ind], w_mean[ind], m_final[ind], m_mean[ind], record,
                             y_rec[r], w_rec[r], m_rec[r])
-        sse[ind] = s
-        count[ind] = c
+        for b_ in range(s.shape[0]):  # element by element: a row assignment compiles a shape check's message
+            sse[ind, b_] = s[b_]
+            count[ind, b_] = c[b_]
         blown[ind] = b
         for k in range(w_mean.shape[1]):
             w_mean[ind, k] /= max(n_steps - average_from, 1)
