@@ -465,6 +465,18 @@ def compile_plan(code, arg, consts, rows, w_row, u_row):
     return plan[:k], imm[:k], cls
 
 
+@njit(cache=True, nogil=True)
+def swap_rows(plan, r1, r2):
+    """A copy of a plan with rows r1 and r2 exchanged wherever an entry names them (the plan of the
+    next step when the weights alternate between two rows)."""
+    out = plan.copy()
+    for k in range(plan.shape[0]):
+        for c in (P_DST, P_A, P_B, P_P, P_Q, P_U):
+            v = plan[k, c]
+            out[k, c] = r2 if v == r1 else (r1 if v == r2 else v)
+    return out
+
+
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _operand(mem, row, ocls, value, cls, e, batch, n_in, size):
     """Operand ``row`` (class ocls) over block e of a value of class cls (blocks of ``size``; block e

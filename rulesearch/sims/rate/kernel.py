@@ -22,7 +22,7 @@ from numba import njit
 
 from ..._borrow import address, borrowed, floats, floats2d, ints, segment
 from ...threads import run_strided
-from ...vm import CLS_POST, CLS_PRE, CLS_SYN, FASTMATH, PackedPrograms, compile_plan, run_plan
+from ...vm import CLS_POST, CLS_PRE, CLS_SYN, FASTMATH, PackedPrograms, compile_plan, run_plan, swap_rows
 
 ACTIVATIONS = {"linear": 0, "sigmoid": 1, "tanh": 2}
 LATERAL = {"none": 0, "symmetric": 1, "hierarchical": 2}
@@ -313,10 +313,7 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
     plan, imm, lplan, limm = borrowed(plan_), borrowed(imm_), borrowed(lplan_), borrowed(limm_)
     n_plan, n_lplan = plan.shape[0], lplan.shape[0] if lateral else 0
     if not lateral and not record:
-        odd_rows_ = ff_rows_.copy()
-        odd_rows = borrowed(odd_rows_)
-        odd_rows[2] = w_next  # the weights variable (kind SYN) read from w_next
-        plan_odd, imm_odd, _ = compile_plan(code, arg, consts, odd_rows, w_row, w_next)
+        plan_odd, imm_odd = swap_rows(plan_, w_row, w_next), imm_  # odd steps: from w_next back into W
         plans = np.array([plan_.ctypes.data, plan_odd.ctypes.data])
         imms = np.array([imm_.ctypes.data, imm_odd.ctypes.data])
         n_plans = np.array([plan_.shape[0], plan_odd.shape[0]])
@@ -324,7 +321,7 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
                                     mem.shape[0], mem.shape[1], w_next, xt.ctypes.data, n_steps, n_trials, n_out, n_in,
                                     act, eta, bound, target.ctypes.data, has_target, sse.ctypes.data,
                                     count.ctypes.data, average_from, w_sum.ctypes.data)
-        plans[0] += plan_odd.size * 0 + imm_odd.size * 0 + n_plans[0] * 0 + imms[0] * 0 + odd_rows_[0] * 0  # alive
+        plans[0] += plan_odd.size * 0 + imm_odd.size * 0 + n_plans[0] * 0 + imms[0] * 0  # alive to here
         n_steps = 0  # done
     for t in range(n_steps):
         if not lateral:
