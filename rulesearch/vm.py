@@ -348,8 +348,8 @@ def _drop(plan, imm, j, k):
 def _fuse_products(plan, imm, k, stack_row):
     """Fold the multiplications that produce the update's (entry k's) operands into it: w += eta * op(p * a,
     b * q) in one pass instead of a pass per product (Oja's rule: x*y - w*y**2, the hand-written loop).
-    The a side when p is 1 (any product); the b side when one factor is a run and the other one value
-    per block (the forms the update's loops take). Returns the update's new index."""
+    The a side when p is 1 (any product); the b side when, on each side, one factor is a run and the
+    other one value per block (the form the update's loop takes). Returns the update's new index."""
     if plan[k, P_P] < 0 and imm[k, F_P] == 1.0:
         j = _producer(plan, k, plan[k, P_A], stack_row)
         if j >= 0:
@@ -357,7 +357,9 @@ def _fuse_products(plan, imm, k, stack_row):
             k = _drop(plan, imm, j, k)
             plan[k, P_P], plan[k, P_P_CLS], imm[k, F_P] = ar, ac, ai
             plan[k, P_A], plan[k, P_A_CLS], imm[k, F_A] = br, bc, bi
-    j = _producer(plan, k, plan[k, P_B], stack_row)
+    # the b side only when the a side is a run times a value (x*y - w*y**2), the form with a loop for it
+    a_side = _is_run(plan[k, P_P], plan[k, P_P_CLS]) != _is_run(plan[k, P_A], plan[k, P_A_CLS])
+    j = _producer(plan, k, plan[k, P_B], stack_row) if a_side else -1
     if j >= 0 and _is_run(plan[j, P_A], plan[j, P_A_CLS]) != _is_run(plan[j, P_B], plan[j, P_B_CLS]):
         ar, ac, ai, br, bc, bi = plan[j, P_A], plan[j, P_A_CLS], imm[j, F_A], plan[j, P_B], plan[j, P_B_CLS], imm[j, F_B]
         k = _drop(plan, imm, j, k)
@@ -621,28 +623,6 @@ def _update_fs_gt(op, eta, u, w, f, s, g, t, n):
             w[j] = u[j] + eta * (f[j] * s + sg * g[j] * t)
 
 
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update_ff_gt(op, eta, u, w, f, h, g, t, n):
-    if op == OP_MUL:
-        for j in range(n):
-            w[j] = u[j] + eta * (f[j] * h[j] * (g[j] * t))
-    else:
-        sg = 1.0 if op == OP_ADD else -1.0
-        for j in range(n):
-            w[j] = u[j] + eta * (f[j] * h[j] + sg * g[j] * t)
-
-
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update_s_gt(op, eta, u, w, s, g, t, n):
-    if op == OP_MUL:
-        for j in range(n):
-            w[j] = u[j] + eta * (s * (g[j] * t))
-    else:
-        sg = 1.0 if op == OP_ADD else -1.0
-        for j in range(n):
-            w[j] = u[j] + eta * (s + sg * g[j] * t)
-
-
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
 def _update(op, eta, mem_at, n_rows, n_cols, w_row, u_row, p_row, p_cls, pi, a_row, a_cls, ai, b_row, b_cls, bi,
             q_row, q_cls, qi, n_batch, n_out, n_in):
@@ -656,17 +636,10 @@ def _update(op, eta, mem_at, n_rows, n_cols, w_row, u_row, p_row, p_cls, pi, a_r
         p_run, po, ps = _operand(mem, p_row, p_cls, pi, CLS_SYN, e, batch, n_in, n_in)
         a_run, ao, a_s = _operand(mem, a_row, a_cls, ai, CLS_SYN, e, batch, n_in, n_in)
         b_run, bo, bs = _operand(mem, b_row, b_cls, bi, CLS_SYN, e, batch, n_in, n_in)
-        if q_cls >= 0:  # b * q, b a run
+        if q_cls >= 0:  # b * q, b a run, and one of p, a a run
             qs = _operand(mem, q_row, q_cls, qi, CLS_SYN, e, batch, n_in, n_in)[2]
-            g = segment(mem, b_row, bo, n_in)
-            if p_run and a_run:
-                _update_ff_gt(op, eta, u, w, segment(mem, p_row, po, n_in), segment(mem, a_row, ao, n_in), g, qs,
-                                         n_in)
-            elif p_run or a_run:
-                f = segment(mem, p_row, po, n_in) if p_run else segment(mem, a_row, ao, n_in)
-                _update_fs_gt(op, eta, u, w, f, a_s if p_run else ps, g, qs, n_in)
-            else:
-                _update_s_gt(op, eta, u, w, ps * a_s, g, qs, n_in)
+            f = segment(mem, p_row, po, n_in) if p_run else segment(mem, a_row, ao, n_in)  # one of p, a a run
+            _update_fs_gt(op, eta, u, w, f, a_s if p_run else ps, segment(mem, b_row, bo, n_in), qs, n_in)
         elif p_run and a_run:
             f, g = segment(mem, p_row, po, n_in), segment(mem, a_row, ao, n_in)
             if b_run:

@@ -266,7 +266,8 @@ def _feed_forward_steps(plans_at, imms_at, n_plans, mem_at, n_rows, n_cols, w_ne
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0, target, eta, eta_lat, act,
               lateral, bound, average_from, w_final, w_sum, m_final, m_sum, record, y_rec, w_rec, m_rec):
-    """One rule on all trials at once (trials are the VM's batch). Returns (sse, count, blown).
+    """One rule on all trials at once (trials are the VM's batch), recorded or with lateral weights (else
+    ``_run_plain``). Returns (sse, count, blown).
 
     xt: inputs (steps, trials * n_in), a step's inputs of every trial in one row; lcode/larg/lconsts:
     the lateral pathway's program (used when lateral > 0)."""
@@ -305,24 +306,13 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
     no_mask_ = np.zeros(0)
     no_mask = borrowed(no_mask_)
     # the plans (vm.compile_plan); without lateral weights the rule's plan updates the weights itself, from
-    # row W into row w_next (and, for odd steps in _feed_forward_steps, back)
-    # (rows as run-time int64 values, never literals: each literal argument would compile another version)
+    # row W into row w_next (rows as run-time int64 values, never literals: each literal argument would
+    # compile another version)
     none, w_row = w_next - w_next - 1, w_next - w_next + W
     plan_, imm_, cls = compile_plan(code, arg, consts, ff_rows, none if lateral else w_next, none if lateral else w_row)
     lplan_, limm_, lcls = compile_plan(lcode, larg, lconsts, lateral_rows, none, none) if lateral else (plan_, imm_, cls)
     plan, imm, lplan, limm = borrowed(plan_), borrowed(imm_), borrowed(lplan_), borrowed(limm_)
     n_plan, n_lplan = plan.shape[0], lplan.shape[0] if lateral else 0
-    if not lateral and not record:
-        plan_odd, imm_odd = swap_rows(plan_, w_row, w_next), imm_  # odd steps: from w_next back into W
-        plans = np.array([plan_.ctypes.data, plan_odd.ctypes.data])
-        imms = np.array([imm_.ctypes.data, imm_odd.ctypes.data])
-        n_plans = np.array([plan_.shape[0], plan_odd.shape[0]])
-        blown = _feed_forward_steps(plans.ctypes.data, imms.ctypes.data, n_plans.ctypes.data, mem.ctypes.data,
-                                    mem.shape[0], mem.shape[1], w_next, xt.ctypes.data, n_steps, n_trials, n_out, n_in,
-                                    act, eta, bound, target.ctypes.data, has_target, sse.ctypes.data,
-                                    count.ctypes.data, average_from, w_sum.ctypes.data)
-        plans[0] += plan_odd.size * 0 + imm_odd.size * 0 + n_plans[0] * 0 + imms[0] * 0  # alive to here
-        n_steps = 0  # done
     for t in range(n_steps):
         if not lateral:
             squares = _feed_forward(mem.ctypes.data, mem.shape[0], mem.shape[1], address(xt, t, 0), n_trials, n_out,
@@ -391,6 +381,62 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
     for k in range(nl):
         m_final[k] = lmem_[W, k]
     return sse, count, blown
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True)
+def _run_plain(code_, arg_, consts_, depth, xt_, w0, target, eta, act, bound, average_from, w_final, w_sum, sse,
+               count):
+    """One rule on all trials at once, without lateral weights and not recorded (the searches' case; a
+    kernel of its own so that they compile none of the lateral and recording code). Fills w_final,
+    w_sum, sse and count (n_trials,); returns whether the weights blew up."""
+    n_steps = xt_.shape[0]
+    n_trials, n_out, n_in = w0.shape
+    n = n_trials * n_out * n_in
+    mem_ = np.zeros((STACK + depth + 1, n))  # the last row: the weights after even steps
+    w_next = STACK + depth
+    code, arg, consts, mem = borrowed(code_), borrowed(arg_), borrowed(consts_), borrowed(mem_)
+    rows_ = FF_ROWS.copy()
+    rows = borrowed(rows_)
+    w = segment(mem, W, 0, n)
+    k = 0
+    for b in range(n_trials):
+        for i in range(n_out):
+            for j in range(n_in):
+                w[k] = w0[b, i, j]
+                k += 1
+    for b in range(n_trials):
+        sse[b] = 0.0
+        count[b] = 0
+    w_row = w_next - w_next + W  # a run-time value, not a literal (one compiled version of compile_plan)
+    plan_, imm_, _ = compile_plan(code, arg, consts, rows, w_next, w_row)
+    plan_odd_ = swap_rows(plan_, w_row, w_next)  # odd steps: from w_next back into W
+    plans_ = np.array([plan_.ctypes.data, plan_odd_.ctypes.data])
+    imms_ = np.array([imm_.ctypes.data, imm_.ctypes.data])
+    n_plans_ = np.array([plan_.shape[0], plan_.shape[0]])
+    blown = _feed_forward_steps(plans_.ctypes.data, imms_.ctypes.data, n_plans_.ctypes.data, mem.ctypes.data,
+                                mem.shape[0], mem.shape[1], w_next, xt_.ctypes.data, n_steps, n_trials, n_out, n_in,
+                                act, eta, bound, target.ctypes.data, target.shape[0] > 0, sse.ctypes.data,
+                                count.ctypes.data, average_from, w_sum.ctypes.data)
+    for k in range(n):
+        w_final[k] = mem_[W, k]
+    rows_[0] += plan_odd_.size * 0 + plans_[0] * 0 + imms_[0] * 0 + n_plans_[0] * 0  # alive to here
+    return blown
+
+
+@njit(cache=True, nogil=True)
+def _simulate_plain(first, step, code, arg, consts, code_start, const_start, depth, xt, w0, target, eta, act, bound,
+                    average_from, w_final, w_mean, sse, count, blown):
+    """``_simulate_individuals`` without lateral weights and not recorded: individuals first, first +
+    step, ... (one thread's share)."""
+    n_ind = blown.shape[0]
+    n_steps = xt.shape[0]
+    for ind in range(first, n_ind, step):
+        c0, c1 = code_start[ind], code_start[ind + 1]
+        k0, k1 = const_start[ind], const_start[ind + 1]
+        blown[ind] = _run_plain(code[c0:c1], arg[c0:c1], consts[k0:k1], depth, xt, w0, target, eta, act, bound,
+                                average_from, w_final[ind], w_mean[ind], sse[ind], count[ind])
+        for k in range(w_mean.shape[1]):
+            w_mean[ind, k] /= max(n_steps - average_from, 1)
 
 
 @njit(cache=True, nogil=True)
@@ -493,10 +539,15 @@ def simulate(packed: PackedPrograms, x: np.ndarray, w0: np.ndarray, eta: float,
     sse, count, blown = np.empty((n_ind, trials)), np.empty((n_ind, trials), np.int64), np.empty(n_ind, np.bool_)
     # the VM reads a step's inputs of all trials as one contiguous row
     xt = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(steps, trials * n_in)
-    run_strided(_simulate_individuals, n_ind, packed.code, packed.arg, packed.consts, packed.code_start,
-                packed.const_start, packed.depth, parts, xt, w0, m0, target, float(eta), float(eta_lat),
-                ACTIVATIONS[activation], LATERAL[lateral], float(weight_bound), average_from, record,
-                y_rec, w_rec, m_rec, w_final, w_mean, m_final, m_mean, sse, count, blown)
+    if parts == 1 and not record:
+        run_strided(_simulate_plain, n_ind, packed.code, packed.arg, packed.consts, packed.code_start,
+                    packed.const_start, packed.depth, xt, w0, target, float(eta), ACTIVATIONS[activation],
+                    float(weight_bound), average_from, w_final, w_mean, sse, count, blown)
+    else:
+        run_strided(_simulate_individuals, n_ind, packed.code, packed.arg, packed.consts, packed.code_start,
+                    packed.const_start, packed.depth, parts, xt, w0, m0, target, float(eta), float(eta_lat),
+                    ACTIVATIONS[activation], LATERAL[lateral], float(weight_bound), average_from, record,
+                    y_rec, w_rec, m_rec, w_final, w_mean, m_final, m_mean, sse, count, blown)
     lat = parts == 2
     return RateResult(w_final.reshape(n_ind, trials, n_out, n_in),
                       w_mean.reshape(n_ind, trials, n_out, n_in), sse, count, blown,
