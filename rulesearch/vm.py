@@ -699,7 +699,7 @@ def run_rows(code, arg, consts, mem, rows, n_batch, n_out, n_in):
     plan, imm, cls = compile_plan(code, arg, consts, rows, -1, -1)
     run_plan(plan.ctypes.data, imm.ctypes.data, plan.shape[0], mem.ctypes.data, mem.shape[0], mem.shape[1], n_batch,
              n_out, n_in, 0.0)
-    return cls
+    return cls + plan.size * 0 + imm.size * 0  # the plan lives to here: Numba frees an array after its last use
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)

@@ -419,7 +419,8 @@ def _run_plain(code_, arg_, consts_, depth, xt_, w0, target, eta, act, bound, av
                                 count.ctypes.data, average_from, w_sum.ctypes.data)
     for k in range(n):
         w_final[k] = mem_[W, k]
-    rows_[0] += plan_odd_.size * 0 + plans_[0] * 0 + imms_[0] * 0 + n_plans_[0] * 0  # alive to here
+    # every array read by address above lives to here: Numba frees an array after its last use by name
+    rows_[0] += plan_.size * 0 + imm_.size * 0 + plan_odd_.size * 0 + plans_[0] * 0 + imms_[0] * 0 + n_plans_[0] * 0
     return blown
 
 
