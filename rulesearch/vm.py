@@ -535,10 +535,6 @@ def _binary(op, c, mem_at, n_rows, n_cols, dr, cls, ar, ca, ai, br, cb, bi, n_ba
 def _unary_at(op, mem_at, n_rows, n_cols, dr, ar, ai, m):
     """mem[dr, :m] = op(a) for a row ar (may be dr) or an immediate ai (ar < 0); OP_COPY: a itself."""
     mem = floats2d(mem_at, n_rows, n_cols)
-    if m == 1:  # one network's output (y*y): no loops to set up
-        q = ai if ar < 0 else mem[ar, 0]
-        mem[dr, 0] = q if op == OP_COPY else _unary1(op, q)
-        return
     d = segment(mem, dr, 0, m)
     if ar < 0:
         for j in range(m):
@@ -623,7 +619,7 @@ def _update_fs_gt(op, eta, u, w, f, s, g, t, n):
             w[j] = u[j] + eta * (f[j] * s + sg * g[j] * t)
 
 
-@njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
 def _update(op, eta, mem_at, n_rows, n_cols, w_row, u_row, p_row, p_cls, pi, a_row, a_cls, ai, b_row, b_cls, bi,
             q_row, q_cls, qi, n_batch, n_out, n_in):
     """mem[w_row] = mem[u_row] + eta * op(p * a, b * q) over the synapses of n_batch networks (op ADD, SUB or
@@ -676,11 +672,18 @@ def run_plan(plan_at, imm_at, n_plan, mem_at, n_rows, n_cols, n_batch, n_out, n_
             _binary(op, imm[f + F_C], mem_at, n_rows, n_cols, dr, cls, plan[e + P_A], plan[e + P_A_CLS], imm[f + F_A],
                     plan[e + P_B], plan[e + P_B_CLS], imm[f + F_B], n_batch, n_out, n_in)
         elif kind == K_UNARY:
-            _unary_at(op, mem_at, n_rows, n_cols, dr, plan[e + P_A], imm[f + F_A], _class_size(cls, n_batch, n_out, n_in))
+            m = _class_size(cls, n_batch, n_out, n_in)
+            if m == 1:  # one network's output (y*y): no call, no loops
+                ar = plan[e + P_A]
+                mem = floats2d(mem_at, n_rows, n_cols)
+                q = imm[f + F_A] if ar < 0 else mem[ar, 0]
+                mem[dr, 0] = q if op == OP_COPY else _unary1(op, q)
+            else:
+                _unary_at(op, mem_at, n_rows, n_cols, dr, plan[e + P_A], imm[f + F_A], m)
         else:
-            _update(op, eta, mem_at, n_rows, n_cols, dr, plan[e + P_U], plan[e + P_P], plan[e + P_P_CLS], imm[f + F_P], plan[e + P_A],
-                              plan[e + P_A_CLS], imm[f + F_A], plan[e + P_B], plan[e + P_B_CLS], imm[f + F_B],
-                              plan[e + P_Q], plan[e + P_Q_CLS], imm[f + F_Q], n_batch, n_out, n_in)
+            _update(op, eta, mem_at, n_rows, n_cols, dr, plan[e + P_U], plan[e + P_P], plan[e + P_P_CLS], imm[f + F_P],
+                    plan[e + P_A], plan[e + P_A_CLS], imm[f + F_A], plan[e + P_B], plan[e + P_B_CLS], imm[f + F_B],
+                    plan[e + P_Q], plan[e + P_Q_CLS], imm[f + F_Q], n_batch, n_out, n_in)
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
