@@ -508,7 +508,7 @@ def simulate(packed: PackedPrograms, x: np.ndarray, w0: np.ndarray, eta: float,
     if x.ndim != 3 or w0.ndim != 3 or w0.shape[0] != x.shape[0] or w0.shape[2] != x.shape[2]:
         raise ValueError(f"x {x.shape} and w0 {w0.shape} must be (trials, steps, n_in) and "
                          "(trials, n_out, n_in)")
-    n_ind = packed.n_individuals
+    n_ind = (len(packed.code_start) - 1) // packed.parts  # (packed.n_individuals, without two property calls)
     trials, steps, n_in = x.shape
     n_out = w0.shape[1]
     if m0 is None:
@@ -535,7 +535,7 @@ def simulate(packed: PackedPrograms, x: np.ndarray, w0: np.ndarray, eta: float,
     n = trials * n_out * n_in
     nl = trials * n_out * n_out if parts == 2 else 0
     w_final, w_mean = np.empty((n_ind, n)), np.zeros((n_ind, n))
-    m_final, m_mean = np.empty((n_ind, nl)), np.zeros((n_ind, nl))
+    m_final, m_mean = (np.empty((n_ind, nl)), np.zeros((n_ind, nl))) if parts == 2 or record else (None, None)
     # (the kernel writes every entry of these)
     sse, count, blown = np.empty((n_ind, trials)), np.empty((n_ind, trials), np.int64), np.empty(n_ind, np.bool_)
     # the VM reads a step's inputs of all trials as one contiguous row
