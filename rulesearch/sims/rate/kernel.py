@@ -218,8 +218,8 @@ def _within(w_at, n, bound):
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _feed_forward_steps(plans_at, imms_at, n_plans, mem_at, n_rows, n_cols, w_next, xt_at, n_steps, n_trials, n_out,
                         n_in, act, eta, bound, target_at, has_target, sse_at, count_at, average_from, w_sum_at):
-    """The time loop of a network without lateral weights, not recorded (``_run_rule``'s common case, in a
-    function of its own so that few values stay live across its calls; arrays by address, ``_borrow``).
+    """The time loop of a network without lateral weights, not recorded (``_run_plain``; arrays by address,
+    ``_borrow``).
 
     The weights alternate between rows W and w_next, the rule's two plans (``vm.compile_plan``, at
     plans_at[0] and [1], imms_at likewise, n_plans entries each) each ending with the update from one
