@@ -1,7 +1,7 @@
 """`rulesearch evolve` over settings (issue 15, done-when 4, the evolve half). Resumable: one JSON
 file per case in --out; a case already there is skipped, so the sweep can run in short chunks.
 
-    python benchmarks/evolve_sweep.py fly [--out results/evolve_sweep] [--budget-s 270] [--only ID ...]
+    python benchmarks/evolve_sweep.py fly [--out results/evolve_sweep] [--budget-s 270] [--only ID ...] [--record-inputs]
     python benchmarks/evolve_sweep.py activity [...]
     python benchmarks/evolve_sweep.py summary [--out results/evolve_sweep]
 
@@ -178,12 +178,17 @@ def main() -> int:
     p.add_argument("--max-cases", type=int, default=0, help="stop after this many cases (0: no limit)")
     p.add_argument("--no-seed", action="store_true",
                    help="evolve without the Taylor fit's seed (search.seed_with_fit = false); results in PART-noseed/")
+    p.add_argument("--record-inputs", action="store_true",
+                   help="fly: the flies also record each encounter's input and their initial weights, so the fit "
+                        "uses the exact likelihood instead of the weight filter; results in PART-recorded/")
     p.add_argument("--shard", default="0/1", help="K/N: only cases whose index is K modulo N (parallel processes)")
     a = p.parse_args()
     out = Path(a.out)
     if a.part == "summary":
         return summary(out)
-    folder = out / (a.part + ("-noseed" if a.no_seed else ""))
+    if a.record_inputs and a.part != "fly":
+        p.error("--record-inputs is for the fly part (activity data always hold their inputs)")
+    folder = out / (a.part + ("-noseed" if a.no_seed else "") + ("-recorded" if a.record_inputs else ""))
     folder.mkdir(parents=True, exist_ok=True)
     start = time.time()
     k, n = (int(v) for v in a.shard.split("/"))
@@ -191,6 +196,8 @@ def main() -> int:
             and (a.redo or not (folder / f"{c['id']}.json").exists())]
     if a.no_seed:
         todo = [{**c, "sets": c["sets"] + ["search.seed_with_fit=false"]} for c in todo]
+    if a.record_inputs:
+        todo = [{**c, "sets": c["sets"] + ["protocol.record_inputs=true"]} for c in todo]
     for done, case in enumerate(todo):
         if time.time() - start > a.budget_s or (a.max_cases and done >= a.max_cases):
             print(f"chunk done (--budget-s {a.budget_s:g}, --max-cases {a.max_cases}); {len(todo) - done} cases "
