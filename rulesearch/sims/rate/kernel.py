@@ -15,6 +15,7 @@ see the same inputs and initial weights.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -425,13 +426,14 @@ def _run_plain(code_, arg_, consts_, depth, xt_, w0, target, eta, act, bound, av
 
 
 @njit(cache=True, nogil=True)
-def _simulate_plain(first, step, code, arg, consts, code_start, const_start, depth, xt, w0, target, eta, act, bound,
-                    average_from, w_final, w_mean, sse, count, blown):
-    """``_simulate_individuals`` without lateral weights and not recorded: individuals first, first +
-    step, ... (one thread's share)."""
+def _simulate_plain(first, step, order, code, arg, consts, code_start, const_start, depth, xt, w0, target, eta, act,
+                    bound, average_from, w_final, w_mean, sse, count, blown):
+    """``_simulate_individuals`` without lateral weights and not recorded: individuals order[first],
+    order[first + step], ... (one thread's share)."""
     n_ind = blown.shape[0]
     n_steps = xt.shape[0]
-    for ind in range(first, n_ind, step):
+    for q in range(first, n_ind, step):
+        ind = order[q]
         c0, c1 = code_start[ind], code_start[ind + 1]
         k0, k1 = const_start[ind], const_start[ind + 1]
         blown[ind] = _run_plain(code[c0:c1], arg[c0:c1], consts[k0:k1], depth, xt, w0, target, eta, act, bound,
@@ -441,13 +443,15 @@ def _simulate_plain(first, step, code, arg, consts, code_start, const_start, dep
 
 
 @njit(cache=True, nogil=True)
-def _simulate_individuals(first, step, code, arg, consts, code_start, const_start, depth, parts, xt, w0, m0,
+def _simulate_individuals(first, step, order, code, arg, consts, code_start, const_start, depth, parts, xt, w0, m0,
                           target, eta, eta_lat, act, lateral, bound, average_from, record, y_rec, w_rec, m_rec,
                           w_final, w_mean, m_final, m_mean, sse, count, blown):
-    """Individuals first, first + step, ... of the population (one thread's share, ``threads``)."""
+    """Individuals order[first], order[first + step], ... of the population (one thread's share,
+    ``threads``)."""
     n_ind = blown.shape[0]
     n_steps = xt.shape[0]
-    for ind in range(first, n_ind, step):
+    for q in range(first, n_ind, step):
+        ind = order[q]
         p = ind * parts
         c0, c1 = code_start[p], code_start[p + 1]
         k0, k1 = const_start[p], const_start[p + 1]
@@ -467,6 +471,16 @@ def _simulate_individuals(first, step, code, arg, consts, code_start, const_star
             w_mean[ind, k] /= max(n_steps - average_from, 1)
         for k in range(m_mean.shape[1]):
             m_mean[ind, k] /= max(n_steps - average_from, 1)
+
+
+@functools.lru_cache(maxsize=64)
+def _thread_order(n: int) -> np.ndarray:
+    """The order in which the threads share n individuals (thread k takes order[k::T]): a fixed
+    shuffle, so that a population whose costs repeat with a period (offspring next to each other,
+    copies of a few rules) does not hand one thread the expensive ones. Results do not depend on it."""
+    order = np.arange(n) if n < 2 else np.random.default_rng(n).permutation(n)
+    order.flags.writeable = False
+    return order
 
 
 # Arguments the kernel does not read in a call (no target, no lateral weights, not recorded): shared, as
@@ -540,12 +554,13 @@ def simulate(packed: PackedPrograms, x: np.ndarray, w0: np.ndarray, eta: float,
     sse, count, blown = np.empty((n_ind, trials)), np.empty((n_ind, trials), np.int64), np.empty(n_ind, np.bool_)
     # the VM reads a step's inputs of all trials as one contiguous row
     xt = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(steps, trials * n_in)
+    order = _thread_order(n_ind)
     if parts == 1 and not record:
-        run_strided(_simulate_plain, n_ind, packed.code, packed.arg, packed.consts, packed.code_start,
+        run_strided(_simulate_plain, n_ind, order, packed.code, packed.arg, packed.consts, packed.code_start,
                     packed.const_start, packed.depth, xt, w0, target, float(eta), ACTIVATIONS[activation],
                     float(weight_bound), average_from, w_final, w_mean, sse, count, blown)
     else:
-        run_strided(_simulate_individuals, n_ind, packed.code, packed.arg, packed.consts, packed.code_start,
+        run_strided(_simulate_individuals, n_ind, order, packed.code, packed.arg, packed.consts, packed.code_start,
                     packed.const_start, packed.depth, parts, xt, w0, m0, target, float(eta), float(eta_lat),
                     ACTIVATIONS[activation], LATERAL[lateral], float(weight_bound), average_from, record,
                     y_rec, w_rec, m_rec, w_final, w_mean, m_final, m_mean, sse, count, blown)
