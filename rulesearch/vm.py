@@ -699,9 +699,11 @@ def run_rows(code, arg, consts, mem, rows, n_batch, n_out, n_in):
     before the next starts, so interpretation costs per instruction, not per synapse. A simulator that
     runs the same program at every step compiles its plan once (``compile_plan``, ``run_plan``).
     """
-    plan, imm, cls = compile_plan(code, arg, consts, rows, -1, -1)
-    run_plan(plan.ctypes.data, imm.ctypes.data, plan.shape[0], mem.ctypes.data, mem.shape[0], mem.shape[1], n_batch,
-             n_out, n_in, 0.0)
+    # (the same argument types as the rate simulator's calls, never literals: one compiled version each)
+    none = n_batch - n_batch - 1
+    plan, imm, cls = compile_plan(code, arg, consts, rows, none, none)
+    run_plan(np.int64(plan.ctypes.data), np.int64(imm.ctypes.data), plan.shape[0], mem.ctypes.data, mem.shape[0],
+             mem.shape[1], n_batch, n_out, n_in, 0.0)
     return cls + plan.size * 0 + imm.size * 0  # the plan lives to here: Numba frees an array after its last use
 
 
