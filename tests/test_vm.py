@@ -181,6 +181,19 @@ def reward_trees(draw, depth=4):
     return out
 
 
+def _reward_case(tree, seed, shape):
+    """A tree over the reward grammar, packed, and random pre (1, B, n_in), post (1, B, n_out), synapse
+    (1, B*n_out*n_in) and trial (2, B) variables for shape (B, n_out, n_in)."""
+    from conftest import ROOT
+    from rulesearch.grammar import load_grammar
+    rule = Rule((tuple(tree),), _grammar(load_grammar(ROOT / "grammars" / "reward.toml")))
+    n_batch, n_out, n_in = shape
+    rng = np.random.default_rng(seed)
+    return (pack(rule.programs()), rng.uniform(-2, 2, size=(1, n_batch, n_in)),
+            rng.uniform(-2, 2, size=(1, n_batch, n_out)), rng.uniform(-2, 2, size=(1, n_batch * n_out * n_in)),
+            rng.uniform(-2, 2, size=(2, n_batch)))
+
+
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(reward_trees(), st.integers(0, 2**31), st.sampled_from([(1, 1, 7), (3, 2, 5), (2, 4, 1)]))
 def test_row_vm_matches_the_per_synapse_vm(tree, seed, shape):
@@ -188,16 +201,7 @@ def test_row_vm_matches_the_per_synapse_vm(tree, seed, shape):
     the values of run_program (every value laid out per synapse), for batches of several trials,
     one or several outputs and inputs, with trial variables (reward) too."""
     from rulesearch.vm import run_program
-    from conftest import ROOT
-    from rulesearch.grammar import load_grammar
-    rule = Rule((tuple(tree),), _grammar(load_grammar(ROOT / "grammars" / "reward.toml")))
-    n_batch, n_out, n_in = shape
-    rng = np.random.default_rng(seed)
-    pre = rng.uniform(-2, 2, size=(1, n_batch, n_in))
-    post = rng.uniform(-2, 2, size=(1, n_batch, n_out))
-    syn = rng.uniform(-2, 2, size=(1, n_batch * n_out * n_in))
-    trial = rng.uniform(-2, 2, size=(2, n_batch))
-    packed = pack(rule.programs())
+    packed, pre, post, syn, trial = _reward_case(tree, seed, shape)
     got = evaluate(packed, pre, post, syn, trial)[0]
     want = np.empty_like(got)
     run_program(packed.code, packed.arg, packed.consts, pre, post, syn, trial,
@@ -211,17 +215,9 @@ def test_fused_update_plan_matches_the_per_synapse_vm(tree, seed, shape):
     """A plan that ends with the weight update (vm.compile_plan with a target row: the last operator and
     the multiplications that produce its operands fused into one pass) writes u + eta * rule, the rule's
     values from run_program, into the other weight row, with the weights among the operands too."""
-    from conftest import ROOT
-    from rulesearch.grammar import load_grammar
     from rulesearch.vm import compile_plan, run_plan, run_program
-    rule = Rule((tuple(tree),), _grammar(load_grammar(ROOT / "grammars" / "reward.toml")))
+    packed, pre, post, syn, trial = _reward_case(tree, seed, shape)
     n_batch, n_out, n_in = shape
-    rng = np.random.default_rng(seed)
-    pre = rng.uniform(-2, 2, size=(1, n_batch, n_in))
-    post = rng.uniform(-2, 2, size=(1, n_batch, n_out))
-    syn = rng.uniform(-2, 2, size=(1, n_batch * n_out * n_in))
-    trial = rng.uniform(-2, 2, size=(2, n_batch))
-    packed = pack(rule.programs())
     n = n_batch * n_out * n_in
     want = np.empty(n)
     run_program(packed.code, packed.arg, packed.consts, pre, post, syn, trial, np.empty((packed.depth, n)), want)
