@@ -215,3 +215,15 @@ def test_compiled_programs_are_remembered_by_shape_with_their_own_constants(hebb
             got, want = _compile_cached(expr, pathway), compile_expr(expr, pathway)
             assert np.array_equal(got.code, want.code) and np.array_equal(got.arg, want.arg)
             assert np.array_equal(got.consts, want.consts) and got.depth == want.depth
+
+
+def test_remembered_programs_keep_the_sign_of_a_zero_constant(hebbian):
+    # 0.0 == -0.0 as dictionary keys, but x / -0.0 is -inf: each keeps its own constant
+    from rulesearch.rules import _compile_cached, as_space
+    pathway = as_space(hebbian).pathways[0]
+    rule = parse_rule("x*y - 0.5*w", hebbian)
+    for first, second in ((0.0, -0.0), (-0.0, 0.0)):
+        a, b = (rule.with_constants([v]).exprs[0] for v in (first, second))
+        _compile_cached(a, pathway)
+        got = _compile_cached(b, pathway).consts
+        assert got[0] == 0.0 and np.signbit(got[0]) == np.signbit(second)
