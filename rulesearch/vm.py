@@ -480,25 +480,35 @@ def swap_rows(plan, r1, r2):
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _operand(mem, row, ocls, value, cls, e, batch, n_in, size):
+def _row_at(mem_at, n_cols, row0_at, row):
+    """The address of a row of the memory at mem_at (rows of n_cols floats), row 0 at row0_at: a
+    simulator's inputs are read where they are, not copied in at every step."""
+    return np.int64(row0_at) if row == 0 else mem_at + row * n_cols * 8  # (one integer type: uint64 and
+    # int64 unify to float64)
+
+
+@njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
+def _operand(mem_at, n_cols, row0_at, row, ocls, value, cls, e, batch, n_in, size):
     """Operand ``row`` (class ocls) over block e of a value of class cls (blocks of ``size``; block e
-    belongs to network ``batch``): a run (True, its offset in the row, 0.0) or one value (False, 0, the
-    value); row < 0: ``value``."""
+    belongs to network ``batch``): a run (True, its address, 0.0) or one value (False, 0, the value);
+    row < 0: ``value``."""
     if row < 0:
         return False, 0, value
+    at = _row_at(mem_at, n_cols, row0_at, row)
     if ocls == cls:
-        return True, e * size, 0.0
+        return True, at + e * size * 8, 0.0
     if ocls == CLS_PRE:  # within a synapse value: the network's inputs
-        return True, batch * n_in, 0.0
-    return False, 0, mem[row, e if ocls == CLS_POST else batch]  # within a synapse value: neuron e
+        return True, at + batch * n_in * 8, 0.0
+    return False, 0, floats(at, n_cols)[e if ocls == CLS_POST else batch]  # within a synapse value: neuron e
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
-def _binary(op, c, mem_at, n_rows, n_cols, dr, cls, ar, ca, ai, br, cb, bi, n_batch, n_out, n_in):
+def _binary(op, c, mem_at, n_cols, row0_at, dr, cls, ar, ca, ai, br, cb, bi, n_batch, n_out, n_in):
     """mem[dr] = op(a, b), a value of class cls from operands of classes ca and cb (rows ar and br, or
-    immediates ai and bi); dr may be br, never ar. Blocks are written last to first: a block never overwrites
-    compact input of b not yet read (a lower class's element e sits at or before block e)."""
-    mem = floats2d(mem_at, n_rows, n_cols)
+    immediates ai and bi; row 0 at row0_at); dr may be br, never ar. Blocks are written last to first: a
+    block never overwrites compact input of b not yet read (a lower class's element e sits at or before
+    block e)."""
+    d_at = _row_at(mem_at, n_cols, row0_at, dr)
     if cls == CLS_SYN:
         n_blocks, size = n_batch * n_out, n_in
     elif cls == CLS_PRE:
@@ -511,20 +521,20 @@ def _binary(op, c, mem_at, n_rows, n_cols, dr, cls, ar, ca, ai, br, cb, bi, n_ba
         n_blocks, size = 1, n_blocks * size
     for e in range(n_blocks - 1, -1, -1):
         batch = e // n_out if cls == CLS_SYN else e
-        a_run, ao, sa = _operand(mem, ar, ca, ai, cls, e, batch, n_in, size)
-        b_run, bo, sb = _operand(mem, br, cb, bi, cls, e, batch, n_in, size)
-        d = segment(mem, dr, e * size, size)
+        a_run, ao, sa = _operand(mem_at, n_cols, row0_at, ar, ca, ai, cls, e, batch, n_in, size)
+        b_run, bo, sb = _operand(mem_at, n_cols, row0_at, br, cb, bi, cls, e, batch, n_in, size)
+        d = floats(d_at + e * size * 8, size)
         if b_run:
-            if dr != br or bo != e * size:  # b elsewhere (a variable, or compact in this row): into d first
-                b = segment(mem, br, bo, size)
+            if bo != d_at + e * size * 8:  # b elsewhere (a variable, or compact in this row): into d first
+                b = floats(bo, size)
                 for j in range(size):
                     d[j] = b[j]
             if a_run:
-                _vv(op, c, segment(mem, ar, ao, size), d, size)
+                _vv(op, c, floats(ao, size), d, size)
             else:
                 _sv(op, c, sa, d, size)
         elif a_run:
-            _vs(op, c, segment(mem, ar, ao, size), sb, d, size)
+            _vs(op, c, floats(ao, size), sb, d, size)
         else:
             v = _f(op, c, sa, sb)
             for j in range(size):
@@ -532,15 +542,15 @@ def _binary(op, c, mem_at, n_rows, n_cols, dr, cls, ar, ca, ai, br, cb, bi, n_ba
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
-def _unary_at(op, mem_at, n_rows, n_cols, dr, ar, ai, m):
-    """mem[dr, :m] = op(a) for a row ar (may be dr) or an immediate ai (ar < 0); OP_COPY: a itself."""
-    mem = floats2d(mem_at, n_rows, n_cols)
-    d = segment(mem, dr, 0, m)
+def _unary_at(op, mem_at, n_cols, row0_at, dr, ar, ai, m):
+    """mem[dr, :m] = op(a) for a row ar (may be dr; row 0 at row0_at) or an immediate ai (ar < 0); OP_COPY:
+    a itself."""
+    d = floats(_row_at(mem_at, n_cols, row0_at, dr), m)
     if ar < 0:
         for j in range(m):
             d[j] = ai
     elif ar != dr:
-        src = segment(mem, ar, 0, m)
+        src = floats(_row_at(mem_at, n_cols, row0_at, ar), m)
         for j in range(m):
             d[j] = src[j]
     if op != OP_COPY:
@@ -554,136 +564,205 @@ def _unary_at(op, mem_at, n_rows, n_cols, dr, ar, ai, m):
 # (``_b``) or a run times a value (``_gt``); op chosen outside the loops so that they vectorise, a
 # subtraction an addition of -1 times b.
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update_fs(op, eta, u, w, f, s, b, n):
+def _update_fs(op, eta, u, w, z, f, s, b, n):
+    dot, sq = 0.0, 0.0
     if op == OP_MUL:
         for j in range(n):
-            w[j] = u[j] + eta * (f[j] * s * b[j])
+            v = u[j] + eta * (f[j] * s * b[j])
+            w[j] = v
+            dot += v * z[j]
+            sq += v * v
     else:
         sg = 1.0 if op == OP_ADD else -1.0
         for j in range(n):
-            w[j] = u[j] + eta * (f[j] * s + sg * b[j])
+            v = u[j] + eta * (f[j] * s + sg * b[j])
+            w[j] = v
+            dot += v * z[j]
+            sq += v * v
+    return dot, sq
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update_ff(op, eta, u, w, f, g, b, n):
+def _update_ff(op, eta, u, w, z, f, g, b, n):
+    dot, sq = 0.0, 0.0
     if op == OP_MUL:
         for j in range(n):
-            w[j] = u[j] + eta * (f[j] * g[j] * b[j])
+            v = u[j] + eta * (f[j] * g[j] * b[j])
+            w[j] = v
+            dot += v * z[j]
+            sq += v * v
     else:
         sg = 1.0 if op == OP_ADD else -1.0
         for j in range(n):
-            w[j] = u[j] + eta * (f[j] * g[j] + sg * b[j])
+            v = u[j] + eta * (f[j] * g[j] + sg * b[j])
+            w[j] = v
+            dot += v * z[j]
+            sq += v * v
+    return dot, sq
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update_s(op, eta, u, w, s, b, n):
+def _update_s(op, eta, u, w, z, s, b, n):
+    dot, sq = 0.0, 0.0
     if op == OP_MUL:
         for j in range(n):
-            w[j] = u[j] + eta * (s * b[j])
+            v = u[j] + eta * (s * b[j])
+            w[j] = v
+            dot += v * z[j]
+            sq += v * v
     else:
         sg = 1.0 if op == OP_ADD else -1.0
         for j in range(n):
-            w[j] = u[j] + eta * (s + sg * b[j])
+            v = u[j] + eta * (s + sg * b[j])
+            w[j] = v
+            dot += v * z[j]
+            sq += v * v
+    return dot, sq
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update_fs_b(op, eta, u, w, f, s, b, n):
+def _update_fs_b(op, eta, u, w, z, f, s, b, n):
+    dot, sq = 0.0, 0.0
     if op == OP_MUL:
         for j in range(n):
-            w[j] = u[j] + eta * (f[j] * s * b)
+            v = u[j] + eta * (f[j] * s * b)
+            w[j] = v
+            dot += v * z[j]
+            sq += v * v
     else:
         sg = 1.0 if op == OP_ADD else -1.0
         for j in range(n):
-            w[j] = u[j] + eta * (f[j] * s + sg * b)
+            v = u[j] + eta * (f[j] * s + sg * b)
+            w[j] = v
+            dot += v * z[j]
+            sq += v * v
+    return dot, sq
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update_ff_b(op, eta, u, w, f, g, b, n):
+def _update_ff_b(op, eta, u, w, z, f, g, b, n):
+    dot, sq = 0.0, 0.0
     if op == OP_MUL:
         for j in range(n):
-            w[j] = u[j] + eta * (f[j] * g[j] * b)
+            v = u[j] + eta * (f[j] * g[j] * b)
+            w[j] = v
+            dot += v * z[j]
+            sq += v * v
     else:
         sg = 1.0 if op == OP_ADD else -1.0
         for j in range(n):
-            w[j] = u[j] + eta * (f[j] * g[j] + sg * b)
+            v = u[j] + eta * (f[j] * g[j] + sg * b)
+            w[j] = v
+            dot += v * z[j]
+            sq += v * v
+    return dot, sq
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update_fs_gt(op, eta, u, w, f, s, g, t, n):
+def _update_fs_gt(op, eta, u, w, z, f, s, g, t, n):
+    dot, sq = 0.0, 0.0
     if op == OP_MUL:
         for j in range(n):
-            w[j] = u[j] + eta * (f[j] * s * (g[j] * t))
+            v = u[j] + eta * (f[j] * s * (g[j] * t))
+            w[j] = v
+            dot += v * z[j]
+            sq += v * v
     else:
         sg = 1.0 if op == OP_ADD else -1.0
         for j in range(n):
-            w[j] = u[j] + eta * (f[j] * s + sg * g[j] * t)
+            v = u[j] + eta * (f[j] * s + sg * g[j] * t)
+            w[j] = v
+            dot += v * z[j]
+            sq += v * v
+    return dot, sq
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True, inline="always")
-def _update(op, eta, mem_at, n_rows, n_cols, w_row, u_row, p_row, p_cls, pi, a_row, a_cls, ai, b_row, b_cls, bi,
-            q_row, q_cls, qi, n_batch, n_out, n_in):
+def _update(op, eta, mem_at, n_cols, row0_at, w_row, u_row, p_row, p_cls, pi, a_row, a_cls, ai, b_row, b_cls, bi,
+            q_row, q_cls, qi, n_batch, n_out, n_in, z_at, dots_at):
     """mem[w_row] = mem[u_row] + eta * op(p * a, b * q) over the synapses of n_batch networks (op ADD, SUB or
     MUL; rows < 0: the immediates pi, ai, bi, qi; q_cls < 0: no q; with q, b is a run and q one value per
-    block); u_row: the weights before the step (whose row operands may be), w_row another row."""
-    mem = floats2d(mem_at, n_rows, n_cols)
+    block); u_row: the weights before the step (whose row operands may be), w_row another row; row 0 at
+    row0_at.
+
+    The same pass computes the next step's input to each output, the new weights times the inputs at z_at
+    (B * n_in floats, a presynaptic value), into dots_at (B * n_out floats; block e's only after block e's
+    operands are read: a per-output operand of block e is element e, so dots_at may be the output's row),
+    and returns the sum of the new weights' squares (for the blow-up check): a simulator needs no pass of
+    its own over the weights."""
+    w_at, u_at = mem_at + w_row * n_cols * 8, mem_at + u_row * n_cols * 8
+    dots = floats(dots_at, n_batch * n_out)
+    squares = 0.0
     batch, i = 0, 0  # block e's network and neuron (no division per block)
     for e in range(n_batch * n_out):
-        w, u = segment(mem, w_row, e * n_in, n_in), segment(mem, u_row, e * n_in, n_in)
-        p_run, po, ps = _operand(mem, p_row, p_cls, pi, CLS_SYN, e, batch, n_in, n_in)
-        a_run, ao, a_s = _operand(mem, a_row, a_cls, ai, CLS_SYN, e, batch, n_in, n_in)
-        b_run, bo, bs = _operand(mem, b_row, b_cls, bi, CLS_SYN, e, batch, n_in, n_in)
+        w, u = floats(w_at + e * n_in * 8, n_in), floats(u_at + e * n_in * 8, n_in)
+        z = floats(z_at + batch * n_in * 8, n_in)
+        p_run, po, ps = _operand(mem_at, n_cols, row0_at, p_row, p_cls, pi, CLS_SYN, e, batch, n_in, n_in)
+        a_run, ao, a_s = _operand(mem_at, n_cols, row0_at, a_row, a_cls, ai, CLS_SYN, e, batch, n_in, n_in)
+        b_run, bo, bs = _operand(mem_at, n_cols, row0_at, b_row, b_cls, bi, CLS_SYN, e, batch, n_in, n_in)
         if q_cls >= 0:  # b * q, b a run, and one of p, a a run
-            qs = _operand(mem, q_row, q_cls, qi, CLS_SYN, e, batch, n_in, n_in)[2]
-            f = segment(mem, p_row, po, n_in) if p_run else segment(mem, a_row, ao, n_in)  # one of p, a a run
-            _update_fs_gt(op, eta, u, w, f, a_s if p_run else ps, segment(mem, b_row, bo, n_in), qs, n_in)
+            qs = _operand(mem_at, n_cols, row0_at, q_row, q_cls, qi, CLS_SYN, e, batch, n_in, n_in)[2]
+            f = floats(po if p_run else ao, n_in)  # one of p, a a run
+            dot, sq = _update_fs_gt(op, eta, u, w, z, f, a_s if p_run else ps, floats(bo, n_in), qs, n_in)
         elif p_run and a_run:
-            f, g = segment(mem, p_row, po, n_in), segment(mem, a_row, ao, n_in)
+            f, g = floats(po, n_in), floats(ao, n_in)
             if b_run:
-                _update_ff(op, eta, u, w, f, g, segment(mem, b_row, bo, n_in), n_in)
+                dot, sq = _update_ff(op, eta, u, w, z, f, g, floats(bo, n_in), n_in)
             else:
-                _update_ff_b(op, eta, u, w, f, g, bs, n_in)
+                dot, sq = _update_ff_b(op, eta, u, w, z, f, g, bs, n_in)
         elif p_run or a_run:
-            f = segment(mem, p_row, po, n_in) if p_run else segment(mem, a_row, ao, n_in)
+            f = floats(po if p_run else ao, n_in)
             s = a_s if p_run else ps
             if b_run:
-                _update_fs(op, eta, u, w, f, s, segment(mem, b_row, bo, n_in), n_in)
+                dot, sq = _update_fs(op, eta, u, w, z, f, s, floats(bo, n_in), n_in)
             else:
-                _update_fs_b(op, eta, u, w, f, s, bs, n_in)
+                dot, sq = _update_fs_b(op, eta, u, w, z, f, s, bs, n_in)
         elif b_run:  # the block's synapses differ through b alone
-            _update_s(op, eta, u, w, ps * a_s, segment(mem, b_row, bo, n_in), n_in)
+            dot, sq = _update_s(op, eta, u, w, z, ps * a_s, floats(bo, n_in), n_in)
         else:  # one value for the whole block
             d = eta * _f(op, 0.0, ps * a_s, bs)
+            dot, sq = 0.0, 0.0
             for j in range(n_in):
-                w[j] = u[j] + d
+                v = u[j] + d
+                w[j] = v
+                dot += v * z[j]
+                sq += v * v
+        dots[e] = dot
+        squares += sq
         i += 1
         if i == n_out:
             batch, i = batch + 1, 0
+    return squares
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
-def run_plan(plan_at, imm_at, n_plan, mem_at, n_rows, n_cols, n_batch, n_out, n_in, eta):
-    """Run a plan (``compile_plan``; arrays by address, ``_borrow``) on the memory at mem_at (n_rows,
-    n_cols) for B = n_batch networks; eta: the fused update's learning rate."""
+def run_plan(plan_at, imm_at, n_plan, mem_at, n_cols, row0_at, n_batch, n_out, n_in, eta, z_at, dots_at):
+    """Run a plan (``compile_plan``; arrays by address, ``_borrow``) on the memory at mem_at (rows of
+    n_cols floats) for B = n_batch networks, its row 0 read from row0_at (mem_at itself, or a
+    simulator's inputs where they are). A plan that ends with the weight update: eta its learning rate,
+    z_at and dots_at as for ``_update`` (the next step's inputs and where their products with the new
+    weights go); returns the sum of the new weights' squares (0 without an update)."""
     plan, imm = ints(plan_at, n_plan * N_INT), floats(imm_at, n_plan * N_FLOAT)
+    squares = 0.0
     for k in range(n_plan):
         e, f = k * N_INT, k * N_FLOAT
         kind, op, dr, cls = plan[e + P_KIND], plan[e + P_OP], plan[e + P_DST], plan[e + P_CLS]
         if kind == K_BINARY:
-            _binary(op, imm[f + F_C], mem_at, n_rows, n_cols, dr, cls, plan[e + P_A], plan[e + P_A_CLS], imm[f + F_A],
+            _binary(op, imm[f + F_C], mem_at, n_cols, row0_at, dr, cls, plan[e + P_A], plan[e + P_A_CLS], imm[f + F_A],
                     plan[e + P_B], plan[e + P_B_CLS], imm[f + F_B], n_batch, n_out, n_in)
         elif kind == K_UNARY:
             m = _class_size(cls, n_batch, n_out, n_in)
             if m == 1:  # one network's output (y*y): no call, no loops
                 ar = plan[e + P_A]
-                mem = floats2d(mem_at, n_rows, n_cols)
-                q = imm[f + F_A] if ar < 0 else mem[ar, 0]
-                mem[dr, 0] = q if op == OP_COPY else _unary1(op, q)
+                q = imm[f + F_A] if ar < 0 else floats(_row_at(mem_at, n_cols, row0_at, ar), 1)[0]
+                floats(_row_at(mem_at, n_cols, row0_at, dr), 1)[0] = q if op == OP_COPY else _unary1(op, q)
             else:
-                _unary_at(op, mem_at, n_rows, n_cols, dr, plan[e + P_A], imm[f + F_A], m)
+                _unary_at(op, mem_at, n_cols, row0_at, dr, plan[e + P_A], imm[f + F_A], m)
         else:
-            _update(op, eta, mem_at, n_rows, n_cols, dr, plan[e + P_U], plan[e + P_P], plan[e + P_P_CLS], imm[f + F_P],
+            squares = _update(op, eta, mem_at, n_cols, row0_at, dr, plan[e + P_U], plan[e + P_P], plan[e + P_P_CLS], imm[f + F_P],
                     plan[e + P_A], plan[e + P_A_CLS], imm[f + F_A], plan[e + P_B], plan[e + P_B_CLS], imm[f + F_B],
-                    plan[e + P_Q], plan[e + P_Q_CLS], imm[f + F_Q], n_batch, n_out, n_in)
+                    plan[e + P_Q], plan[e + P_Q_CLS], imm[f + F_Q], n_batch, n_out, n_in, z_at, dots_at)
+    return squares
 
 
 @njit(cache=True, fastmath=_BINARY_MATH, nogil=True)
@@ -702,8 +781,9 @@ def run_rows(code, arg, consts, mem, rows, n_batch, n_out, n_in):
     # (the same argument types as the rate simulator's calls, never literals: one compiled version each)
     none = n_batch - n_batch - 1
     plan, imm, cls = compile_plan(code, arg, consts, rows, none, none)
-    run_plan(np.int64(plan.ctypes.data), np.int64(imm.ctypes.data), plan.shape[0], mem.ctypes.data, mem.shape[0],
-             mem.shape[1], n_batch, n_out, n_in, 0.0)
+    at = np.int64(mem.ctypes.data)  # (row 0 and the update's addresses: int64, as the simulators pass them)
+    run_plan(np.int64(plan.ctypes.data), np.int64(imm.ctypes.data), plan.shape[0], mem.ctypes.data, mem.shape[1],
+             at, n_batch, n_out, n_in, 0.0, at, at)
     return cls + plan.size * 0 + imm.size * 0  # the plan lives to here: Numba frees an array after its last use
 
 

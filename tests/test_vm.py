@@ -224,17 +224,25 @@ def test_fused_update_plan_matches_the_per_synapse_vm(tree, seed, shape):
     # rows: x, y, w, r, rbar, the stack, the new weights
     rows = np.array([0, 1, 2, 3, 5])
     mem = np.full((5 + packed.depth + 1, n), np.nan)  # NaN: a row read before it is written shows
-    mem[0, :n_batch * n_in] = pre[0].ravel()
+    x_in = pre[0].ravel().copy()  # row 0 is read where it is (a simulator's inputs): mem's row 0 stays NaN
     mem[1, :n_batch * n_out] = post[0].ravel()
     mem[2] = syn[0]
     mem[3, :n_batch], mem[4, :n_batch] = trial[0], trial[1]
     w_row = mem.shape[0] - 1
     plan, imm, _ = compile_plan(packed.code, packed.arg, packed.consts, rows, w_row, 2)
     eta = 0.125
-    run_plan(plan.ctypes.data, imm.ctypes.data, plan.shape[0], mem.ctypes.data, mem.shape[0], mem.shape[1],
-             n_batch, n_out, n_in, eta)
-    np.testing.assert_allclose(mem[w_row], syn[0] + eta * want, rtol=1e-12, atol=1e-12)
+    z = np.random.default_rng(seed).uniform(-1, 1, n_batch * n_in)  # the next step's inputs
+    dots = np.full(n_batch * n_out, np.nan)
+    squares = run_plan(plan.ctypes.data, imm.ctypes.data, plan.shape[0], mem.ctypes.data, mem.shape[1],
+                       x_in.ctypes.data, n_batch, n_out, n_in, eta, z.ctypes.data, dots.ctypes.data)
+    new = syn[0] + eta * want
+    np.testing.assert_allclose(mem[w_row], new, rtol=1e-12, atol=1e-12)
     np.testing.assert_array_equal(mem[2], syn[0])  # the old weights untouched
+    # the same pass: the next step's W z per output, and the sum of the new weights' squares
+    w_new = mem[w_row].reshape(n_batch, n_out, n_in)
+    np.testing.assert_allclose(dots, np.einsum("boj,bj->bo", w_new, z.reshape(n_batch, n_in)).ravel(),
+                               rtol=1e-12, atol=1e-12)
+    assert squares == pytest.approx(float(np.sum(mem[w_row] ** 2)), rel=1e-12, abs=1e-300)
 
 
 def test_plans_fold_the_products_into_the_update():

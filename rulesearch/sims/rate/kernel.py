@@ -157,42 +157,36 @@ def _apply_update_at(cls, mem_at, n_rows, n_cols, r, eta, mask_at, n_mask, w_row
 
 # Rows of the VM's memory (``vm.run_rows``): the presynaptic input, the output, the weights, then
 # the stack. The lateral rule's presynaptic activity is the other output: its X row is the Y row.
-X, Y, W, STACK = 0, 1, 2, 3
+X, Y, W, STACK = 0, 1, 2, 3  # X must be row 0: vm.run_plan reads row 0 where the inputs are
 FF_ROWS = np.array([X, Y, W, -1, STACK])  # no trial variables
 LATERAL_ROWS = np.array([Y, Y, W, -1, STACK])
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _feed_forward(mem_at, n_rows, n_cols, x_at, n_trials, n_out, n_in, act, w_row):
-    """One step's inputs (n_trials * n_in floats at x_at) into the X row and the outputs act(W x) into the
-    Y row of the memory at mem_at (addresses, not arrays: ``_borrow``), W in row w_row.
-
-    Returns the sum of the weights' squares, for the blow-up check of the update that made them
-    (``_sound``): a second sum in the loop that reads every weight anyway costs next to nothing, where
-    in the update's loop (or a count of weights over the bound) it cost a fifth of a step."""
+    """The outputs act(W x) into the Y row of the memory at mem_at (addresses, not arrays: ``_borrow``), W
+    in row w_row, x one step's inputs (n_trials * n_in floats at x_at, which the rule's plan reads there
+    too: ``vm.run_plan``'s row 0). Only a simulation's first step needs it: the weight update computes
+    the next step's W x in the pass that writes W (``vm._update``)."""
     mem, x_now = floats(mem_at, (n_rows, n_cols)), floats(x_at, n_trials * n_in)
     m = n_out * n_in
-    squares = 0.0
     for b in range(n_trials):
-        x_b = segment(mem, X, b * n_in, n_in)
-        x_src = x_now[b * n_in:(b + 1) * n_in]
+        x_b = x_now[b * n_in:(b + 1) * n_in]
         for i in range(n_out):
             w_bi = segment(mem, w_row, b * m + i * n_in, n_in)
             s = 0.0
-            if i == 0:  # the first output's pass also copies the inputs
-                for j in range(n_in):
-                    v = x_src[j]
-                    x_b[j] = v
-                    u = w_bi[j]
-                    s += u * v
-                    squares += u * u
-            else:
-                for j in range(n_in):
-                    u = w_bi[j]
-                    s += u * x_b[j]
-                    squares += u * u
+            for j in range(n_in):
+                s += w_bi[j] * x_b[j]
             mem[Y, b * n_out + i] = s if act == 0 else _activate(s, act)
-    return squares
+
+
+@njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
+def _activate_row(y_at, n, act):
+    """act applied in place to the n outputs at y_at (the weight update's products with the next inputs)."""
+    if act != 0:
+        y = floats(y_at, n)
+        for e in range(n):
+            y[e] = _activate(y[e], act)
 
 
 @njit(cache=True, fastmath=FASTMATH, nogil=True, inline="always")
@@ -224,19 +218,24 @@ def _feed_forward_steps(plans_at, imms_at, n_plans, mem_at, n_rows, n_cols, w_ne
 
     The weights alternate between rows W and w_next, the rule's two plans (``vm.compile_plan``, at
     plans_at[0] and [1], imms_at likewise, n_plans entries each) each ending with the update from one
-    into the other. An update's blow-up check is the next step's (``_feed_forward``), or the last
-    one's after the loop. Returns whether the weights blew up; the final weights are left in row W."""
+    into the other. The update also computes the next step's outputs and the sum of the new weights'
+    squares (``vm._update``), so only the first step has a pass of its own over the weights
+    (``_feed_forward``); an update's blow-up check opens the next step, or follows the loop. Returns
+    whether the weights blew up; the final weights are left in row W."""
     mem = floats2d(mem_at, n_rows, n_cols)
     plans, imms, n_plan = ints(plans_at, 2), ints(imms_at, 2), ints(n_plans, 2)
     n = n_trials * n_out * n_in
     target = floats(target_at, n_trials * n_steps * n_out if has_target else 0)
     sse, count, w_sum = floats(sse_at, n_trials), ints(count_at, n_trials), floats(w_sum_at, n)
     step_bytes = n_trials * n_in * 8
+    y_at = mem_at + Y * n_cols * 8
     now = W
     blown = False
+    squares = 0.0
     for t in range(n_steps):
-        squares = _feed_forward(mem_at, n_rows, n_cols, xt_at + t * step_bytes, n_trials, n_out, n_in, act, now)
-        if t > 0 and not _sound(squares, segment(mem, now, 0, n), bound):
+        if t == 0:
+            _feed_forward(mem_at, n_rows, n_cols, xt_at, n_trials, n_out, n_in, act, now)
+        elif not _sound(squares, segment(mem, now, 0, n), bound):
             blown = True  # by the previous step's update
             break
         if has_target:
@@ -248,14 +247,17 @@ def _feed_forward_steps(plans_at, imms_at, n_plans, mem_at, n_rows, n_cols, w_ne
                         sse[b] += d * d
                         count[b] += 1
         odd = t & 1
-        run_plan(plans[odd], imms[odd], n_plan[odd], mem_at, n_rows, n_cols, n_trials, n_out, n_in, eta)
+        x_at = xt_at + t * step_bytes
+        squares = run_plan(plans[odd], imms[odd], n_plan[odd], mem_at, n_cols, x_at, n_trials, n_out, n_in, eta,
+                           x_at + step_bytes if t + 1 < n_steps else x_at, y_at)
+        _activate_row(y_at, n_trials * n_out, act)
         now = W if odd else w_next
         if t >= average_from:
             w = segment(mem, now, 0, n)
             for k in range(n):
                 w_sum[k] += w[k]
     w = segment(mem, now, 0, n)
-    if not blown and n_steps and not _sound(np.nan, w, bound):  # the last update's check
+    if not blown and n_steps and not _sound(squares, w, bound):  # the last update's check
         blown = True
     if now != W:
         w_final = segment(mem, W, 0, n)
@@ -304,6 +306,7 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
     sse = np.zeros(n_trials)
     count = np.zeros(n_trials, np.int64)
     blown = False
+    squares = 0.0  # of the weights after the last update (vm.run_plan)
     no_mask_ = np.zeros(0)
     no_mask = borrowed(no_mask_)
     # the plans (vm.compile_plan); without lateral weights the rule's plan updates the weights itself, from
@@ -315,10 +318,11 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
     plan, imm, lplan, limm = borrowed(plan_), borrowed(imm_), borrowed(lplan_), borrowed(limm_)
     n_plan, n_lplan = plan.shape[0], lplan.shape[0] if lateral else 0
     for t in range(n_steps):
-        if not lateral:
-            squares = _feed_forward(mem.ctypes.data, mem.shape[0], mem.shape[1], address(xt, t, 0), n_trials, n_out,
-                                    n_in, act, W)
-            if t > 0 and not _sound(squares, mem[W, :n], bound):
+        if not lateral:  # the outputs: by the first step's pass, then by each update (as in _feed_forward_steps)
+            if t == 0:
+                _feed_forward(mem.ctypes.data, mem.shape[0], mem.shape[1], address(xt, t, 0), n_trials, n_out, n_in,
+                              act, W)
+            elif not _sound(squares, mem[W, :n], bound):
                 blown = True  # by the previous step's update
                 break
         else:
@@ -355,14 +359,20 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
         if blown:
             break
         # (plan addresses as int64, as in _feed_forward_steps: one compiled version of run_plan)
-        run_plan(np.int64(plan.ctypes.data), np.int64(imm.ctypes.data), n_plan, mem.ctypes.data, mem.shape[0],
-                 mem.shape[1], n_trials, n_out, n_in, eta)
+        # row 0, the inputs: in place, or (lateral) copied into row X above; the update's products with the
+        # next inputs into row Y
+        at = np.int64(mem.ctypes.data)
+        squares = run_plan(np.int64(plan.ctypes.data), np.int64(imm.ctypes.data), n_plan, mem.ctypes.data,
+                           mem.shape[1], at if lateral else address(xt, t, 0), n_trials, n_out, n_in, eta,
+                           address(xt, t + 1 if t + 1 < n_steps else t, 0), at + Y * mem.shape[1] * 8)
         if not lateral:  # (recorded: the new weights back into row W)
+            _activate_row(at + Y * mem.shape[1] * 8, n_trials * n_out, act)
             for k in range(n):
                 mem[W, k] = mem[w_next, k]
         if lateral:
-            run_plan(np.int64(lplan.ctypes.data), np.int64(limm.ctypes.data), n_lplan, lmem.ctypes.data, lmem.shape[0],
-                     lmem.shape[1], n_trials, n_out, n_out, 0.0)
+            lat = np.int64(lmem.ctypes.data)
+            run_plan(np.int64(lplan.ctypes.data), np.int64(limm.ctypes.data), n_lplan, lmem.ctypes.data, lmem.shape[1],
+                     lat, n_trials, n_out, n_out, 0.0, lat, lat)
             ok = _apply_update(cls, mem, STACK, eta, no_mask, W, bound, n_trials, n_out, n_in)
             ok = _apply_update(lcls, lmem, STACK, eta_lat, mask, W, bound, n_trials, n_out, n_out) and ok
             if not ok:
@@ -373,7 +383,7 @@ def _run_rule(code_, arg_, consts_, lcode_, larg_, lconsts_, depth, xt_, w0, m0,
                 w_sum[k] += mem[W, k]
             for k in range(nl):
                 m_sum[k] += lmem[W, k]
-    if not lateral and record and not blown and n_steps and not _sound(np.nan, mem[W, :n], bound):  # the last update
+    if not lateral and record and not blown and n_steps and not _sound(squares, mem[W, :n], bound):  # the last update
         blown = True
     ff_rows_[0] += (lateral_rows_[0] * 0 + mask_.size * 0 + no_mask_.size * 0  # the views' owners live to here
                     + plan_.size * 0 + imm_.size * 0 + lplan_.size * 0 + limm_.size * 0)
