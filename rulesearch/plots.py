@@ -23,7 +23,11 @@ def plot_front(path: str | Path, front: Sequence[dict], history: Sequence[dict] 
 
     history None: the front alone; reference: a labelled loss drawn as a horizontal line.
     """
-    fig = Figure(figsize=(5 if history is None else 10, 4), layout="constrained")
+    # fixed margins: the constrained layout measured every tick label's box, 0.36 s of the 0.57 s that
+    # drawing this figure took (a twentieth of an Oja search)
+    fig = Figure(figsize=(5 if history is None else 10, 4))
+    fig.subplots_adjust(left=0.16 if history is None else 0.08, right=0.97 if history is None else 0.985,
+                        bottom=0.13, top=0.85 if title else 0.9, wspace=0.22)
     axes = fig.subplots(1, 1 if history is None else 2, squeeze=False)
     ax1 = axes[0, 0]
     comp = [int(r["complexity"]) for r in front]
