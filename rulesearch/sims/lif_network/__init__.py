@@ -92,6 +92,7 @@ class NetworkConfig:
     plasticity_s: float
     score_s: float
     fano_bin_ms: float
+    weight_snapshot_ms: float
     inputs_seed: int | None
     constraints: tuple[M.Constraint, ...]
 
@@ -134,6 +135,7 @@ class NetworkState:
     n_steps: int
     score_from: int
     bin_steps: int
+    snapshot_steps: int  # w_blow's weight snapshots: every so many steps inside the scoring window
     seed: int  # the external input's seed of a simulation not given one
 
 
@@ -180,6 +182,7 @@ class NetworkSimulator(Simulator):
         inputs = dict(n_ext=f.get("n_ext", int, 250, low=0), ext_weight=f.get("ext_weight", float, 0.075, low=0.0),
                       drive_range_hz=tuple(drive), plasticity_s=f.get("plasticity_s", float, 4.0, low=0.0),
                       score_s=positive(f, "score_s", 2.0), fano_bin_ms=positive(f, "fano_bin_ms", 100.0),
+                      weight_snapshot_ms=positive(f, "weight_snapshot_ms", 100.0),
                       inputs_seed=f.get("seed", int, None))
         steps = (inputs["plasticity_s"] + inputs["score_s"]) * 1000 / neuron["dt_ms"]
         if steps > 1e8:
@@ -242,7 +245,7 @@ class NetworkSimulator(Simulator):
         return simulate_network(packed, part_of, c.n_exc, s.syn_post, s.out_ptr, s.in_ptr, s.in_syn, s.in_pre, s.w0,
                                 c.neuron(), c.g_unit(), c.ext_weight * c.g_unit_ns, drive * c.n_ext, seeds,
                                 np.full(4, c.eta), np.full(4, c.w_max), tau_pre, tau_post, s.n_steps, s.score_from,
-                                s.bin_steps, c.max_rate_hz, c.tau_checker_ms, record, spike_cap)
+                                s.bin_steps, c.max_rate_hz, c.tau_checker_ms, record, spike_cap, s.snapshot_steps)
 
     def metrics(self, task, packed) -> dict[str, np.ndarray]:
         """Every metric of ``METRICS`` per individual, with ``exploded``, ``blown`` and ``stopped_s``."""
@@ -285,7 +288,8 @@ def connectivity(c: NetworkConfig, rng: np.random.Generator, seed: int) -> Netwo
     return NetworkState(tgt.astype(np.int64), src.astype(np.int64), path.astype(np.int64), out_ptr, in_ptr,
                         order.astype(np.int64), src[order].astype(np.int64), np.asarray(c.w_init)[path],
                         n_steps, n_steps - int(round(c.score_s * 1000 / c.dt_ms)),
-                        max(1, int(round(c.fano_bin_ms / c.dt_ms))), int(seed))
+                        max(1, int(round(c.fano_bin_ms / c.dt_ms))),
+                        max(1, int(round(c.weight_snapshot_ms / c.dt_ms))), int(seed))
 
 
 def network_metrics(task, result: NetworkResult) -> dict[str, np.ndarray]:

@@ -70,8 +70,9 @@ class NetworkResult:
     counts: (n_ind, N, n_bins) spikes per neuron per bin of the scoring window; isi_n, isi_sum,
     isi_sum2: (n_ind, N) inter-spike intervals (in steps) within the scoring window: number, sum,
     sum of squares; w_start, w_end: (n_ind, 4) mean weight per pathway at the start of the scoring
-    window and at the end; w_bound: (n_ind, 4) fraction of each pathway's weights at 0 or w_max at
-    the end; steps_run: (n_ind,) steps simulated (fewer when exploded); exploded, blown: bool
+    window and at the end; w_bound: (n_ind, 4) fraction of each pathway's weights at 0 or w_max,
+    averaged over the weight snapshots strictly inside the scoring window (the end's alone when the
+    window holds none); steps_run: (n_ind,) steps simulated (fewer when exploded); exploded, blown: bool
     (n_ind,) (population rate over the bound; a weight became non-finite).
     """
 
@@ -93,8 +94,8 @@ class NetworkResult:
 @njit(cache=True, fastmath=FASTMATH, nogil=True)
 def _network(code, arg, consts, code_start, const_start, depth, ind, parts, part_of, n_e, syn_post, out_ptr,
              in_ptr, in_syn, in_pre, w0, neuron, g_unit, g_ext, lam_ext, seed, eta, w_max, tau_pre, tau_post,
-             n_steps, score_from, bin_steps, rate_decay, rate_bound, counts, isi, w_means, w_bound, w_out,
-             spike_steps, spike_neurons):
+             n_steps, score_from, bin_steps, snapshot_steps, rate_decay, rate_bound, counts, isi, w_means, w_bound,
+             w_out, spike_steps, spike_neurons):
     """One network under individual ``ind``'s rule; returns (steps run, exploded, blown)."""
     n = v_len = out_ptr.shape[0] - 1
     dt = neuron[DT_MS]
@@ -136,6 +137,7 @@ def _network(code, arg, consts, code_start, const_start, depth, ind, parts, part
     n_bins = counts.shape[1]
     rate_est = 0.0
     n_rec = 0
+    n_snapshots = 0  # weight snapshots inside the scoring window (w_bound)
     exploded = False
     s = 0
     while s < n_steps:
@@ -258,6 +260,9 @@ def _network(code, arg, consts, code_start, const_start, depth, ind, parts, part
         s += 1
         if s == score_from:
             _pathway_means(w, w0, out_ptr, syn_post, n_e, w_means[0])
+        if score_from < s < n_steps and (s - score_from) % snapshot_steps == 0:
+            _add_bound_fractions(w, w_max, out_ptr, syn_post, n_e, w_bound)
+            n_snapshots += 1
         # the estimate is in spikes per neuron and step x (1 - decay)^-1; compared in the same unit
         if rate_est > rate_bound:
             exploded = True
@@ -265,19 +270,31 @@ def _network(code, arg, consts, code_start, const_start, depth, ind, parts, part
     if score_from >= n_steps:
         _pathway_means(w, w0, out_ptr, syn_post, n_e, w_means[0])
     _pathway_means(w, w0, out_ptr, syn_post, n_e, w_means[1])
+    if n_snapshots == 0:  # a window shorter than the snapshot interval: the end
+        _add_bound_fractions(w, w_max, out_ptr, syn_post, n_e, w_bound)
+        n_snapshots = 1
+    for p in range(N_PATH):
+        w_bound[p] /= n_snapshots
+    if w_out.shape[0] == n_syn:
+        w_out[:] = w
+    return s, exploded, False
+
+
+@njit(cache=True, nogil=True)
+def _add_bound_fractions(w, w_max, out_ptr, syn_post, n_e, fractions):
+    """Add each pathway's fraction of weights at 0 or w_max to ``fractions`` (4,) (a pathway without
+    synapses: 0). The weights are clipped to [0, w_max], so 'at' is equality (as published)."""
     counter = np.zeros(N_PATH)
-    for j in range(n):
+    at = np.zeros(N_PATH)
+    for j in range(out_ptr.shape[0] - 1):
         src = 0 if j < n_e else 1
         for a in range(out_ptr[j], out_ptr[j + 1]):
             p = 2 * src + (1 if syn_post[a] >= n_e else 0)
             counter[p] += 1
             if w[a] <= 0.0 or w[a] >= w_max[p]:
-                w_bound[p] += 1
+                at[p] += 1
     for p in range(N_PATH):
-        w_bound[p] = w_bound[p] / counter[p] if counter[p] > 0 else 0.0
-    if w_out.shape[0] == n_syn:
-        w_out[:] = w
-    return s, exploded, False
+        fractions[p] += at[p] / counter[p] if counter[p] > 0 else 0.0
 
 
 @njit(cache=True, nogil=True)
@@ -298,7 +315,7 @@ def _pathway_means(w, w0, out_ptr, syn_post, n_e, means):
 @njit(cache=True, parallel=True)
 def _simulate(code, arg, consts, code_start, const_start, depth, parts, part_of, n_e, syn_post, out_ptr, in_ptr,
               in_syn, in_pre, w0, neuron, g_unit, g_ext, lam_ext, seeds, eta, w_max, tau_pre, tau_post, n_steps,
-              score_from, bin_steps, n_bins, rate_decay, rate_bound, record_w, spike_cap):
+              score_from, bin_steps, snapshot_steps, n_bins, rate_decay, rate_bound, record_w, spike_cap):
     n_ind = seeds.shape[0]
     n = out_ptr.shape[0] - 1
     counts = np.zeros((n_ind, n, n_bins), np.int32)
@@ -315,7 +332,7 @@ def _simulate(code, arg, consts, code_start, const_start, depth, parts, part_of,
         steps_run[ind], exploded[ind], blown[ind] = _network(
             code, arg, consts, code_start, const_start, depth, ind, parts, part_of, n_e, syn_post, out_ptr, in_ptr,
             in_syn, in_pre, w0, neuron, g_unit, g_ext, lam_ext[ind], seeds[ind], eta, w_max, tau_pre[ind],
-            tau_post[ind], n_steps, score_from, bin_steps, rate_decay, rate_bound, counts[ind], isi[ind],
+            tau_post[ind], n_steps, score_from, bin_steps, snapshot_steps, rate_decay, rate_bound, counts[ind], isi[ind],
             w_means[ind], w_bound[ind], w_out[ind], spike_steps[ind], spike_neurons[ind])
     return counts, isi, w_means, w_bound, w_out, spike_steps, spike_neurons, steps_run, exploded, blown
 
@@ -325,7 +342,8 @@ def simulate_network(packed: PackedPrograms, part_of: np.ndarray, n_e: int, syn_
                      w0: np.ndarray, neuron: np.ndarray, g_unit: np.ndarray, g_ext_ns: float, ext_rate_hz: np.ndarray,
                      seeds: np.ndarray, eta: np.ndarray, w_max: np.ndarray, tau_pre_ms: np.ndarray,
                      tau_post_ms: np.ndarray, n_steps: int, score_from: int, bin_steps: int, max_rate_hz: float,
-                     tau_checker_ms: float, record: bool = False, spike_cap: int = 0) -> NetworkResult:
+                     tau_checker_ms: float, record: bool = False, spike_cap: int = 0,
+                     snapshot_steps: int = 1000) -> NetworkResult:
     """Simulate every individual of ``packed`` on the network (one Numba call, prange over individuals).
 
     part_of (4,): index of the pathway's pre part among an individual's parts (its post part is the
@@ -337,7 +355,8 @@ def simulate_network(packed: PackedPrograms, part_of: np.ndarray, n_e: int, syn_
     one external event; ext_rate_hz (n_ind,): total external event rate per neuron; seeds
     (n_ind,) int: each simulation's external input stream; eta, w_max (4,); tau_pre_ms,
     tau_post_ms (n_ind, 4); the scoring window starts at step ``score_from`` and is binned in
-    ``bin_steps``; a population rate estimate over ``max_rate_hz`` (time constant
+    ``bin_steps``, its weights' fraction at a bound taken every ``snapshot_steps`` (published: a
+    weight monitor every 100 ms); a population rate estimate over ``max_rate_hz`` (time constant
     ``tau_checker_ms``) stops a simulation.
     """
     n_ind = packed.n_individuals
@@ -360,7 +379,8 @@ def simulate_network(packed: PackedPrograms, part_of: np.ndarray, n_e: int, syn_
                     np.asarray(neuron, np.float64), np.asarray(g_unit, np.float64), float(g_ext_ns),
                     np.maximum(lam, 1e-300), np.asarray(np.broadcast_to(seeds, (n_ind,)), np.int64),
                     np.asarray(eta, np.float64), np.asarray(w_max, np.float64), taus[0], taus[1], int(n_steps),
-                    int(score_from), int(bin_steps), int(n_bins), float(decay), float(bound), bool(record),
+                    int(score_from), int(bin_steps), max(1, int(snapshot_steps)), int(n_bins), float(decay),
+                    float(bound), bool(record),
                     int(spike_cap) if record else 0)
     counts, isi, w_means, w_bound, w_out, spike_steps, spike_neurons, steps_run, exploded, blown = out
     return NetworkResult(counts, isi[:, 0], isi[:, 1], isi[:, 2], w_means[:, 0], w_means[:, 1], w_bound, steps_run,

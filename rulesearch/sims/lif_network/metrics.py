@@ -9,7 +9,9 @@ population of thousands of networks would not hold) and returns one value per in
   std(ISI) / mean(ISI) (population std, as ``np.std``); NaN when no neuron has 3;
 - ``fano``: mean over neurons with more than 3 spikes in the window of var / mean of their spike
   counts in consecutive bins (100 ms by default; ``np.var``); NaN when no neuron qualifies;
-- ``w_blow``: fraction of weights at 0 or w_max at the end, averaged over the pathways;
+- ``w_blow``: fraction of weights at 0 or w_max, averaged over weight snapshots every 100 ms strictly
+  inside the scoring window (as published: fSBI's weight monitor every 0.1 s, t_start < t < t_stop),
+  then over the pathways;
 - ``w_creep``: max over pathways of |2 (end - start) / (end + start)|, the relative change of
   the mean weight over the scoring window, for pathways with start + end > ``CREEP_FLOOR``.
 
@@ -78,7 +80,8 @@ def fano(counts: np.ndarray) -> np.ndarray:
 
 
 def w_blow(w_bound: np.ndarray) -> np.ndarray:
-    """(n_ind, n_pathways) fraction of each pathway's weights at a bound -> mean over pathways."""
+    """(n_ind, n_pathways) fraction of each pathway's weights at a bound (averaged over the window's
+    snapshots by the kernel) -> mean over pathways."""
     return w_bound.mean(axis=1)
 
 
