@@ -54,7 +54,7 @@ def brian2_network(task, drive_hz: float, target: str, seed: int = 0) -> tuple[f
         on = s.syn_path == k
         unit = c.g_unit()[k]
         target_var = "ge" if p[0] == "e" else "gi"
-        syn = b2.Synapses(groups[p[0]], groups[p[1]], f"""w : 1
+        syn = b2.Synapses(groups[p[0]], groups[p[1]], """w : 1
                           dapre/dt = -apre / taupre : 1 (event-driven)
                           dapost/dt = -apost / taupost : 1 (event-driven)""",
                           on_pre=f"""apre += 1

@@ -11,7 +11,6 @@ selected terms the generating ones, and do the 95 % intervals cover the truth.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time

@@ -25,7 +25,7 @@ from typing import Sequence
 import numpy as np
 from numba import njit
 
-from ._borrow import borrowed, floats, floats2d, ints, segment
+from ._borrow import borrowed, floats, ints
 from .threads import run_strided
 from .primitives import (
     DIV_EPS,

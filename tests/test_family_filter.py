@@ -203,7 +203,7 @@ def test_budget_bounds_every_simulation(tmp_path, capsys):
     shown = capsys.readouterr().out
     info = read_json(out / "run.json")
     assert "stopped by families.budget (70 simulations in all)" in shown
-    assert f"(each passed 2 confirmation simulations); " in shown and f"({info['evaluations']} simulations" in shown
+    assert "(each passed 2 confirmation simulations); " in shown and f"({info['evaluations']} simulations" in shown
     sims, confirms = read_csv(out / SIMULATIONS_FILE), read_csv(out / CONFIRMATIONS_FILE)
     assert info["stopped_by_budget"] and info["budget"] == 70
     assert info["evaluations"] == len(sims) + len(confirms) + info["family_size"] <= 70

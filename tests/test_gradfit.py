@@ -1,6 +1,5 @@
 """Exact-gradient Taylor fits (gradfit.py, sims/rate/sensitivity.py): derivatives against finite
 differences, exact refits on noise-free data, interval coverage, identifiability."""
-import itertools
 import json
 
 import numpy as np
@@ -9,7 +8,6 @@ import pytest
 from conftest import ROOT
 from rulesearch.cli import main
 from rulesearch.data import ActivityData
-from rulesearch.families import TaylorFamily
 from rulesearch.fit import make_family, split_trials
 from rulesearch.gradfit import gradient_fitter
 from rulesearch.sims.rate.sensitivity import taylor_residuals
