@@ -2,6 +2,7 @@
 file per case in --out; a case already there is skipped, so the sweep can run in short chunks.
 
     python benchmarks/evolve_sweep.py fly [--out results/evolve_sweep] [--budget-s 270] [--only ID ...] [--record-inputs]
+                                          [--judge-particles N]
     python benchmarks/evolve_sweep.py activity [...]
     python benchmarks/evolve_sweep.py summary [--out results/evolve_sweep]
 
@@ -180,6 +181,9 @@ def main() -> int:
     p.add_argument("--record-inputs", action="store_true",
                    help="fly: the flies also record each encounter's input and their initial weights, so the fit "
                         "uses the exact likelihood instead of the weight filter; results in PART-recorded/")
+    p.add_argument("--judge-particles", type=int, default=0,
+                   help="fly: judge the front (selection, fit check, held-out report) by the particle filter's "
+                        "likelihood with this many particles (protocol.judge_particles); results in PART-particlesN/")
     p.add_argument("--shard", default="0/1", help="K/N: only cases whose index is K modulo N (parallel processes)")
     a = p.parse_args()
     out = Path(a.out)
@@ -187,7 +191,10 @@ def main() -> int:
         return summary(out)
     if a.record_inputs and a.part != "fly":
         p.error("--record-inputs is for the fly part (activity data always hold their inputs)")
-    folder = out / (a.part + ("-noseed" if a.no_seed else "") + ("-recorded" if a.record_inputs else ""))
+    if a.judge_particles and a.part != "fly":
+        p.error("--judge-particles is for the fly part")
+    folder = out / (a.part + ("-noseed" if a.no_seed else "") + ("-recorded" if a.record_inputs else "")
+                    + (f"-particles{a.judge_particles}" if a.judge_particles else ""))
     folder.mkdir(parents=True, exist_ok=True)
     start = time.time()
     k, n = (int(v) for v in a.shard.split("/"))
@@ -197,6 +204,8 @@ def main() -> int:
         todo = [{**c, "sets": c["sets"] + ["search.seed_with_fit=false"]} for c in todo]
     if a.record_inputs:
         todo = [{**c, "sets": c["sets"] + ["protocol.record_inputs=true"]} for c in todo]
+    if a.judge_particles:
+        todo = [{**c, "sets": c["sets"] + [f"protocol.judge_particles={a.judge_particles}"]} for c in todo]
     for done, case in enumerate(todo):
         if time.time() - start > a.budget_s or (a.max_cases and done >= a.max_cases):
             print(f"chunk done (--budget-s {a.budget_s:g}, --max-cases {a.max_cases}); {len(todo) - done} cases "

@@ -517,6 +517,8 @@ def _print_indistinguishable(report: dict | None) -> None:
         return
     test = (f"|held-out loss difference| <= {report['critical_t']:.3g} x its standard error, paired over {n} "
             f"held-out {units} (two-sided {100 * report['level']:g} %)")
+    if report.get("likelihood"):
+        test += f"; judged by the {report['likelihood']}"
     if n < LOW_POWER_UNITS:
         test += f"; {n} held-out {units} give the test little power: hold out more to tell more apart"
     rows = [(i, v) for i, v in enumerate(report["verdict"]) if v in ("indistinguishable", "better")]
@@ -544,7 +546,8 @@ def _explain_selection(rows, selection: dict | None) -> None:
         print(f"{'why selected':16s} the simplest rule whose {which}loss exceeds the best's ({selection['best']}) by at "
               f"most {selection['se_multiple']:g} standard error(s) of the difference, paired over "
               f"{selection['n_units']} {selection['units']}: here {selection['excess'][k]:.4g} <= "
-              f"{selection['se_multiple']:g} x {selection['se'][k]:.4g}")
+              f"{selection['se_multiple']:g} x {selection['se'][k]:.4g}"
+              + (f" (judged by the {selection['likelihood']})" if selection.get("likelihood") else ""))
         return
     rule = "the simplest rule with loss <= best * (1 + rel_tol) + abs_tol"
     if selection and "rel_tol" in selection:

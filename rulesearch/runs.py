@@ -275,7 +275,8 @@ def check_fit_seed(seeded: dict, seeds: list, result, train, test=None) -> dict:
     record = {**seeded, "loss": float(fit_units.sum()) if np.all(np.isfinite(fit_units)) else None,
               "complexity": seeds[0].complexity, "beats_selected": beaten(old),
               "test": f"{'held-out' if test is not None else 'fitted'}-trial loss lower by more than "
-                      f"{se_multiple:g} SE, paired over {n} {train.sim.objectives[train.objective].unit_name or 'units'}"}
+                      f"{se_multiple:g} SE, paired over {n} {train.sim.objectives[train.objective].unit_name or 'units'}"
+                      + (f", by the {judge.sim.judged_by(judge)}" if judge.sim.judged_by(judge) else "")}
     if record["beats_selected"]:
         keep = [i for i in range(len(front)) if not beaten(i)]
         if keep:
@@ -296,8 +297,11 @@ def heldout_indistinguishable(result, test) -> dict | None:
         return None
     units = test.unit_losses([e.rule for e in result.front])
     selected = next(i for i, e in enumerate(result.front) if e.selected)
-    return indistinguishable(units, selected, [e.expression for e in result.front],
-                             test.sim.objectives[test.objective].unit_name)
+    report = indistinguishable(units, selected, [e.expression for e in result.front],
+                               test.sim.objectives[test.objective].unit_name)
+    if test.sim.judged_by(test):
+        report["likelihood"] = test.sim.judged_by(test)
+    return report
 
 
 BLOWN_WARNING = 0.9  # a search in which more of the evaluations than this blew up is reported

@@ -171,12 +171,13 @@ class Task:
 
     def unit_losses(self, rules: Sequence[Rule]) -> np.ndarray:
         """Each rule's loss split into the objective's independent units (per animal or per recorded
-        trial), (n_rules, n_units) summing to ``evaluate``; inf for rules whose weights blew up.
-        ``ValueError`` if the objective has no units."""
+        trial), (n_rules, n_units) summing to ``evaluate`` unless the simulator judges rules by another
+        likelihood (``Simulator.judged_by``); inf for rules whose weights blew up. ``ValueError`` if
+        the objective has no units."""
         objective = self.sim.objectives[self.objective]
         if objective.units is None:
             raise ValueError(f"objective '{self.objective}' has no per-unit losses")
-        result = self.simulate(rules)
+        result = self.simulate(rules, judging=True)
         units = np.asarray(objective.units(self, result), float)
         return np.where(result.blown[:, None] | ~np.isfinite(units), np.inf, units)
 

@@ -448,3 +448,77 @@ def choice_activity_numpy(rule: Rule, inputs, decision, reward, activity, w0, re
             rbar = float(np.mean(history[-window:]))
             weights.append(W.copy())
     return sse, count, np.array(probs), np.array(weights)
+
+
+def _splitmix_numpy(z):
+    """SplitMix64 on uint64 scalars, as numbers (Python ints masked to 64 bits)."""
+    mask = (1 << 64) - 1
+    z = (int(z) + 0x9E3779B97F4A7C15) & mask
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+    return z ^ (z >> 31)
+
+
+def _uniform_numpy(key, counter):
+    return ((_splitmix_numpy(key ^ _splitmix_numpy(counter)) >> 11) + 0.5) * 2.0 ** -53
+
+
+def _normal_numpy(key, counter):
+    u1, u2 = _uniform_numpy(key, 2 * counter), _uniform_numpy(key, 2 * counter + 1)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+
+
+def choice_nll_particles_numpy(rule: Rule, animal, odour, decision, reward, patterns, w0, readout, eta, window,
+                               noise_var, prior_var, particles, seed, condition_trial=lambda k: True,
+                               score_trial=lambda k: True):
+    """The particle-filter likelihood of one animal's decisions, particle by particle in plain Python
+    with the same counter-based random numbers as rulesearch's kernel (so the two agree to rounding):
+    initial weights w0 + sqrt(prior_var) N(0, 1), every encounter's input noise, reweighting by the
+    decisions of conditioned trials, systematic resampling when the effective sample size drops below
+    half, the rule (sympy.lambdify) at each acceptance with every particle's own input and activity.
+    Returns the summed -log P(decision) over scored trials."""
+    f, names = rule_function(rule)
+    n_out, n_in = w0.shape
+    key = _splitmix_numpy(seed * 1000003 + animal)
+    counter = 0
+    Ws = []
+    for _ in range(particles):
+        W = np.empty((n_out, n_in))
+        for i in range(n_out):
+            for j in range(n_in):
+                W[i, j] = w0[i, j] + np.sqrt(prior_var) * _normal_numpy(key, counter)
+                counter += 1
+        Ws.append(W)
+    weights = np.full(particles, 1.0 / particles)
+    history = [0.0] * window
+    nll, trial = 0.0, 0
+    for o, d, rew in zip(odour, decision, reward):
+        xs = []
+        for _ in range(particles):
+            x = np.empty(n_in)
+            for j in range(n_in):
+                x[j] = patterns[o][j] + np.sqrt(noise_var) * _normal_numpy(key, counter)
+                counter += 1
+            xs.append(x)
+        p = np.array([1 / (1 + np.exp(-readout @ np.tanh(W @ x))) for W, x in zip(Ws, xs)])
+        joint = weights * np.maximum(p if d == 1 else 1 - p, 1e-300)
+        if score_trial(trial):
+            nll -= np.log(joint.sum())
+        if condition_trial(trial):
+            weights = joint / joint.sum()
+            if np.sum(weights ** 2) * particles > 2.0:
+                u = _uniform_numpy(key, 2 * counter) / particles
+                counter += 1
+                cum = np.cumsum(weights)
+                idx = [min(int(np.searchsorted(cum, u + q / particles)), particles - 1) for q in range(particles)]
+                Ws, xs = [Ws[s].copy() for s in idx], [xs[s].copy() for s in idx]
+                weights = np.full(particles, 1.0 / particles)
+        if d == 1:
+            rbar = float(np.mean(history[-window:]))
+            for q in range(particles):
+                h = np.tanh(Ws[q] @ xs[q])
+                values = {"x": xs[q][None, :], "y": h[:, None], "w": Ws[q], "r": rew, "rbar": rbar}
+                Ws[q] = Ws[q] + eta * np.broadcast_to(f(*[values[n] for n in names]), Ws[q].shape)
+            history.append(rew)
+            trial += 1
+    return nll

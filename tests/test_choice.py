@@ -8,7 +8,7 @@ import pytest
 from scipy.io import savemat
 
 from conftest import ROOT
-from naive import choice_nll_filtered_numpy, choice_nll_numpy
+from naive import choice_nll_filtered_numpy, choice_nll_numpy, choice_nll_particles_numpy
 from rulesearch.choices import ChoiceData, load_choices, save_choices_npz
 from rulesearch.cli import main
 from rulesearch.errors import DataError, TaskError
@@ -121,6 +121,80 @@ def test_filter_without_noise_is_the_deterministic_model():
     rules = [task.parse(t) for t in RULES]
     a, b = task.simulate(rules, filtered=True), task.simulate(rules, filtered=False)
     np.testing.assert_allclose(a.nll, b.nll, rtol=1e-12)
+
+
+def test_particle_likelihood_matches_numpy_twin():
+    """The particle filter against a particle-by-particle Python twin with the same random numbers."""
+    from rulesearch.sims.choice.particles import particle_nll
+    task, data, rules, _ = _reference_case(filtered=True)
+    p, c = task.config.protocol, task.config
+
+    def fitted(t):
+        return t % p.heldout_every != p.heldout_every - 1
+    rules = rules[1:4]
+    nll, blown = particle_nll(pack_rules(rules), task.state.choices, task.state.w0, c.readout, task.etas[0],
+                              c.weight_bound, p.odour_variance, c.init_std ** 2, particles=16, seed=7)
+    assert not blown.any()
+    for k, rule in enumerate(rules):
+        for a in range(2):
+            o, d, r = data.per_animal(a)
+            ref = choice_nll_particles_numpy(rule, a, o, d, r, task.state.patterns, task.state.w0[a], c.readout,
+                                             task.etas[0], p.reward_window, p.odour_variance, c.init_std ** 2,
+                                             16, 7, fitted, fitted)
+            assert nll[k, a] == pytest.approx(ref, rel=1e-9)
+
+
+def test_particles_without_noise_are_the_deterministic_model():
+    """No input noise and known initial weights: every particle is the deterministic animal."""
+    from rulesearch.sims.choice.particles import particle_nll
+    task = load_task(FLY, SHORT + ("protocol.odour_variance=0.0", "inputs.init_std=0.0"), require_data=False, seed=2)
+    task = with_data(task, simulate_choices(task, task.parse("x*(r - rbar)"), seed=2))
+    rules = [task.parse(t) for t in RULES] + [task.parse("300*x*r")]
+    c = task.config
+    nll, blown = particle_nll(pack_rules(rules), task.state.choices, task.state.w0, c.readout, task.etas[0],
+                              c.weight_bound, 0.0, 0.0, particles=5, seed=1)
+    exact = task.simulate(rules, filtered=False)
+    np.testing.assert_allclose(nll[:-1], exact.nll[:-1], rtol=1e-10)
+    assert blown.tolist() == exact.blown.tolist() == [False] * len(RULES) + [True]
+
+
+def test_particle_likelihood_is_flat_where_the_filter_curves():
+    """At eta 1, readout 2 the exact marginal likelihood of the choices hardly separates c = 0.6 from
+    c = 1 in c*x*(r - rbar), while the weight filter's curves (benchmarks/fly_marginal.py)."""
+    from rulesearch.sims.choice.particles import particle_nll
+    over = ("protocol.trials_per_block=60", "protocol.animals=6", "network.eta=1", "protocol.readout=2")
+    task = load_task(FLY, over, require_data=False, seed=1)
+    task = with_data(task, simulate_choices(task, task.parse("x*(r - rbar)"), seed=1))
+    rules = [task.parse(t) for t in ("0.6*x*(r - rbar)", "x*(r - rbar)")]
+    c, p = task.config, task.config.protocol
+    filt = task.simulate(rules).nll.sum(axis=1)
+    nll, _ = particle_nll(pack_rules(rules), task.state.choices, task.state.w0, c.readout, task.etas[0],
+                          c.weight_bound, p.odour_variance, c.init_std ** 2, particles=1000, seed=0)
+    parts = nll.sum(axis=1)
+    assert parts[1] - parts[0] < 0.5 * (filt[1] - filt[0])
+    assert parts.max() < filt.min()  # the exact likelihood is also the higher one
+
+
+def test_judging_by_particles():
+    """protocol.judge_particles: unit losses (selection, held-out report) by the particle filter; the
+    search's own losses stay the weight filter's; refused below 0; unused with recorded inputs and w0."""
+    from rulesearch.sims.choice.particles import particle_nll
+    task = load_task(FLY, SHORT + ("protocol.judge_particles=50",), require_data=False, seed=3)
+    task = with_data(task, simulate_choices(task, task.parse("x*(r - rbar)"), seed=3))
+    rules = [task.parse(t) for t in RULES[1:3]]
+    c, p = task.config, task.config.protocol
+    nll, _ = particle_nll(pack_rules(rules), task.state.choices, task.state.w0, c.readout, task.etas[0],
+                          c.weight_bound, p.odour_variance, c.init_std ** 2, 50, seed=3)
+    count = task.simulate(rules).count.sum()
+    np.testing.assert_allclose(task.unit_losses(rules), nll / count, rtol=1e-12)
+    assert task.sim.judged_by(task) == "particle filter (50 particles, seed 3)"
+    filtered = task.simulate(rules).nll.sum(axis=1) / count
+    np.testing.assert_allclose(task.evaluate(rules), filtered, rtol=1e-12)
+    rich, data = _rich_data()
+    recorded = with_data(load_task(FLY, RICH + ("protocol.judge_particles=50",), require_data=False, seed=3), data)
+    assert recorded.state.recorded_inputs and recorded.sim.judged_by(recorded) is None
+    with pytest.raises(TaskError, match="judge_particles"):
+        load_task(FLY, ("protocol.judge_particles=-1",), require_data=False)
 
 
 def test_filter_predicts_held_out_choices_better():

@@ -137,6 +137,11 @@ class Simulator:
         boolean ``blown`` (n_individuals,) and whatever the simulator's objectives read."""
         raise NotImplementedError
 
+    def judged_by(self, task: "Task") -> str | None:
+        """The likelihood ``simulate(..., judging=True)`` uses to judge rules (``Task.unit_losses``:
+        selection, the held-out report) when it is not the search's own; None when it is."""
+        return None
+
     def visited_states(self, task: "Task", packed: "PackedPrograms", pathway: int, names, n_samples: int,
                        rng: np.random.Generator) -> np.ndarray:
         """Values (n_samples, len(names)) of ``names`` at synapses of ``pathway`` drawn from the

@@ -26,6 +26,7 @@ from .kernel import (
     simulate,
     with_score,
 )
+from .particles import particle_nll
 
 __all__ = ["ChoiceArrays", "ChoiceResult", "acceptance_probability", "arrays_from_choices", "expected_rewards",
            "sample", "scored_decisions", "simulate", "with_score", "SIMULATOR", "Protocol"]
@@ -47,6 +48,7 @@ class Protocol:
     heldout_every: int = 4  # every 4th trial of every animal is held out from fitting (0: none)
     weight_filter: bool = True  # track each animal's weights from its decisions (see kernel.simulate)
     record_inputs: bool = False  # 'rulesearch simulate' also writes each encounter's input and the initial weights
+    judge_particles: int = 0  # > 0: judge a search's front (selection, held-out report) by this many particles
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,8 @@ def _load_protocol(pf) -> Protocol:
         animals=pf.get("animals", int, d.animals, low=1),
         heldout_every=pf.get("heldout_every", int, d.heldout_every, low=0),
         weight_filter=pf.get("weight_filter", bool, d.weight_filter),
-        record_inputs=pf.get("record_inputs", bool, d.record_inputs))
+        record_inputs=pf.get("record_inputs", bool, d.record_inputs),
+        judge_particles=pf.get("judge_particles", int, d.judge_particles, low=0))
     pf.finish()
     if protocol.heldout_every == 1:
         pf.fail("heldout_every", "is 1: that would hold out every trial (use 0 for none, or >= 2)")
@@ -142,6 +145,12 @@ def fit_choices_animals(task, result: ChoiceResult) -> np.ndarray:
     """``fit_choices_loss`` split by animal (n_ind, animals): each animal's NLL over all scored
     decisions, so the animals sum to the loss."""
     return result.nll / max(result.count.sum(), 1.0)
+
+
+def _unrecorded_variances(task) -> tuple[float, float]:
+    """(input noise variance, prior variance of the initial weights) the data leave unknown."""
+    s, c = task.state, task.config
+    return 0.0 if s.recorded_inputs else c.protocol.odour_variance, 0.0 if s.recorded_w0 else c.init_std ** 2
 
 
 class ChoiceSimulator(Simulator):
@@ -232,23 +241,35 @@ class ChoiceSimulator(Simulator):
     def split_info(self, train, test):
         return {"animals": train.state.data.n_animals, "heldout_every": train.config.protocol.heldout_every}
 
-    def simulate(self, task, packed, record=False, filtered: bool | None = None, **options):
+    def simulate(self, task, packed, record=False, filtered: bool | None = None, judging: bool = False, **options):
         """filtered: weights tracked from the animal's decisions (default: the protocol's
-        ``weight_filter``); False gives the deterministic teacher-forced trajectory."""
+        ``weight_filter``); False gives the deterministic teacher-forced trajectory. judging (rules
+        being judged, not searched): with ``protocol.judge_particles`` > 0 and unrecorded inputs or
+        initial weights, the particle filter's likelihood (particles.py) instead of the weight filter's."""
         s, c = task.state, task.config
         if s.choices is None:
             raise TaskError(f"{task.source}: the choice model needs recorded choices: pass --data")
         p = c.protocol
         # recorded inputs leave no input noise to model, recorded initial weights no prior uncertainty;
         # with neither the filter has nothing to track and is exactly the deterministic model (tested)
-        noise_var = 0.0 if s.recorded_inputs else p.odour_variance
-        prior_var = 0.0 if s.recorded_w0 else c.init_std ** 2
+        noise_var, prior_var = _unrecorded_variances(task)
         filtered = p.weight_filter if filtered is None else filtered
         activity = task.objective == ACTIVITY
+        if judging and self.judged_by(task):
+            # the exact marginal likelihood, by particles: the filter's curves where it is flat at large eta
+            nll, blown = particle_nll(packed, s.choices, s.w0, c.readout, task.etas[0], c.weight_bound, noise_var,
+                                      prior_var, p.judge_particles, task.seed)
+            return ChoiceResult(nll, scored_decisions(s.choices), blown)
         # the activity objective follows the deterministic teacher-forced trajectory (as the published
         # neural mode): the recorded output, not the decisions, is what is fitted
         return simulate(packed, s.choices, s.w0, c.readout, task.etas[0], c.weight_bound, record, noise_var,
                         filtered and not activity and (noise_var > 0 or prior_var > 0), prior_var, activity)
+
+    def judged_by(self, task):
+        c = task.config
+        if c.protocol.judge_particles and task.objective != ACTIVITY and any(_unrecorded_variances(task)):
+            return f"particle filter ({c.protocol.judge_particles} particles, seed {task.seed})"
+        return None
 
     def derivatives(self, task, family):
         from .sensitivity import derivatives_model  # Taylor fits without the weight filter
