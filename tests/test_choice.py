@@ -371,6 +371,27 @@ def test_cli_simulate_evolve_fit_compare(tmp_path, capsys):
     assert "fly07.mat: not a MATLAB .mat file" in capsys.readouterr().err
 
 
+def test_cli_evolve_judged_by_particles(tmp_path, capsys):
+    """With protocol.judge_particles the front is judged by the particle filter: the selection's excess
+    losses are its held-out unit losses, run.json and the printout say which likelihood judged."""
+    flies = tmp_path / "flies"
+    short = ("protocol.trials_per_block=40", "protocol.judge_particles=100")
+    assert main(["simulate", FLY, "--rule", "x*(r - rbar)", "--animals", "6", "--out", str(flies), "--seed", "2",
+                 "--set", short[0]]) == 0
+    assert main(["evolve", FLY, "--out", str(tmp_path / "run"), "--population", "40", "--generations", "1",
+                 "--data", str(flies), "--seed", "2", "--set", 'search.selection="heldout"']
+                + [a for s in short for a in ("--set", s)]) == 0
+    printed = capsys.readouterr().out
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    judge = "particle filter (100 particles, seed 2)"
+    assert info["selection"]["likelihood"] == judge and info["indistinguishable"]["likelihood"] == judge
+    assert f"judged by the {judge}" in printed
+    _, test = load_task(FLY, short, data=flies, seed=2).split()
+    front = [r["expression"] for r in csv.DictReader((tmp_path / "run" / "pareto.csv").open())]
+    totals = test.unit_losses([test.parse(e) for e in front]).sum(axis=1)
+    np.testing.assert_allclose(info["selection"]["excess"], totals - totals.min(), rtol=1e-9, atol=1e-12)
+
+
 def test_seeded_recovery_of_the_reward_rule(tmp_path):
     settings = ("protocol.trials_per_block=60", "protocol.animals=10")
     task = load_task(FLY, settings, require_data=False, seed=7)
