@@ -42,8 +42,9 @@ def test_noise_selection_on_a_constructed_front():
 
 
 def test_unit_losses_sum_to_the_loss_and_noise_selection_needs_them():
-    task = load_task(FLY, ("protocol.trials_per_block=20", "protocol.animals=3", "search.selection=\"noise\""),
-                     require_data=False, seed=1)
+    # judged by the search's own likelihood (the particle filter's units are tested in test_choice.py)
+    task = load_task(FLY, ("protocol.trials_per_block=20", "protocol.animals=3", "search.selection=\"noise\"",
+                           "protocol.judge_particles=0"), require_data=False, seed=1)
     task = with_data(task, simulate_choices(task, task.parse("x*(r - rbar)"), seed=1))
     rules = [task.parse(t) for t in ("x*(r - rbar)", "0", "rbar + w")]
     units = task.unit_losses(rules)
