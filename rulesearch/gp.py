@@ -617,8 +617,8 @@ class Search:
             else:
                 chosen, selection = select_within_noise(front, units, settings.selection_se, objective.unit_name)
             selection.update(method=settings.selection, losses="held-out" if on is self.heldout else "fitted")
-            if on.sim.judged_by(on):
-                selection["likelihood"] = on.sim.judged_by(on)
+            if judge := on.sim.judged_by(on):
+                selection["likelihood"] = judge
         else:
             chosen = select_rule(front, settings.selection_rel_tol, settings.selection_abs_tol)
             selection = {"method": "tolerance", "rel_tol": settings.selection_rel_tol,

@@ -276,7 +276,7 @@ def check_fit_seed(seeded: dict, seeds: list, result, train, test=None) -> dict:
               "complexity": seeds[0].complexity, "beats_selected": beaten(old),
               "test": f"{'held-out' if test is not None else 'fitted'}-trial loss lower by more than "
                       f"{se_multiple:g} SE, paired over {n} {train.sim.objectives[train.objective].unit_name or 'units'}"
-                      + (f", by the {judge.sim.judged_by(judge)}" if judge.sim.judged_by(judge) else "")}
+                      + (f", by the {likelihood}" if (likelihood := judge.sim.judged_by(judge)) else "")}
     if record["beats_selected"]:
         keep = [i for i in range(len(front)) if not beaten(i)]
         if keep:
@@ -299,8 +299,8 @@ def heldout_indistinguishable(result, test) -> dict | None:
     selected = next(i for i, e in enumerate(result.front) if e.selected)
     report = indistinguishable(units, selected, [e.expression for e in result.front],
                                test.sim.objectives[test.objective].unit_name)
-    if test.sim.judged_by(test):
-        report["likelihood"] = test.sim.judged_by(test)
+    if likelihood := test.sim.judged_by(test):
+        report["likelihood"] = likelihood
     return report
 
 

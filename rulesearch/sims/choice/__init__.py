@@ -48,7 +48,7 @@ class Protocol:
     heldout_every: int = 4  # every 4th trial of every animal is held out from fitting (0: none)
     weight_filter: bool = True  # track each animal's weights from its decisions (see kernel.simulate)
     record_inputs: bool = False  # 'rulesearch simulate' also writes each encounter's input and the initial weights
-    judge_particles: int = 0  # > 0: judge a search's front (selection, held-out report) by this many particles
+    judge_particles: int = 0  # > 0: judge a search's front (selection, fit check, held-out report) by particles
 
 
 @dataclass(frozen=True)

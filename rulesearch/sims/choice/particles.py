@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ...vm import FASTMATH, PackedPrograms, run_program
+from ...vm import PackedPrograms, run_program
+from .kernel import _forward
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -53,20 +54,12 @@ def _normal(key, counter):
     return np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
 
 
-@njit(cache=True, fastmath=FASTMATH, nogil=True)
+@njit(cache=True, nogil=True)
 def _outputs(W, x, readout, y, P, n_out, n_in):
     """Hidden activity of every particle into y (P, n_out); P(accept) per particle returned."""
     p = np.empty(P)
-    m = n_out * n_in
     for q in range(P):
-        logit = 0.0
-        for i in range(n_out):
-            s = 0.0
-            for j in range(n_in):
-                s += W[q * m + i * n_in + j] * x[q, j]
-            y[q, i] = np.tanh(s)
-            logit += readout[i] * y[q, i]
-        p[q] = 1.0 / (1.0 + np.exp(-logit))
+        p[q] = 1.0 / (1.0 + np.exp(-_forward(W, q * n_out * n_in, x[q], n_out, n_in, readout, y[q])))
     return p
 
 
