@@ -34,10 +34,10 @@ def cmd_evolve(args) -> int:
         raise ValueError("--out and --resume name different folders: a resumed run writes into its own folder")
     spec = RunSpec(args.task, tuple(args.set), args.data, args.seed, args.population,
                    args.generations, args.workers, args.evaluator, args.scheduler)
-    bar, progress, chunks = _progress_bar("evolve")
+    bar, progress, chunks, stage = _progress_bar("evolve")
     with bar:
         result, out = evolve_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv, chunks,
-                                 args.force)
+                                 args.force, stage)
     _print_front(front_rows(result), f"Pareto front ({result.generations} generations, {result.evaluations} evaluations, "
                  f"{result.elapsed:.1f} s)")
     sel = result.selected
@@ -57,8 +57,9 @@ def cmd_evolve(args) -> int:
 
 
 def _progress_bar(name: str):
-    """A rich progress bar, the ``progress(generation, total, best, evaluations)`` callback and the
-    ``chunks(done, total)`` callback of a distributed evaluator."""
+    """A rich progress bar, the ``progress(generation, total, best, evaluations)`` callback, the
+    ``chunks(done, total)`` callback of a distributed evaluator and the ``stage(text)`` callback that
+    names a long step outside the generations (a seed fit, judging the front)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -82,7 +83,12 @@ def _progress_bar(name: str):
 
     def chunks(done, total):
         bar.update(job, chunks=f"chunks {done}/{total}")
-    return bar, progress, chunks
+
+    def stage(text):
+        bar.update(job, description=text)
+        if not terminal:
+            print(f"{name}: {text}", file=sys.stdout, flush=True)
+    return bar, progress, chunks, stage
 
 
 def progress_lines(name: str, every_s: float = 10.0, stream=None):
@@ -148,7 +154,7 @@ def cmd_fit(args) -> int:
     overrides = tuple(args.set) + ((f'fit.family="{args.family}"',) if args.family else ())
     spec = RunSpec(args.task, overrides, args.data, args.seed, None, args.generations, args.workers,
                    args.evaluator, args.scheduler)
-    bar, progress, chunks = _progress_bar("fit")
+    bar, progress, chunks, _ = _progress_bar("fit")
     with bar:
         result, info, out = fit_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv, chunks,
                                     args.force)

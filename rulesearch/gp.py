@@ -205,12 +205,17 @@ class _State:
     blown: int = 0  # evaluations whose weights blew up
 
 
+def _quiet(text: str) -> None:
+    """The default stage callback: say nothing."""
+
+
 class Search:
     """NSGA-II over (loss, complexity) with semantic de-duplication and constant optimisation."""
 
     def __init__(self, task: Task, evaluate: Callable | None = None, seed: int = 0,
                  population: int | None = None, generations: int | None = None, heldout: Task | None = None,
-                 seeds: Sequence[Rule] = (), checkpoint_seconds: float = 0.0):
+                 seeds: Sequence[Rule] = (), checkpoint_seconds: float = 0.0,
+                 on_stage: Callable[[str], None] | None = None):
         """seeds: rules the first population starts with; checkpoint_seconds: least time between two
         checkpoints (0: after every generation); the last generation's and an interrupted run's are
         always written."""
@@ -218,6 +223,7 @@ class Search:
         self.seeds = tuple(seeds)[:population or task.search.population]
         self.checkpoint_seconds = checkpoint_seconds
         self._checkpointed = (-1, -float("inf"))  # (generation, perf_counter) of the last checkpoint
+        self.on_stage = on_stage or _quiet  # told the long steps after the generations
         self.heldout = heldout  # the held-out view (search.selection = "heldout" compares the front on it)
         self.space = task.space
         self.lang = Languages.from_space(task.space)
@@ -586,6 +592,7 @@ class Search:
     def _finish(self, state: _State, stopped: str) -> EvolveResult:
         """Prune and snap the front's constants, rewrite rules in canonical form, select one."""
         if stopped != "interrupted":
+            self.on_stage("exploring and polishing the front")
             self._explore_front(state)
             front = pareto_front([(l, c, k) for k, (l, c, _) in state.archive.items()])
             self._canonicalise([k for _, _, k in front] + self._near_front(state, front), state)
@@ -608,6 +615,8 @@ class Search:
         if settings.selection in ("noise", "heldout"):  # simplest within the sampling noise of the best
             objective = self.task.sim.objectives[self.task.objective]
             on = self.heldout if settings.selection == "heldout" and self.heldout is not None else self.task
+            judge = on.sim.judged_by(on)
+            self.on_stage(f"selecting among {len(front)} front rules" + (f", judged by the {judge}" if judge else ""))
             rules = [e.rule for e in front]
             units = on.unit_losses(rules)
             if on is self.heldout:  # judged by held-out losses: unbiased by what the fitted trials overfit
@@ -617,7 +626,7 @@ class Search:
             else:
                 chosen, selection = select_within_noise(front, units, settings.selection_se, objective.unit_name)
             selection.update(method=settings.selection, losses="held-out" if on is self.heldout else "fitted")
-            if judge := on.sim.judged_by(on):
+            if judge:
                 selection["likelihood"] = judge
         else:
             chosen = select_rule(front, settings.selection_rel_tol, settings.selection_abs_tol)

@@ -161,8 +161,10 @@ def front_columns(rows: Sequence[dict]) -> tuple[str, ...]:
 def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = False,
                progress: Callable[[int, int, float, int], None] | None = None,
                argv: Sequence[str] | None = None,
-               on_chunk: Callable[[int, int], None] | None = None, force: bool = False) -> tuple[EvolveResult, Path]:
+               on_chunk: Callable[[int, int], None] | None = None, force: bool = False,
+               stage: Callable[[str], None] | None = None) -> tuple[EvolveResult, Path]:
     """Run a search and write ``out``: run.json, pareto.csv, checkpoint.json, front.png.
+    ``stage(text)`` is told each long step outside the generations (the Taylor seed, the judging).
 
     With ``resume``, ``out`` must hold a checkpoint; the search continues from it
     with the run's recorded task, overrides, data and seed (and the evaluator of ``spec``).
@@ -177,11 +179,15 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     train, test = split_trials(task, task.fit.holdout) if task.data_source else (task, None)
     test = test if test is not None else task.sim.heldout(task)
     split = task.sim.split_info(train, test) if task.data_source else {}
+    stage = stage or (lambda text: None)
+    if task.data_source:
+        stage("fitting a Taylor rule to seed the search")
     seeds, seeded = fit_seeds(train) if task.data_source else ([], None)
     evaluator = make_evaluator(train, spec.evaluator, spec.workers, spec.scheduler, on_chunk)
     try:
         search = Search(train, evaluator, task.seed, spec.population, spec.generations,
-                        test if task.data_source else None, seeds, checkpoint_seconds=CHECKPOINT_SECONDS)
+                        test if task.data_source else None, seeds, checkpoint_seconds=CHECKPOINT_SECONDS,
+                        on_stage=stage)
         # everything a resume reads is validated before anything is written
         state = _checkpoint(out, search.state_from_json) if resume else None
         info = _run_info(spec, task, "evolve", started, argv, population=search.mu,
@@ -190,8 +196,15 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     finally:
         evaluator.close()
     _warn_if_blown(result, task)
+    judged = test if test is not None else train
+    judge = judged.sim.judged_by(judged)
+    by = f", judged by the {judge}" if judge else ""
+    if seeded is not None:
+        stage(f"checking the Taylor rule against the front{by}")
     fit_check = check_fit_seed(seeded, seeds, result, train, test) if seeded is not None else None
     rows = front_rows(result)
+    if task.data_source:
+        stage(f"comparing the front on the held-out trials{by}")
     report = heldout_indistinguishable(result, test) if task.data_source else None
     if report is not None:  # pareto.csv gets the held-out comparison with the selected rule
         for row, loss, diff, se, verdict in zip(rows, report["heldout_loss"], report["difference"], report["se"],

@@ -386,6 +386,9 @@ def test_cli_evolve_judged_by_particles(tmp_path, capsys):
     judge = "particle filter (100 particles, seed 2)"
     assert info["selection"]["likelihood"] == judge and info["indistinguishable"]["likelihood"] == judge
     assert f"judged by the {judge}" in printed
+    # the long steps after the generations are named as they start (plain lines off a terminal)
+    assert f"evolve: selecting among {len(info['selection']['excess'])} front rules, judged by the {judge}" in printed
+    assert f"evolve: comparing the front on the held-out trials, judged by the {judge}" in printed
     _, test = load_task(FLY, short, data=flies, seed=2).split()
     front = [r["expression"] for r in csv.DictReader((tmp_path / "run" / "pareto.csv").open())]
     totals = test.unit_losses([test.parse(e) for e in front]).sum(axis=1)
