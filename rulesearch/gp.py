@@ -205,6 +205,11 @@ class _State:
     blown: int = 0  # evaluations whose weights blew up
 
 
+def _expanded_text(rule: Rule) -> str:
+    """The rule's expanded sympy text: equal for trees that compute the same polynomial."""
+    return "; ".join(str(sympy.expand(e)) for e in rule.to_sympy())
+
+
 def _quiet(text: str) -> None:
     """The default stage callback: say nothing."""
 
@@ -603,7 +608,11 @@ class Search:
         jobs = [functools.partial(_polish, rule, start=loss, snap_tol=snap_tol, smooth=smooth) for loss, rule in kept]
         final = {}
         for rule in run_lockstep(jobs, loss_fn):
-            final.setdefault(rule.text(), rule)
+            # one entry per function: x*(r - rbar) and r*x - rbar*x differ in the last bit of their
+            # losses, which would put both on the front; the smaller tree is kept
+            key = _expanded_text(rule)
+            if key not in final or rule.complexity < final[key].complexity:
+                final[key] = rule
         rules = list(final.values())
         losses = loss_fn(rules) if rules else []
         entries = pareto_front([(float(l), r.complexity, r) for l, r in zip(losses, rules)])

@@ -65,6 +65,9 @@ def test_small_search_finds_oja():
     assert is_oja(result.selected.rule), result.selected.expression
     assert sum(e.selected for e in result.front) == 1
     assert [e.complexity for e in result.front] == sorted(e.complexity for e in result.front)
+    # each function once: x*y - w*y**2 and y*(x - w*y) differ only in rounding, not in meaning
+    expanded = [sympy.expand(e.rule.to_sympy()[0]) for e in result.front]
+    assert len(set(expanded)) == len(expanded), [e.expression for e in result.front]
 
 
 @pytest.mark.parametrize("restart_every", [0, 2])
