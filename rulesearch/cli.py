@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -101,7 +102,8 @@ def progress_lines(name: str, every_s: float = 10.0, stream=None):
         now = time.monotonic()
         if gen in (0, 1, total) or now - last[0] >= every_s:
             last[0] = now
-            print(f"{name}: generation {gen}/{total}, best loss {best:.4g}, {evals} evaluations, "
+            step = f"generation {gen}/{total}" if total is not None else f"iteration {gen}"  # None: open-ended
+            print(f"{name}: {step}, best loss {best:.4g}, {evals} evaluations, "
                   f"{now - start:.0f} s", file=stream or sys.stderr, flush=True)
     return progress
 
@@ -159,8 +161,9 @@ def cmd_fit(args) -> int:
         result, info, out = fit_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv, chunks,
                                     args.force)
     family = info["family"]
+    steps = "Levenberg-Marquardt iterations" if info.get("optimizer") == "lm" else "generations"
     print(f"{family['family']} fit: loss {result.loss:.4g} (penalised {result.objective:.4g}) after "
-          f"{result.generations} generations, {result.evaluations} evaluations, {result.elapsed:.1f} s "
+          f"{result.generations} {steps}, {result.evaluations} evaluations, {result.elapsed:.1f} s "
           f"({result.stopped})")
     if family["family"] == "taylor" and info.get("optimizer") == "lm":
         _print_lm_fit(out, info)
@@ -399,10 +402,11 @@ def cmd_families(args) -> int:
 
     def progress(r, rounds, done, total, frac):
         if r not in jobs:
-            jobs[r] = bar.add_task(f"round {r + 1}/{rounds}", total=total, frac="-")
+            jobs[r] = bar.add_task(f"round {r} ({r + 1} of {rounds})", total=total, frac="-")
         bar.update(jobs[r], completed=done, frac=f"{frac:.1%}")
         if not terminal and done == total:
-            print(f"families: round {r + 1}/{rounds}: {total} simulations, pass fraction {frac:.1%}", flush=True)
+            print(f"families: round {r} ({r + 1} of {rounds}): {total} simulations, pass fraction {frac:.1%} "
+                  "(the round's constraints)", flush=True)
     try:
         with bar:
             info, out = families_run(spec, args.resume or args.out, bool(args.resume), progress, sys.argv, args.force)
@@ -416,11 +420,11 @@ def cmd_families(args) -> int:
 def _print_family(info: dict, out) -> None:
     from rich.table import Table
     table = Table(title=f"{info['task_name']}: rounds (seed {info['seed']})")
-    for col in ("round", "simulations", "pass fraction", "passed (all)", "exploded"):
+    for col in ("round", "simulations", "pass fraction (round's constraints)", "passed all", "exploded"):
         table.add_column(col, justify="right")
     for t in info["rounds_table"]:
-        table.add_row(str(t["round"]), str(t["simulations"]), f"{t['pass_fraction']:.1%}", str(t["passed_all"]),
-                      f"{t['exploded_fraction']:.1%}")
+        table.add_row(str(t["round"]), str(t["simulations"]), f"{t['pass_fraction']:.1%}",
+                      f"{t['passed_all']} ({t['pass_fraction_all']:.1%})", f"{t['exploded_fraction']:.1%}")
     _console().print(table)
     line = f"family: {info['family_size']} plausible rule combinations"
     if info.get("confirm"):
@@ -440,7 +444,8 @@ def _show_family(run: Path) -> int:
     print(f"{info.get('task_name', run)}: family of {s['size']} plausible rule combinations "
           f"({info.get('evaluations', '?')} simulations, {info.get('rounds')} rounds, seed {info.get('seed')})")
     if "rounds_table" in info:
-        print("pass fraction per round: " + ", ".join(f"{t['pass_fraction_all']:.1%}" for t in info["rounds_table"]))
+        print("pass fraction per round, the round's constraints / all: " + ", ".join(
+            f"{t['pass_fraction']:.1%} / {t['pass_fraction_all']:.1%}" for t in info["rounds_table"]))
     if info.get("recheck_pass_fraction") is not None:
         print(f"re-simulated with new input seeds: {info['recheck_pass_fraction']:.1%} pass again")
     for p, (pre, post) in info.get("pinned", {}).items():
@@ -763,6 +768,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `rulesearch show DIR | head`: the reader left, which is no error
+        # stdout's remaining buffer would fail again at exit: point it at /dev/null (Python's docs' recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -36,7 +36,9 @@ def load_model(run_dir: str | Path, task: Task) -> Model:
     run_dir = Path(run_dir)
     if (run_dir / PARAMS_FILE).is_file():
         info, family, params = read_fit(run_dir)
-        if family.kind == "taylor" and info.get("l1", 0) > 0:
+        if info.get("term_selection"):  # terms selected and refitted: the others are exactly 0
+            k = int(np.count_nonzero(params))
+        elif family.kind == "taylor" and info.get("l1", 0) > 0:
             k = int(np.sum(np.abs(params) > L1_PARAMETER_CUT * np.abs(params).max()))
         else:
             k = family.n_params

@@ -73,7 +73,7 @@ import numpy as np
 from .errors import TaskError
 from .families import DoubletFamily
 from .rules import RuleSpace, parse_rule
-from .results import (CHECKPOINT_FILE, RUN_FILE, check_output, read_csv, read_json, savez_atomic, versions,
+from .results import (CHECKPOINT_FILE, RUN_FILE, check_output, held_run, read_csv, read_json, savez_atomic, versions,
                       write_csv, write_json)
 from .tasks import Task, load_task
 from .vm import PackedPrograms, interleave
@@ -471,7 +471,8 @@ def families_run(spec: FamilySpec, out=None, resume: bool = False,
                        rounds=spec.rounds or info["rounds"], simulations=info["simulations"])
     elif out is not None:
         if (Path(out) / CHECKPOINT_FILE).exists():
-            raise TaskError(f"{out}: already holds a run; pass --resume {out} to continue it, or another --out")
+            raise TaskError(f"{out}: already holds {held_run(out)}; pass --resume {out} to continue it, "
+                            "or another --out")
         check_output(out, force)
     if not resume:
         spec = replace(spec, task=str(Path(spec.task).resolve()))

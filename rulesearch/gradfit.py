@@ -467,8 +467,10 @@ class GradientFit:
             history.append({"generation": len(history) + 1, "best_loss": d.loss, "best_objective": d.loss,
                             "evaluations": len(history) + 1})
             if progress is not None:
-                # LM iterations of the full fit and of every refit: the total is not known in advance
-                progress(len(history), max(self.max_iter, len(history)), d.loss, len(history))
+                # LM iterations of the full fit and of every trial refit of the term selection: the total
+                # is not known in advance (None), and a trial refit without a needed term has a high loss,
+                # so the best loss so far is reported, not the current refit's
+                progress(len(history), None, min(h["best_loss"] for h in history), len(history))
 
         f = self.family
         names = f.names
@@ -523,7 +525,7 @@ def _fit_mlp(self, start, history, checkpoint, progress) -> FitResult:
         history.append({"generation": len(history) + 1, "best_loss": d.loss, "best_objective": d.loss,
                         "evaluations": len(history) + 1})
         if progress is not None:
-            progress(len(history), max(self.max_iter * MLP_STARTS, len(history)), d.loss, len(history))
+            progress(len(history), None, min(h["best_loss"] for h in history), len(history))
     everything = np.arange(self.family.n_params)
     fits = []
     with threadpool_limits(limits=1, user_api="blas"):

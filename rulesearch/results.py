@@ -114,3 +114,21 @@ def savez_atomic(path: str | Path, **arrays) -> None:
     np.savez_compressed(buffer, **arrays)
     with atomic_file(path, "wb") as fh:
         fh.write(buffer.getvalue())
+
+
+def run_kind(run_dir: str | Path) -> str | None:
+    """The ``kind`` recorded in a folder's run.json (evolve, fit, families, ...), or None."""
+    try:
+        return str(read_json(Path(run_dir) / RUN_FILE).get("kind", "evolve"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def held_run(run_dir: str | Path) -> str:
+    """"an 'evolve' run of task 'oja'", as far as the folder's run.json says, for messages."""
+    try:
+        info = read_json(Path(run_dir) / RUN_FILE)
+        kind = str(info.get("kind", "evolve"))
+        return f"{'an' if kind[:1] in 'aeiou' else 'a'} '{kind}' run of task '{info.get('task_name', '?')}'"
+    except (OSError, ValueError, AttributeError):
+        return "a run"

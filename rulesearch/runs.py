@@ -38,6 +38,8 @@ from .results import (
     write_csv,
     write_json,
     check_output,
+    held_run,
+    run_kind,
 )
 from .tasks import load_task, pack_rules
 
@@ -64,7 +66,8 @@ def _start(spec: RunSpec, out, resume: bool, kind: str, force: bool = False) -> 
     or anything else already there (unless ``force``)."""
     if not resume:
         if out is not None and (Path(out) / CHECKPOINT_FILE).exists():
-            raise TaskError(f"{out}: already holds a run; pass --resume {out} to continue it, or another --out")
+            raise TaskError(f"{out}: already holds {held_run(out)}; pass --resume {out} to continue it, "
+                            "or another --out")
         if out is not None:
             check_output(out, force)
         # absolute paths, so that resume, distill and compare work from any directory
@@ -330,8 +333,15 @@ def _warn_if_blown(result, task) -> None:
 def read_front(run_dir: str | Path) -> list[dict]:
     """The rows of a run folder's pareto.csv; ``TaskError`` if it is not a finished run."""
     path = Path(run_dir) / PARETO_FILE
+    if not Path(run_dir).is_dir():
+        raise TaskError(f"{run_dir}: no such folder")
     if not path.is_file():
-        raise TaskError(f"{run_dir}: no {PARETO_FILE} (not a finished run folder)")
+        kind = run_kind(run_dir)
+        if kind == "families":
+            raise TaskError(f"{run_dir}: a families run, which has no front of rules (rulesearch show {run_dir} "
+                            "summarises it; family.csv lists its rules)")
+        raise TaskError(f"{run_dir}: no {PARETO_FILE} (not a finished run folder"
+                        + (f"; it holds an unfinished '{kind}' run)" if kind else ")"))
     rows = read_csv(path)
     if not rows or set(PARETO_COLUMNS) - set(rows[0]):
         raise TaskError(f"{path}: expected columns {', '.join(PARETO_COLUMNS)}")

@@ -55,7 +55,7 @@ CASES = {
         lambda r, t: (_damage(_copy(r, t, "evolve") / "run.json", "[1]"),
                       ["evolve", OJA, "--resume", str(t / "evolve")])[1], "run.json"),
     "evolve --out into a fit folder": (
-        lambda r, t: ["evolve", OJA, "--out", str(_copy(r, t, "fit"))] + FAST, "already holds a run"),
+        lambda r, t: ["evolve", OJA, "--out", str(_copy(r, t, "fit"))] + FAST, "already holds a 'fit' run of task"),
     "evolve --out into a folder of other files": (
         lambda r, t: (_damage(t / "mine" / "notes.txt", "mine") if (t / "mine").mkdir() is None else None,
                       ["evolve", OJA, "--out", str(t / "mine")] + FAST)[1], "is not empty"),

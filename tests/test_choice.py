@@ -355,6 +355,10 @@ def test_cli_simulate_evolve_fit_compare(tmp_path, capsys):
     per_animal = np.array([[float(v) for v in row.split(",")[3:]] for row in rows[1:-1]])  # (animals, models)
     summary = list(csv.DictReader((out / "summary.csv").open()))
     best = next(k for k, s in enumerate(summary) if float(s["delta_aic"]) == 0)
+    # the Taylor fit's parameters are its selected terms (the others are exactly 0), not all 54
+    selected_terms = np.count_nonzero(json.loads((tmp_path / "taylor" / "params.json").read_text())["params"])
+    assert 0 < selected_terms < 54
+    assert int(next(s for s in summary if s["model"] == "taylor")["parameters"]) == selected_terms
     for k, s in enumerate(summary):
         d = per_animal[:, k] - per_animal[:, best]
         assert float(s["delta_nll"]) == pytest.approx(d.sum(), abs=1e-9)

@@ -43,7 +43,7 @@ def test_evolve_writes_run_folder(tmp_path, capsys):
     assert main(["evolve", OJA, "--resume", str(out), "--generations", "3"]) == 0
     assert json.loads((out / "checkpoint.json").read_text())["generation"] == 3
     assert main(["evolve", OJA, "--out", str(out)] + FAST) == 2
-    assert "already holds a run" in capsys.readouterr().err
+    assert "already holds an 'evolve' run of task 'oja'" in capsys.readouterr().err
 
 
 def test_latex_of_rule(capsys):
@@ -71,7 +71,7 @@ def test_simulate_schema_noise_and_sparsity(tmp_path):
     (["simulate", OJA, "--rule", "x*q", "--out", "o.npz"], "unknown name 'q'"),
     (["simulate", OJA, "--rule", "x*y", "--out", "o.npz"], "blows up"),
     (["simulate", OJA, "--rule", "x", "--out", "o.npz", "--observed", "0"], "--observed 0.0"),
-    (["show", "nowhere"], "nowhere: no pareto.csv"),
+    (["show", "nowhere"], "nowhere: no such folder"),
     (["evolve", OJA, "--workers", "99"], "--workers 99: expected 1.."),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys, args, message):

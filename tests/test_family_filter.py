@@ -75,6 +75,11 @@ def test_two_rounds_then_show(tmp_path, capsys):
     assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert f"family of {len(members)} plausible rule combinations" in shown and "ee.kappa" in shown
+    # per round, the fraction passing the round's constraints and the fraction passing all of them
+    assert "pass fraction per round, the round's constraints / all: " + ", ".join(
+        f"{float(r['pass_fraction']):.1%} / {float(r['pass_fraction_all']):.1%}" for r in rounds) in shown
+    assert main(["latex", str(out)]) == 2  # a family has no front of rules: said so, not "not finished"
+    assert "a families run, which has no front of rules" in capsys.readouterr().err
 
 
 def test_resume_equals_uninterrupted(tmp_path):
