@@ -558,7 +558,9 @@ def _explain_selection(rows, selection: dict | None) -> None:
               f"most {selection['se_multiple']:g} standard error(s) of the difference, paired over "
               f"{selection['n_units']} {selection['units']}: here {selection['excess'][k]:.4g} <= "
               f"{selection['se_multiple']:g} x {selection['se'][k]:.4g}"
-              + (f" (judged by the {selection['likelihood']})" if selection.get("likelihood") else ""))
+              + (f" (judged by the {selection['likelihood']})" if selection.get("likelihood") else "")
+              + (f"; selection 'auto' chose the {which or 'fitted '}losses: {selection['auto']}"
+                 if selection.get("auto") else ""))
         return
     rule = "the simplest rule with loss <= best * (1 + rel_tol) + abs_tol"
     if selection and "rel_tol" in selection:

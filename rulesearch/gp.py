@@ -37,7 +37,7 @@ from .fronts import (
     select_within_noise,
 )
 from .rules import Rule, RuleSpace, negate, rule_from_sympy, simplify_identities
-from .tasks import WORST_LOSS, Task, pack_rules
+from .tasks import AUTO_HELDOUT_BELOW, WORST_LOSS, Task, pack_rules
 
 PROBE_SEED = 20240611
 # L-BFGS iterations on constants: few during the search (it runs on many rules),
@@ -621,20 +621,30 @@ class Search:
             l, c, exprs = min(state.archive.values(), key=lambda v: (v[1], v[0]))
             front = [FrontEntry(Rule(exprs, self.space), l, c)]
         settings = self.task.search
-        if settings.selection in ("noise", "heldout"):  # simplest within the sampling noise of the best
+        if settings.selection in ("noise", "heldout", "auto"):  # simplest within the sampling noise of the best
             objective = self.task.sim.objectives[self.task.objective]
-            on = self.heldout if settings.selection == "heldout" and self.heldout is not None else self.task
+            method = settings.selection
+            on = self.heldout if method == "heldout" and self.heldout is not None else self.task
             judge = on.sim.judged_by(on)
             self.on_stage(f"selecting among {len(front)} front rules" + (f", judged by the {judge}" if judge else ""))
             rules = [e.rule for e in front]
             units = on.unit_losses(rules)
+            n_fitted = units.shape[1]
+            if method == "auto":  # decided by the fitted trials' units (animals, recorded trials)
+                method = "heldout" if self.heldout is not None and n_fitted < AUTO_HELDOUT_BELOW else "noise"
+                if method == "heldout":
+                    on = self.heldout
+                    units = on.unit_losses(rules)
             if on is self.heldout:  # judged by held-out losses: unbiased by what the fitted trials overfit
                 chosen, selection = select_within_noise(
                     [FrontEntry(e.rule, float(u.sum()), e.complexity) for e, u in zip(front, units)], units,
                     settings.selection_se, objective.unit_name)
             else:
                 chosen, selection = select_within_noise(front, units, settings.selection_se, objective.unit_name)
-            selection.update(method=settings.selection, losses="held-out" if on is self.heldout else "fitted")
+            selection.update(method=method, losses="held-out" if on is self.heldout else "fitted")
+            if settings.selection == "auto":
+                selection["auto"] = (f"{n_fitted} {objective.unit_name or 'units'} in the fitted trials: "
+                                     f"{'fewer than' if method == 'heldout' else 'at least'} {AUTO_HELDOUT_BELOW}")
             if judge:
                 selection["likelihood"] = judge
         else:

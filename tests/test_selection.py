@@ -103,6 +103,9 @@ def test_evolve_reports_front_rules_indistinguishable_on_heldout_data(tmp_path, 
     rows = list(csv.DictReader((out / "pareto.csv").open()))
     report = info["indistinguishable"]
     assert report["n_units"] == 6 and report["units"] == "animals" and len(rows) > 1
+    # the task's selection "auto": with fewer than 10 animals, the held-out losses judge
+    assert info["selection"]["method"] == "heldout" and info["selection"]["losses"] == "held-out"
+    assert info["selection"]["auto"] == "6 animals in the fitted trials: fewer than 10"
     # recomputed independently from the held-out view's per-animal losses
     _, test = load_task(FLY, ("protocol.trials_per_block=40",), data=flies, seed=2).split()
     units = test.unit_losses([test.parse(r["expression"]) for r in rows])
@@ -120,3 +123,16 @@ def test_evolve_reports_front_rules_indistinguishable_on_heldout_data(tmp_path, 
     assert "paired over 6 held-out animals" in shown
     for name in report["rules"]:
         assert name in shown
+
+
+def test_auto_selection_judges_by_the_fitted_trials_from_10_animals(tmp_path):
+    import json
+    from rulesearch.cli import main
+    flies, sets = tmp_path / "flies", ["--set", "protocol.trials_per_block=20", "--set", "protocol.judge_particles=0"]
+    assert main(["simulate", FLY, "--rule", "x*(r - rbar)", "--animals", "10", "--out", str(flies), "--seed", "3"]
+                + sets[:2]) == 0
+    assert main(["evolve", FLY, "--data", str(flies), "--out", str(tmp_path / "run"), "--population", "20",
+                 "--generations", "0", "--seed", "3"] + sets) == 0
+    selection = json.loads((tmp_path / "run" / "run.json").read_text())["selection"]
+    assert selection["method"] == "noise" and selection["losses"] == "fitted" and selection["n_units"] == 10
+    assert selection["auto"] == "10 animals in the fitted trials: at least 10"
