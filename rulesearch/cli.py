@@ -482,7 +482,9 @@ def cmd_show(args) -> int:
         keys = ("task", "overrides", "data", "seed", "population", "generations_run", "evaluations",
                 "elapsed_seconds", "status", "selected", "selected_loss")
     for key in keys:
-        if key in info:
+        if key == "rule" and info.get(key) is None and fit:  # a black box (MLP) has no formula
+            print(f"{key:16s} none: a black-box family (rulesearch distill {run} turns it into formulas)")
+        elif key in info:
             print(f"{key:16s} {info[key]}")
     if rows is not None:
         _explain_selection(rows, info.get("selection"))
@@ -511,7 +513,10 @@ def _print_fit_check(record: dict | None) -> None:
         print(f"{'fit check':16s} the Taylor fit's rule beats {r['previous']} ({record['test']}): selected "
               f"{r['selected']}, the simplest front rule it does not beat")
     elif record.get("beats_selected"):
-        print(f"{'fit check':16s} the Taylor fit's rule beats every front rule: the search lost it")
+        print(f"{'fit check':16s} the Taylor fit's rule beats every front rule ({record['test']}), and the "
+              "search kept no rule as good: the selection stands, but the fit's rule deserves a look "
+              "(rulesearch fit --family taylor on the same data reports it with intervals; "
+              "rulesearch compare scores both)")
 
 
 LOW_POWER_UNITS = 5  # fewer held-out units than this: the paired test can tell little apart (t > 2.7)

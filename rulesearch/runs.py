@@ -302,7 +302,8 @@ def check_fit_seed(seeded: dict, seeds: list, result, train, test=None) -> dict:
             log.warning("the Taylor fit's rule %s beats the selected rule %s beyond the noise; selected instead: %s",
                         seeded["rule"], front[old].expression, front[new].expression)
         else:
-            log.warning("the Taylor fit's rule %s beats every rule on the front (its search lost it)", seeded["rule"])
+            log.warning("the Taylor fit's rule %s beats every rule on the front beyond the noise; the search kept "
+                        "no rule as good, so the selection stands (see 'fit check' below)", seeded["rule"])
     return record
 
 

@@ -168,10 +168,14 @@ def test_fit_cli_reports_selection_intervals_and_identifiability(tmp_path, rng, 
     assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out
     assert "not determined" in shown and "theta_x1_y1_w0" in shown
-    # an MLP is fitted by LM too (here one iteration per start), and shown
+    # an MLP can be fitted by LM too (here one iteration per start), and shown; by default ("auto") it
+    # is fitted by CMA-ES, since its loss is not convex
     assert main(["fit", FIT, "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "mlp1"), "--family", "mlp",
-                 "--generations", "1"] + sets) == 0
+                 "--generations", "1", "--set", "fit.optimizer=lm"] + sets) == 0
     assert json.loads((tmp_path / "mlp1" / "run.json").read_text())["starts"] == 4
+    assert main(["fit", FIT, "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "mlp0"), "--family", "mlp",
+                 "--generations", "1"] + sets) == 0
+    assert json.loads((tmp_path / "mlp0" / "run.json").read_text())["optimizer"] == "cmaes"
     assert main(["show", str(tmp_path / "mlp1")]) == 0 and "mlp fit" in capsys.readouterr().out
     # CMA-ES stays available; 'lm' where there are no gradients (an MLP of two hidden layers) is one
     # line naming the field
