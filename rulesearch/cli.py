@@ -513,7 +513,9 @@ def _print_fit_check(record: dict | None) -> None:
         print(f"{'fit check':16s} the Taylor fit's rule beats {r['previous']} ({record['test']}): selected "
               f"{r['selected']}, the simplest front rule it does not beat")
     elif record.get("beats_selected"):
-        print(f"{'fit check':16s} the Taylor fit's rule beats every front rule ({record['test']}), and the "
+        by = (f" (the selected rule's loss minus the fit's: {record['selected_minus_fit']:.4g} +- {record['se']:.2g})"
+              if record.get("se") is not None else "")
+        print(f"{'fit check':16s} the Taylor fit's rule beats every front rule{by} ({record['test']}), and the "
               "search kept no rule as good: the selection stands, but the fit's rule deserves a look "
               "(rulesearch fit --family taylor on the same data reports it with intervals; "
               "rulesearch compare scores both)")

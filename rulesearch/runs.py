@@ -288,7 +288,10 @@ def check_fit_seed(seeded: dict, seeds: list, result, train, test=None) -> dict:
         return bool(float(d.sum()) > max(se_multiple * se, margin))
 
     old = next(i for i, e in enumerate(front) if e.selected)
-    record = {**seeded, "loss": float(fit_units.sum()) if np.all(np.isfinite(fit_units)) else None,
+    d_old = units[old + 1] - fit_units
+    margin = {"selected_minus_fit": float(d_old.sum()),
+              "se": float(np.sqrt(n) * d_old.std(ddof=1)) if n > 1 else None} if np.all(np.isfinite(d_old)) else {}
+    record = {**seeded, **margin, "loss": float(fit_units.sum()) if np.all(np.isfinite(fit_units)) else None,
               "complexity": seeds[0].complexity, "beats_selected": beaten(old),
               "test": f"{'held-out' if test is not None else 'fitted'}-trial loss lower by more than "
                       f"{se_multiple:g} SE, paired over {n} {train.sim.objectives[train.objective].unit_name or 'units'}"

@@ -159,6 +159,7 @@ def test_the_taylor_fit_overrules_a_tolerance_looser_than_the_noise(tmp_path):
     x, y, w = (symbol(n) for n in "xyw")
     previous = parse_rule(check["reselected"]["previous"], result.selected.rule.space)
     assert check["beats_selected"] and sympy.expand(previous.to_sympy()[0] - (x * y - y**2 * w)) != 0
+    assert check["selected_minus_fit"] > check["se"] > 0  # the margin that overruled, recorded
     assert sympy.expand(result.selected.rule.to_sympy()[0] - (x * y - y**2 * w)) == 0
     assert info["selected"] == check["reselected"]["selected"] == result.selected.expression
     assert info["heldout"]["weight_r2"] > 0.9999
