@@ -14,7 +14,25 @@ EXIT_BAD_INPUT, EXIT_INTERRUPTED = 2, 130
 
 def _console():
     from rich.console import Console
-    return Console(highlight=False)
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:  # rich would exit with 1 itself: main decides instead
+            self.quiet = True
+            raise BrokenPipeError
+
+    return _Console(highlight=False)
+
+
+READ_ONLY_COMMANDS = ("show", "latex")  # a reader that stops early (| head) cuts nothing short
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that its remaining buffer does not fail again at exit
+    (the recipe of Python's documentation on SIGPIPE)."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real file descriptor (captured output)
+        pass
 
 
 def _print_front(rows, title: str) -> None:
@@ -205,8 +223,12 @@ def _print_lm_fit(run: Path, info: dict, flat_shown: int = 8) -> None:
     _console().print(table)
     print(f"rule: {info['rule']}")
     if sel:
-        print(f"term selection ({sel.get('route', '?')}): likelihood-ratio tests at alpha {sel['alpha']:g} against "
-              f"the full fit (every term, "
+        route = sel.get("route", "?")
+        how = (f"the likelihood-ratio tests at alpha {sel['alpha']:g} rejected every sparse model against the full "
+               f"fit, so Bayes' information criterion chose among the refitted models; full fit"
+               if route.startswith("BIC") else
+               f"likelihood-ratio tests at alpha {sel['alpha']:g} against the full fit")
+        print(f"term selection ({route.split(':')[0]}): {how} (every term, "
               f"{COEFFICIENTS_FILE.replace('.csv', '_full.csv')}) loss {info.get('loss_full', float('nan')):.4g}, "
               f"selected {info.get('loss', float('nan')):.4g}")
     ident = info.get("identifiability")
@@ -482,7 +504,7 @@ def cmd_show(args) -> int:
         keys = ("task", "overrides", "data", "seed", "population", "generations_run", "evaluations",
                 "elapsed_seconds", "status", "selected", "selected_loss")
     for key in keys:
-        if key == "rule" and info.get(key) is None and fit:  # a black box (MLP) has no formula
+        if key == "rule" and info.get(key) is None and info.get("family", {}).get("family") == "mlp":
             print(f"{key:16s} none: a black-box family (rulesearch distill {run} turns it into formulas)")
         elif key in info:
             print(f"{key:16s} {info[key]}")
@@ -517,8 +539,7 @@ def _print_fit_check(record: dict | None) -> None:
               if record.get("se") is not None else "")
         print(f"{'fit check':16s} the Taylor fit's rule beats every front rule{by} ({record['test']}), and the "
               "search kept no rule as good: the selection stands, but the fit's rule deserves a look "
-              "(rulesearch fit --family taylor on the same data reports it with intervals; "
-              "rulesearch compare scores both)")
+              "(rulesearch fit --family taylor on the same data reports it with intervals)")
 
 
 LOW_POWER_UNITS = 5  # fewer held-out units than this: the paired test can tell little apart (t > 2.7)
@@ -767,7 +788,9 @@ def main(argv=None) -> int:
         log.addHandler(handler)
         log.propagate = False
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe is found here, not at exit
+        return code
     except (GrammarError, TaskError, DataError, ValueError) as exc:
         print(f"rulesearch {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -777,10 +800,13 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `rulesearch show DIR | head`: the reader left, which is no error
-        # stdout's remaining buffer would fail again at exit: point it at /dev/null (Python's docs' recipe)
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    except BrokenPipeError:  # the reader of stdout left (`rulesearch show DIR | head`)
+        _silence_stdout()
+        if args.command in READ_ONLY_COMMANDS:
+            return 0
+        print(f"rulesearch {args.command}: error: the output pipe closed before the command finished; "
+              "what it wrote so far is kept (an evolve, fit or families folder can be resumed)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

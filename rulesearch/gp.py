@@ -36,7 +36,7 @@ from .fronts import (
     select_rule,
     select_within_noise,
 )
-from .rules import Rule, RuleSpace, negate, rule_from_sympy, simplify_identities
+from .rules import Rule, RuleSpace, negate, rule_from_sympy, simplify_identities, sympy_text
 from .tasks import AUTO_HELDOUT_BELOW, WORST_LOSS, Task, pack_rules
 
 PROBE_SEED = 20240611
@@ -206,8 +206,12 @@ class _State:
 
 
 def _expanded_text(rule: Rule) -> str:
-    """The rule's expanded sympy text: equal for trees that compute the same polynomial."""
-    return "; ".join(str(sympy.expand(e)) for e in rule.to_sympy())
+    """The rule's expanded text (constants to 6 digits, as printed): equal for trees that compute the
+    same polynomial; the plain text where sympy cannot expand it."""
+    try:
+        return "; ".join(sympy_text(sympy.expand(e)) for e in rule.to_sympy())
+    except (TypeError, ValueError, RecursionError):
+        return rule.text()
 
 
 def _quiet(text: str) -> None:
@@ -623,18 +627,13 @@ class Search:
         settings = self.task.search
         if settings.selection in ("noise", "heldout", "auto"):  # simplest within the sampling noise of the best
             objective = self.task.sim.objectives[self.task.objective]
-            method = settings.selection
+            method, why = settings.selection, None
+            if method == "auto":  # decided by the units (animals, recorded trials) of the fitted trials
+                method, why = self._auto_selection(front)
             on = self.heldout if method == "heldout" and self.heldout is not None else self.task
             judge = on.sim.judged_by(on)
             self.on_stage(f"selecting among {len(front)} front rules" + (f", judged by the {judge}" if judge else ""))
-            rules = [e.rule for e in front]
-            units = on.unit_losses(rules)
-            n_fitted = units.shape[1]
-            if method == "auto":  # decided by the fitted trials' units (animals, recorded trials)
-                method = "heldout" if self.heldout is not None and n_fitted < AUTO_HELDOUT_BELOW else "noise"
-                if method == "heldout":
-                    on = self.heldout
-                    units = on.unit_losses(rules)
+            units = on.unit_losses([e.rule for e in front])
             if on is self.heldout:  # judged by held-out losses: unbiased by what the fitted trials overfit
                 chosen, selection = select_within_noise(
                     [FrontEntry(e.rule, float(u.sum()), e.complexity) for e, u in zip(front, units)], units,
@@ -642,9 +641,8 @@ class Search:
             else:
                 chosen, selection = select_within_noise(front, units, settings.selection_se, objective.unit_name)
             selection.update(method=method, losses="held-out" if on is self.heldout else "fitted")
-            if settings.selection == "auto":
-                selection["auto"] = (f"{n_fitted} {objective.unit_name or 'units'} in the fitted trials: "
-                                     f"{'fewer than' if method == 'heldout' else 'at least'} {AUTO_HELDOUT_BELOW}")
+            if why:
+                selection["auto"] = why
             if judge:
                 selection["likelihood"] = judge
         else:
@@ -654,6 +652,25 @@ class Search:
         front = [FrontEntry(e.rule, e.loss, e.complexity, i == chosen) for i, e in enumerate(front)]
         return EvolveResult(front, state.history, state.evaluations, state.generation,
                             state.elapsed, self.seed, stopped, state.blown, selection)
+
+    def _auto_selection(self, front) -> tuple[str, str]:
+        """selection = "auto": ("heldout" or "noise", why). Held-out losses with fewer than
+        AUTO_HELDOUT_BELOW units in the fitted trials, if the held-out view has 2 or more (one unit
+        gives no noise estimate); else the fitted trials' losses."""
+        unit = self.task.sim.objectives[self.task.objective].unit_name or "units"
+        if self.heldout is None:
+            return "noise", "no held-out trials: the fitted trials' losses"
+        n = self.task.sim.n_units(self.task)
+        if n is None:  # not known without simulating
+            n = self.task.unit_losses([front[0].rule]).shape[1]
+        if n >= AUTO_HELDOUT_BELOW:
+            return "noise", f"{n} {unit} in the fitted trials: at least {AUTO_HELDOUT_BELOW}"
+        held = self.heldout.sim.n_units(self.heldout)
+        if held is None:
+            held = self.heldout.unit_losses([front[0].rule]).shape[1]
+        if held < 2:
+            return "noise", f"{n} {unit} in the fitted trials, but {held} held out: the fitted trials' losses"
+        return "heldout", f"{n} {unit} in the fitted trials: fewer than {AUTO_HELDOUT_BELOW}"
 
     # -- checkpoints (plain JSON: tokens, numbers and the RNG state)
     def state_to_json(self, state: _State) -> dict:

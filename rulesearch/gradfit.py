@@ -183,11 +183,13 @@ class _Search:
         self.max_iter, self.on_iteration = max_iter, on_iteration
         self.evaluations = self.iterations = 0
         self.steps: list = []
+        self.refits: list = []  # (active, LMResult) of every refit, for the BIC fallback
 
     def refit(self, active: np.ndarray, warm: np.ndarray) -> LMResult:
         r = levenberg_marquardt(self.model, active, warm, self.max_iter, self.on_iteration)
         self.evaluations += r.evaluations
         self.iterations += r.iterations
+        self.refits.append((np.array(active), r))
         return r
 
     def stat(self, worse: LMResult, better: LMResult) -> float:
@@ -344,15 +346,12 @@ def select_terms(model: Model, n_terms: int, alpha: float, names: list[str],
         a0, f0 = search.forward(n_terms, "forward")
     candidates.append(("forward, then backward",) + search.backward(a0, f0, "forward"))
     good = [c for c in candidates if passes(c)]
-    tried = list(candidates)
     smallest = min((len(c[1]) for c in good), default=n_terms)
     # Greedy searches are path-dependent (a term that others imitate on the visited states can go
     # first): every smaller subset is also ranked by the full fit's quadratic model and the best
     # few refitted exactly
     for k in range(1, smallest):
-        subsets = _best_subsets(search, full, k)
-        tried += subsets
-        found = [c for c in subsets if passes(c)]
+        found = [c for c in _best_subsets(search, full, k) if passes(c)]
         if found:
             good = found
             break
@@ -362,10 +361,11 @@ def select_terms(model: Model, n_terms: int, alpha: float, names: list[str],
         # not chi^2 (README: 18 flies, recorded inputs, seed 3: x*(r - rbar) alone rejected at 99.7
         # against 89 on 53 dof, while the full fit's held-out cross-entropy was 0.406 against the
         # generating rule's 0.389). Bayes' information criterion, whose log(n) per term does not lean on
-        # that distribution, chooses among every model refitted here and the full fit.
-        pool = [c for c in tried if not c[2].d.blown] + [("full", everything, full)]
-        route, active, fit = min(pool, key=lambda c: (bic(c[2], len(c[1]), phi), len(c[1])))
-        route = f"BIC ({route}): the likelihood-ratio test rejected every sparse model"
+        # that distribution, chooses among every model refitted here (the full fit among them).
+        pool = [(a, r) for a, r in search.refits if not r.d.blown]
+        active, fit = min(pool, key=lambda c: (bic(c[1], len(c[0]), phi), len(c[0])))
+        route = (f"BIC ({len(active)} terms, the least of {len(pool)} refitted models): the likelihood-ratio test "
+                 "rejected every sparse model")
         return SparseFit(full, fit, active, search.steps, phi, search.evaluations, search.iterations, route)
     route, active, fit = min(good, key=lambda c: (len(c[1]), c[2].d.cost))
     return SparseFit(full, fit, active, search.steps, phi, search.evaluations, search.iterations, route)
@@ -482,14 +482,17 @@ class GradientFit:
         if self.family.kind == "mlp":
             return self._run_mlp(start, history, checkpoint, progress)
 
+        best = [np.inf]
+
         def step(d: Derivatives):
             history.append({"generation": len(history) + 1, "best_loss": d.loss, "best_objective": d.loss,
                             "evaluations": len(history) + 1})
+            best[0] = min(best[0], d.loss)
             if progress is not None:
                 # LM iterations of the full fit and of every trial refit of the term selection: the total
                 # is not known in advance (None), and a trial refit without a needed term has a high loss,
                 # so the best loss so far is reported, not the current refit's
-                progress(len(history), None, min(h["best_loss"] for h in history), len(history))
+                progress(len(history), None, best[0], len(history))
 
         f = self.family
         names = f.names
@@ -541,11 +544,14 @@ MLP_STARTS = 4  # an MLP's loss is not convex: LM from this many of the family's
 def _fit_mlp(self, start, history, checkpoint, progress) -> FitResult:
     """An MLP rule: every parameter fitted by LM from MLP_STARTS initial points (the family's
     initialisation, seeded), the best kept; no selection or intervals (its weights mean nothing alone)."""
+    best = [np.inf]
+
     def step(d: Derivatives):
         history.append({"generation": len(history) + 1, "best_loss": d.loss, "best_objective": d.loss,
                         "evaluations": len(history) + 1})
+        best[0] = min(best[0], d.loss)
         if progress is not None:
-            progress(len(history), None, min(h["best_loss"] for h in history), len(history))
+            progress(len(history), None, best[0], len(history))
     everything = np.arange(self.family.n_params)
     fits = []
     with threadpool_limits(limits=1, user_api="blas"):

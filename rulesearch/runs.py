@@ -183,9 +183,7 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     test = test if test is not None else task.sim.heldout(task)
     split = task.sim.split_info(train, test) if task.data_source else {}
     stage = stage or (lambda text: None)
-    if task.data_source:
-        stage("fitting a Taylor rule to seed the search")
-    seeds, seeded = fit_seeds(train) if task.data_source else ([], None)
+    seeds, seeded = fit_seeds(train, stage) if task.data_source else ([], None)
     evaluator = make_evaluator(train, spec.evaluator, spec.workers, spec.scheduler, on_chunk)
     try:
         search = Search(train, evaluator, task.seed, spec.population, spec.generations,
@@ -206,7 +204,7 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
         stage(f"checking the Taylor rule against the front{by}")
     fit_check = check_fit_seed(seeded, seeds, result, train, test) if seeded is not None else None
     rows = front_rows(result)
-    if task.data_source:
+    if task.data_source and test is not None:
         stage(f"comparing the front on the held-out trials{by}")
     report = heldout_indistinguishable(result, test) if task.data_source else None
     if report is not None:  # pareto.csv gets the held-out comparison with the selected rule
@@ -232,7 +230,7 @@ def evolve_run(spec: RunSpec, out: str | Path | None = None, resume: bool = Fals
     return result, out
 
 
-def fit_seeds(train) -> tuple[list, dict | None]:
+def fit_seeds(train, stage: Callable[[str], None] | None = None) -> tuple[list, dict | None]:
     """Rules to start ``evolve`` with: the terms an exact Taylor fit of the fitting trials selects
     (``fit --family taylor`` with Levenberg-Marquardt, the selected terms refitted), as a rule of the
     task's grammar, so that a search cannot miss a rule the fit finds. None where the task has no
@@ -248,6 +246,8 @@ def fit_seeds(train) -> tuple[list, dict | None]:
         return [], None
     if fitter is None:
         return [], None
+    if stage is not None:
+        stage("fitting a Taylor rule to seed the search")
     started = time.time()
     fitted = fitter.run()
     text = family.text(fitted.params, 0.0)
@@ -288,7 +288,7 @@ def check_fit_seed(seeded: dict, seeds: list, result, train, test=None) -> dict:
         return bool(float(d.sum()) > max(se_multiple * se, margin))
 
     old = next(i for i, e in enumerate(front) if e.selected)
-    d_old = units[old + 1] - fit_units
+    d_old = units[old + 1] - fit_units  # selected_minus_fit: the search's selection, before any reselection
     margin = {"selected_minus_fit": float(d_old.sum()),
               "se": float(np.sqrt(n) * d_old.std(ddof=1)) if n > 1 else None} if np.all(np.isfinite(d_old)) else {}
     record = {**seeded, **margin, "loss": float(fit_units.sum()) if np.all(np.isfinite(fit_units)) else None,

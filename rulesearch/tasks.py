@@ -72,8 +72,9 @@ class Fit:
     sigma0: float = 0.1
     holdout: float = 0.25  # fraction of trials held out from fitting (data tasks)
     target_loss: float = 0.0
-    # "auto": Levenberg-Marquardt with exact gradients where the simulator offers them for the
-    # family (gradfit.py), else CMA-ES; "lm" insists on gradients; "cmaes" never uses them
+    # "auto": Levenberg-Marquardt with exact gradients where the simulator offers them for a Taylor
+    # family without L1 (gradfit.py), else CMA-ES (MLPs too: their loss is not convex); "lm" insists on
+    # gradients; "cmaes" never uses them
     optimizer: str = "auto"
     select_alpha: float = 1e-3  # lm: level of the likelihood-ratio test that removes a term (0: keep all)
 

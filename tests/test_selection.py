@@ -136,3 +136,8 @@ def test_auto_selection_judges_by_the_fitted_trials_from_10_animals(tmp_path):
     selection = json.loads((tmp_path / "run" / "run.json").read_text())["selection"]
     assert selection["method"] == "noise" and selection["losses"] == "fitted" and selection["n_units"] == 10
     assert selection["auto"] == "10 animals in the fitted trials: at least 10"
+    # nothing held out: the fitted trials judge, and run.json says why
+    assert main(["evolve", FLY, "--data", str(flies), "--out", str(tmp_path / "none"), "--population", "20",
+                 "--generations", "0", "--seed", "3", "--set", "protocol.heldout_every=0"] + sets) == 0
+    selection = json.loads((tmp_path / "none" / "run.json").read_text())["selection"]
+    assert selection["method"] == "noise" and selection["auto"] == "no held-out trials: the fitted trials' losses"

@@ -114,6 +114,11 @@ class Simulator:
         """What run.json records about the split."""
         return {}
 
+    def n_units(self, task: "Task") -> int | None:
+        """How many independent units (animals, recorded trials) the objective's loss splits into, when
+        known without simulating; None otherwise."""
+        return None
+
     # -- constraints (``rulesearch families``)
     def constraints(self, config) -> tuple:
         """The constraints a plausible network satisfies: objects with ``metric``, ``low``, ``high``,

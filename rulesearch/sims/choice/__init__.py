@@ -241,6 +241,9 @@ class ChoiceSimulator(Simulator):
     def split_info(self, train, test):
         return {"animals": train.state.data.n_animals, "heldout_every": train.config.protocol.heldout_every}
 
+    def n_units(self, task):
+        return None if task.state.data is None else task.state.data.n_animals
+
     def simulate(self, task, packed, record=False, filtered: bool | None = None, judging: bool = False, **options):
         """filtered: weights tracked from the animal's decisions (default: the protocol's
         ``weight_filter``); False gives the deterministic teacher-forced trajectory. judging (rules

@@ -168,6 +168,9 @@ class RateSimulator(Simulator):
     def split_info(self, train, test):
         return {"fitted_trials": train.state.trials, "heldout_trials": 0 if test is None else test.state.trials}
 
+    def n_units(self, task):
+        return task.state.trials if task.data_source else None
+
     def simulate(self, task, packed, record=False, **options):
         c, s = task.config, task.state
         steps = s.x.shape[1]
