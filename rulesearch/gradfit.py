@@ -459,6 +459,21 @@ def identifiability(d: Derivatives, names: list[str], monomials: list[str], phi:
     return out
 
 
+def _iteration_log(history: list, progress) -> Callable[[Derivatives], None]:
+    """The per-iteration callback of an LM fit: appends to ``history`` and reports progress. LM
+    iterations of the full fit and of every trial refit: the total is not known in advance (None),
+    and a trial refit without a needed term has a high loss, so the best loss so far is reported."""
+    best = [np.inf]
+
+    def step(d: Derivatives):
+        history.append({"generation": len(history) + 1, "best_loss": d.loss, "best_objective": d.loss,
+                        "evaluations": len(history) + 1})
+        best[0] = min(best[0], d.loss)
+        if progress is not None:
+            progress(len(history), None, best[0], len(history))
+    return step
+
+
 class GradientFit:
     """Levenberg-Marquardt Taylor fit with term selection, intervals and identifiability.
 
@@ -482,18 +497,7 @@ class GradientFit:
         if self.family.kind == "mlp":
             return self._run_mlp(start, history, checkpoint, progress)
 
-        best = [np.inf]
-
-        def step(d: Derivatives):
-            history.append({"generation": len(history) + 1, "best_loss": d.loss, "best_objective": d.loss,
-                            "evaluations": len(history) + 1})
-            best[0] = min(best[0], d.loss)
-            if progress is not None:
-                # LM iterations of the full fit and of every trial refit of the term selection: the total
-                # is not known in advance (None), and a trial refit without a needed term has a high loss,
-                # so the best loss so far is reported, not the current refit's
-                progress(len(history), None, best[0], len(history))
-
+        step = _iteration_log(history, progress)
         f = self.family
         names = f.names
         monomials = [f.monomial_text(e) for e in f.terms]
@@ -544,14 +548,7 @@ MLP_STARTS = 4  # an MLP's loss is not convex: LM from this many of the family's
 def _fit_mlp(self, start, history, checkpoint, progress) -> FitResult:
     """An MLP rule: every parameter fitted by LM from MLP_STARTS initial points (the family's
     initialisation, seeded), the best kept; no selection or intervals (its weights mean nothing alone)."""
-    best = [np.inf]
-
-    def step(d: Derivatives):
-        history.append({"generation": len(history) + 1, "best_loss": d.loss, "best_objective": d.loss,
-                        "evaluations": len(history) + 1})
-        best[0] = min(best[0], d.loss)
-        if progress is not None:
-            progress(len(history), None, best[0], len(history))
+    step = _iteration_log(history, progress)
     everything = np.arange(self.family.n_params)
     fits = []
     with threadpool_limits(limits=1, user_api="blas"):
